@@ -1,0 +1,241 @@
+"""Typed experiment configuration: YAML in, validated, resolved YAML out.
+
+pydantic (already a dependency of wandb) does the type checking and rejects unknown keys; we only
+turn its multi-line reports into one line that names the field and how to fix it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message is one line naming the field and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class LoraConfig(Strict):
+    enabled: bool = False
+    r: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # None: the architecture family's default (see models.LORA_TARGETS)
+    target_modules: Optional[list[str]] = None
+
+
+class ModelConfig(Strict):
+    # HF hub id, local folder, catalogue name, or an offline asset ("offline:minilm-l6")
+    name: str
+    # pretrained weights, or the architecture initialised at random (config_overrides applied)
+    init: Literal["pretrained", "random"] = "pretrained"
+    config_overrides: dict[str, Any] = Field(default_factory=dict)
+    # where the classification head reads: last real token (causal LMs), pooled output (encoders)
+    head: Literal["auto", "last_token", "pooled"] = "auto"
+    tokenizer: Optional[str] = None  # defaults to `name`
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    dropout: bool = False  # the reference trains with dropout off; switch on here
+    linear_probe: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    # per-model overrides of the experiment's `train` section (lr, micro_batch_size, ...)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def short_name(self) -> str:
+        """A folder-safe name: the last path component of the model name."""
+        tail = self.name.rstrip("/").split("/")[-1].split(":")[-1]
+        return "".join(c if c.isalnum() or c in "-_." else "-" for c in tail)
+
+
+class DataConfig(Strict):
+    dataset: str  # a name in w2s_scale.data.sources.DATASETS
+    # local file/folder: for 'jsonl'/'csv'/'parquet' the data itself; for a hub dataset, local
+    # files of the hub's schema (used instead of downloading)
+    path: Optional[str] = None
+    test_path: Optional[str] = None  # local files: a separate test file (else cut from `path`)
+    text_column: str = "text"
+    label_column: str = "label"
+    n_train: int = Field(20000, gt=1)  # documents for A + B together (the reference's 20,000)
+    n_test: int = Field(10000, gt=0)
+    max_length: int = Field(1024, gt=1)
+    # over-long texts: dropped (the reference's policy), or cut keeping the start / the end
+    overlong: Literal["drop", "truncate", "truncate_left"] = "drop"
+    balance: bool = False  # downsample the majority class in each split
+
+
+class TrainConfig(Strict):
+    epochs: float = Field(2, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, gt=0)  # global: micro x accumulation x world size
+    micro_batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_frac: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload: bool = False  # ZeRO optimizer (and, stage 3, parameter) offload to CPU
+    # a DeepSpeed JSON whose "auto" values are filled from this section; None: built from it
+    ds_config: Optional[str] = None
+    checkpoint_every: int = Field(0, ge=0)  # optimizer steps; 0: only on a stop signal
+    keep_checkpoints: int = Field(1, gt=0)
+    length_grouping: bool = True
+
+    @model_validator(mode="after")
+    def _micro_divides_global(self) -> "TrainConfig":
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size}; choose batch_size = micro_batch_size x accumulation x ranks")
+        return self
+
+
+class LossConfig(Strict):
+    name: str  # a key of w2s_scale.losses.LOSSES
+    params: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        extra = "".join(f"-{k}{v:g}" for k, v in sorted(self.params.items()))
+        return f"{self.name}{extra}"
+
+
+class TrackingConfig(Strict):
+    wandb: Literal["off", "online", "offline"] = "off"
+    project: str = "w2s-scale"
+    entity: Optional[str] = None
+    progress: bool = True
+
+
+class LaunchConfig(Strict):
+    launcher: Literal["none", "torchrun", "deepspeed"] = "none"
+    nproc: int = Field(1, gt=0)
+
+
+class ExperimentConfig(Strict):
+    name: str
+    results_dir: str = "results"
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    data: DataConfig
+    weak: ModelConfig
+    strong: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")])
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _loss_shorthand(cls, value: Any) -> Any:
+        # `losses: [xent, logconf]` is shorthand for [{name: xent}, {name: logconf}]
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_nonempty(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("give at least one seed, e.g. seeds: [0]")
+        return value
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "ExperimentConfig":
+        from w2s_scale.losses import LOSSES
+        from w2s_scale.data.sources import DATASETS
+
+        for i, loss in enumerate(self.losses):
+            if loss.name not in LOSSES:
+                raise ValueError(f"losses.{i}.name: unknown loss {loss.name!r}; "
+                                 f"choose one of {sorted(LOSSES)}")
+        if self.data.dataset not in DATASETS:
+            raise ValueError(f"data.dataset: unknown dataset {self.data.dataset!r}; "
+                             f"choose one of {sorted(DATASETS)}")
+        for role in ("weak", "strong"):
+            train_for(self, getattr(self, role), field=f"{role}.train")
+        return self
+
+
+def train_for(cfg: ExperimentConfig, model: ModelConfig, field: str = "train") -> TrainConfig:
+    """The experiment's train section with one model's overrides applied (and validated)."""
+    merged = {**cfg.train.model_dump(), **model.train}
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as err:
+        raise ValueError(_one_line(err, prefix=field)) from None
+
+
+def _one_line(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling against the documented fields"
+    elif first["type"] == "missing":
+        msg = "required field is missing; add it to the config"
+    elif "input" in first and first["type"] not in ("value_error",):
+        msg = f"{msg} (got {first['input']!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.lr=1e-4' -> (['train', 'lr'], 1e-4); values are read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: write it as key.path=value, e.g. train.lr=1e-4")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                raw: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a YAML file (or a dict), apply `key=value` overrides, validate."""
+    if raw is None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; pass an existing YAML file") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: "
+                              f"{str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return ExperimentConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def to_yaml(model: BaseModel) -> str:
+    return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
+
+
+def stable_hash(*parts: Any) -> str:
+    """A short hash of plain data (pydantic models dumped first), stable across machines."""
+    plain = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    blob = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
