@@ -48,10 +48,17 @@ class ModelConfig(Strict):
     # per-model overrides of the experiment's `train` section (lr, micro_batch_size, ...)
     train: dict[str, Any] = Field(default_factory=dict)
 
+    # how runs and tables name this model; default: the model name's last component
+    label: Optional[str] = None
+
     @property
     def short_name(self) -> str:
-        """A folder-safe name: the last path component of the model name."""
-        tail = self.name.rstrip("/").split("/")[-1].split(":")[-1]
+        """A folder-safe name: `label`, else the model name's last path component."""
+        if self.label:
+            tail = self.label
+        else:
+            tail = self.name.rstrip("/").split("/")[-1].split(":")[-1]
+            tail += "-scratch" if self.init == "random" else ""
         return "".join(c if c.isalnum() or c in "-_." else "-" for c in tail)
 
 
@@ -156,6 +163,10 @@ class ExperimentConfig(Strict):
             if loss.name not in LOSSES:
                 raise ValueError(f"losses.{i}.name: unknown loss {loss.name!r}; "
                                  f"choose one of {sorted(LOSSES)}")
+            unknown = set(loss.params) - set(LOSSES[loss.name].defaults)
+            if unknown:
+                raise ValueError(f"losses.{i}.params: {sorted(unknown)} not accepted by "
+                                 f"{loss.name}; accepted: {sorted(LOSSES[loss.name].defaults)}")
         if self.data.dataset not in DATASETS:
             raise ValueError(f"data.dataset: unknown dataset {self.data.dataset!r}; "
                              f"choose one of {sorted(DATASETS)}")
@@ -170,7 +181,7 @@ def train_for(cfg: ExperimentConfig, model: ModelConfig, field: str = "train") -
     try:
         return TrainConfig(**merged)
     except ValidationError as err:
-        raise ValueError(_one_line(err, prefix=field)) from None
+        raise ConfigError(_one_line(err, prefix=field)) from None
 
 
 def _one_line(err: ValidationError, prefix: str = "") -> str:

@@ -1,0 +1,1 @@
+"""A throw-away two-node Slurm cluster for tests (cluster.sh, fixture.py)."""

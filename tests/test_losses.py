@@ -1,0 +1,311 @@
+"""Losses against hand-computed values, and exactness of the 2-rank x 2-micro-batch decomposition."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import tempfile
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+
+from w2s_scale import distributed
+from w2s_scale.losses import (
+    LOSSES, GlobalBatchStats, compute_loss, gather_global_stats, logconf_coef, logconf_threshold,
+)
+
+# Four examples given by their probabilities; logits = log p, so softmax(logits) == P exactly.
+P = np.array([[0.25, 0.75], [2 / 3, 1 / 3], [0.9, 0.1], [0.4, 0.6]])
+Y = np.array([[0.2, 0.8], [0.6, 0.4], [1.0, 0.0], [0.3, 0.7]])
+
+
+def _logits():
+    return torch.tensor(np.log(P), dtype=torch.float32, requires_grad=True)
+
+
+def _targets():
+    return torch.tensor(Y, dtype=torch.float32)
+
+
+def _ce(target_row, p_row):
+    return -sum(t * math.log(p) for t, p in zip(target_row, p_row))
+
+
+def _loss_and_grad(name, step_frac=1.0, stats=None, params=None):
+    z = _logits()
+    loss = compute_loss(name, z, _targets(), step_frac, stats, params)
+    loss.backward()
+    return loss.item(), z.grad.numpy().astype(np.float64)
+
+
+# ---------------------------------------------------------------- values by hand
+
+def test_xent_by_hand():
+    # CE_0 = -(0.2 ln .25 + 0.8 ln .75), CE_1 = -(0.6 ln 2/3 + 0.4 ln 1/3), CE_2 = -ln 0.9,
+    # CE_3 = -(0.3 ln .4 + 0.7 ln .6); the loss is their mean, the gradient (p - y) / 4.
+    expected = (-(0.2 * math.log(0.25) + 0.8 * math.log(0.75))
+                - (0.6 * math.log(2 / 3) + 0.4 * math.log(1 / 3))
+                - math.log(0.9)
+                - (0.3 * math.log(0.4) + 0.7 * math.log(0.6))) / 4
+    loss, grad = _loss_and_grad("xent")
+    assert loss == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(grad, (P - Y) / 4, atol=1e-6)
+
+
+def test_kl_by_hand():
+    # KL_i = sum_c y log(y/p), 0 log 0 = 0 (example 2 has y = [1, 0]).
+    kl = [0.2 * math.log(0.2 / 0.25) + 0.8 * math.log(0.8 / 0.75),
+          0.6 * math.log(0.6 / (2 / 3)) + 0.4 * math.log(0.4 / (1 / 3)),
+          1.0 * math.log(1.0 / 0.9),
+          0.3 * math.log(0.3 / 0.4) + 0.7 * math.log(0.7 / 0.6)]
+    loss, grad = _loss_and_grad("kl")
+    assert loss == pytest.approx(sum(kl) / 4, rel=1e-5)
+    np.testing.assert_allclose(grad, (P - Y) / 4, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (2.0, 0.5)])
+def test_product_by_hand(alpha, beta):
+    # q ∝ p^beta y^alpha, e.g. alpha = beta = 1, row 0: (.25*.2, .75*.8) = (.05, .6) -> (.05/.65, .6/.65)
+    q = P ** beta * Y ** alpha
+    q = q / q.sum(axis=1, keepdims=True)
+    if alpha == 1.0 and beta == 1.0:
+        np.testing.assert_allclose(q[0], [0.05 / 0.65, 0.6 / 0.65])
+    expected = float(np.mean([_ce(q[i], P[i]) for i in range(4)]))
+    loss, grad = _loss_and_grad("product", params={"alpha": alpha, "beta": beta})
+    assert loss == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(grad, (P - q) / 4, atol=1e-6)  # q is detached
+
+
+def test_logconf_by_hand():
+    # p0 = [.25, .6667, .9, .4] sorted [.25, .4, .6667, .9]; mean y1 = (.8 + .4 + 0 + .7)/4 = .475;
+    # quantile position .475 * 3 = 1.425 -> .4 + .425 * (2/3 - .4) = .51333...
+    threshold = 0.4 + 0.425 * (2 / 3 - 0.4)
+    assert float(logconf_threshold(torch.tensor(P[:, 0]), 0.475)) == pytest.approx(threshold)
+    # p0 >= .5133 -> class 0: examples 1 and 2; examples 0 and 3 -> class 1
+    hard = np.array([[0, 1], [1, 0], [1, 0], [0, 1]], dtype=float)
+    for step_frac, coef in [(1.0, 0.5), (0.05, 0.25), (0.0, 0.0)]:
+        target = (1 - coef) * Y + coef * hard
+        expected = float(np.mean([_ce(target[i], P[i]) for i in range(4)]))
+        loss, grad = _loss_and_grad("logconf", step_frac=step_frac)
+        assert loss == pytest.approx(expected, rel=1e-5), step_frac
+        np.testing.assert_allclose(grad, (P - target) / 4, atol=1e-6)
+
+
+def test_logconf_uses_global_stats():
+    # A global batch whose other predictions are all tiny puts the threshold at 0.01:
+    # every local example then hardens to class 0, unlike the local threshold above.
+    stats = GlobalBatchStats(probs0=torch.full((32,), 0.01), target_mean1=0.5)
+    hard = np.array([[1, 0]] * 4, dtype=float)
+    target = 0.5 * Y + 0.5 * hard
+    expected = float(np.mean([_ce(target[i], P[i]) for i in range(4)]))
+    loss, _ = _loss_and_grad("logconf", step_frac=1.0, stats=stats)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # stats from the local batch itself == stats=None
+    local = GlobalBatchStats.from_batch(_logits(), _targets())
+    assert _loss_and_grad("logconf", 0.3, local)[0] == pytest.approx(_loss_and_grad("logconf", 0.3)[0])
+
+
+def test_logconf_warmup_coefficient():
+    # ours: aux_coef * min(1, t / warmup_frac); the reference would give 0.5 * 0.05 = 0.025 at t = 0.05
+    assert logconf_coef(0.0) == 0.0
+    assert logconf_coef(0.05) == pytest.approx(0.25)
+    assert logconf_coef(0.1) == pytest.approx(0.5)
+    assert logconf_coef(0.7) == pytest.approx(0.5)
+    assert logconf_coef(0.02, aux_coef=0.8, warmup_frac=0.2) == pytest.approx(0.08)
+    assert logconf_coef(0.0, warmup_frac=0.0) == 0.5
+
+
+@pytest.mark.parametrize("m", [0.1, 0.25, 0.475, 0.5, 0.8])
+def test_threshold_keeps_class_balance(m):
+    rng = np.random.default_rng(0)
+    p0 = rng.uniform(size=32)
+    thr = float(logconf_threshold(torch.tensor(p0, dtype=torch.float64), m))
+    assert thr == pytest.approx(float(np.quantile(p0, m)))  # numpy's linear quantile
+    frac_class1 = float(np.mean(p0 < thr))  # hardened to class 1
+    assert abs(frac_class1 - m) <= 1 / 32 + 1e-12
+
+
+def test_entropy_by_hand():
+    # value (1-c) CE(y,p) + c H(p); grad (1-c)(p-y) + c dH/dz with dH/dz_k = -p_k (ln p_k + H)
+    coef = 0.5
+    H = -(P * np.log(P)).sum(axis=1)
+    ce = np.array([_ce(Y[i], P[i]) for i in range(4)])
+    expected = float(np.mean((1 - coef) * ce + coef * H))
+    dH = -P * (np.log(P) + H[:, None])
+    loss, grad = _loss_and_grad("entropy", step_frac=1.0)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(grad, ((1 - coef) * (P - Y) + coef * dH) / 4, atol=1e-6)
+    # EleutherAI's detached target: same value, the aux term has zero gradient
+    loss_d, grad_d = _loss_and_grad("entropy", 1.0, params={"detached_target": True})
+    assert loss_d == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(grad_d, (1 - coef) * (P - Y) / 4, atol=1e-6)
+
+
+def test_window_by_hand():
+    # max p = [.75, .6667, .9, .6]; radius .15 -> only example 3 (.6 < .65); divide by B = 4
+    ce3 = -(0.3 * math.log(0.4) + 0.7 * math.log(0.6))
+    loss, grad = _loss_and_grad("window")
+    assert loss == pytest.approx(ce3 / 4, rel=1e-5)
+    mask = np.array([0, 0, 0, 1.0])[:, None]
+    np.testing.assert_allclose(grad, mask * (P - Y) / 4, atol=1e-6)
+    # radius .2 -> examples 1 (.6667 < .7) and 3
+    ce1 = -(0.6 * math.log(2 / 3) + 0.4 * math.log(1 / 3))
+    assert _loss_and_grad("window", params={"radius": 0.2})[0] == pytest.approx((ce1 + ce3) / 4, rel=1e-5)
+
+
+def test_window_empty_keeps_graph():
+    z = _logits()
+    loss = compute_loss("window", z, _targets(), 0.5, params={"radius": 0.01})
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z.grad))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradients_finite(name):
+    z = torch.tensor([[60.0, -60.0], [-80.0, 80.0], [0.0, 0.0], [3.0, -1.0]], requires_grad=True)
+    y = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 0.0]])
+    loss = compute_loss(name, z, y, 0.5)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert loss.dim() == 0
+
+
+def test_registry():
+    assert set(LOSSES) == {"xent", "product", "logconf", "entropy", "window", "kl"}
+    assert {n for n, s in LOSSES.items() if s.needs_global_stats} == {"logconf"}
+    assert LOSSES["logconf"].defaults == {"aux_coef": 0.5, "warmup_frac": 0.1}
+    assert LOSSES["product"].defaults == {"alpha": 1.0, "beta": 1.0}
+    assert LOSSES["window"].defaults == {"radius": 0.15}
+    with pytest.raises(KeyError):
+        compute_loss("nope", _logits(), _targets(), 0.0)
+    with pytest.raises(ValueError):
+        compute_loss("xent", _logits(), _targets(), 0.0, params={"radius": 1.0})
+    # [B] targets read as p(class 1)
+    a = compute_loss("xent", _logits(), torch.tensor(Y[:, 1]), 0.0)
+    assert a.item() == pytest.approx(compute_loss("xent", _logits(), _targets(), 0.0).item())
+
+
+def test_single_process_helpers():
+    t = torch.arange(3.0)
+    assert torch.equal(distributed.all_gather_tensor(t), t)
+    assert distributed.all_gather_objects({"a": 1}) == [{"a": 1}]
+    assert distributed.any_rank(True) and not distributed.any_rank(False)
+    assert distributed.world_size() >= 1 and distributed.rank() >= 0
+    s = gather_global_stats([torch.tensor([0.1, 0.2]), torch.tensor([0.3])],
+                            [torch.tensor([[1.0, 0.0], [0.5, 0.5]]), torch.tensor([[0.0, 1.0]])])
+    assert torch.allclose(s.probs0, torch.tensor([0.1, 0.2, 0.3]))
+    assert s.target_mean1 == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- 2 ranks x 2 micro-batches
+
+WORLD, ACCUM, MICRO = 2, 2, 2
+CASES = [("xent", 0.5, None), ("product", 0.5, None), ("logconf", 0.05, None),
+         ("logconf", 1.0, None), ("entropy", 0.05, None), ("entropy", 1.0, None),
+         ("entropy", 1.0, {"detached_target": 1.0}), ("window", 0.5, None), ("kl", 0.5, None)]
+
+
+def _problem():
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(WORLD * ACCUM * MICRO, 4, generator=g) * 2.0
+    y1 = torch.rand(WORLD * ACCUM * MICRO, generator=g)
+    y = torch.stack([1 - y1, y1], dim=1)
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(2, 4, generator=g) * 0.3)
+        model.bias.copy_(torch.randn(2, generator=g) * 0.1)
+    return x, y, model
+
+
+def _grads(model):
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def _worker(r, port, out_path):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r,
+                            world_size=WORLD, timeout=timedelta(seconds=60))
+    try:
+        x, y, model = _problem()
+        per_rank = ACCUM * MICRO
+        micro = [(x[r * per_rank + k * MICRO: r * per_rank + (k + 1) * MICRO],
+                  y[r * per_rank + k * MICRO: r * per_rank + (k + 1) * MICRO]) for k in range(ACCUM)]
+        with torch.no_grad():  # pre-pass: the student's p0 for this rank's whole share of the batch
+            p0 = [torch.softmax(model(xb), -1)[:, 0] for xb, _ in micro]
+        stats = gather_global_stats(p0, [yb for _, yb in micro])
+        results = {}
+        for i, (name, step_frac, params) in enumerate(CASES):
+            for variant, st in (("global", stats), ("naive", None)):
+                model.zero_grad()
+                total = 0.0
+                for xb, yb in micro:
+                    loss = compute_loss(name, model(xb), yb, step_frac, st, params)
+                    (loss / ACCUM).backward()
+                    total += loss.item()
+                for p in model.parameters():  # what DeepSpeed does: average over ranks
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    p.grad /= WORLD
+                tot = torch.tensor([total])
+                dist.all_reduce(tot, op=dist.ReduceOp.SUM)
+                results[(i, variant)] = (tot.item() / (WORLD * ACCUM), _grads(model))
+        # the helpers with unequal lengths and objects
+        gathered = distributed.all_gather_tensor(torch.full((2 * r + 1, 2), float(r)))
+        objs = distributed.all_gather_objects({"rank": distributed.rank()})
+        anyr = (distributed.any_rank(r == 1), distributed.any_rank(False))
+        if r == 0:
+            torch.save({"results": results, "stats": stats, "gathered": gathered, "objs": objs,
+                        "any": anyr, "world": distributed.world_size()}, out_path)
+        distributed.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_two_micro_batches_equal_one_device():
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.pt")
+        mp.spawn(_worker, args=(_free_port(), out), nprocs=WORLD, join=True)
+        got = torch.load(out, weights_only=False)
+
+    assert got["world"] == 2
+    assert got["gathered"].tolist() == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+    assert got["objs"] == [{"rank": 0}, {"rank": 1}]
+    assert got["any"] == (True, False)
+
+    x, y, model = _problem()
+    with torch.no_grad():
+        p_all = torch.softmax(model(x), -1)
+    assert torch.allclose(got["stats"].probs0, p_all[:, 0], atol=1e-6)
+    assert got["stats"].target_mean1 == pytest.approx(y[:, 1].mean().item(), rel=1e-6)
+    # the window case must be non-trivial: some examples in, some out of the window
+    inside = (p_all.max(-1).values < 0.65)
+    assert 0 < int(inside.sum()) < len(inside)
+
+    naive_differs = []
+    for i, (name, step_frac, params) in enumerate(CASES):
+        model.zero_grad()
+        ref = compute_loss(name, model(x), y, step_frac, None, params)  # one device, whole batch
+        ref.backward()
+        ref_grads = _grads(model)
+        loss, grads = got["results"][(i, "global")]
+        assert loss == pytest.approx(ref.item(), rel=1e-5, abs=1e-7), (name, step_frac)
+        for g, gr in zip(grads, ref_grads):
+            torch.testing.assert_close(g, gr, rtol=1e-5, atol=1e-6, msg=f"{name} {step_frac}")
+        if name == "logconf":
+            n_loss, n_grads = got["results"][(i, "naive")]
+            naive_differs.append(not all(torch.allclose(a, b, atol=1e-6)
+                                         for a, b in zip(n_grads, ref_grads)))
+    # sanity: per-micro-batch thresholds (no global stats) would NOT match the one-device result
+    assert all(naive_differs)

@@ -1,0 +1,134 @@
+"""The `w2s` command.
+
+`w2s experiment --config X.yaml` validates everything it can first (config, data, DeepSpeed
+config, model configs) in one process, then, if more than one rank is asked for, starts them
+with torchrun or the deepspeed launcher on launch/rank.py, which comes back here on every rank.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from w2s_scale import distributed as dist
+from w2s_scale.assets import AssetError
+from w2s_scale.config import ConfigError, ExperimentConfig, load_config, train_for
+from w2s_scale.data.sources import DataError
+from w2s_scale.ds_config import DSConfigError
+from w2s_scale.models import ModelError
+from w2s_scale.results import ResultsError
+
+USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError)
+EXIT_USER_ERROR = 2
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun resumes
+RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="w2s", description="weak-to-strong experiments on DeepSpeed")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", required=True, help="experiment YAML")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set train.lr=1e-4 (repeatable)")
+
+    exp = sub.add_parser("experiment", help="run one weak-to-strong experiment (all stages)")
+    add_config_args(exp)
+    exp.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")
+    exp.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
+                     help="how to start the ranks (default: launch.launcher)")
+    exp.add_argument("--force", action="store_true", help="redo runs that are already complete")
+
+    summ = sub.add_parser("summary", help="print and save the summary of finished runs")
+    add_config_args(summ)
+    return parser
+
+
+def preflight(cfg: ExperimentConfig, world_size: int) -> None:
+    """Everything that can fail on bad input, checked before any rank starts."""
+    from w2s_scale import ds_config
+    from w2s_scale.data.splits import make_splits
+    from w2s_scale.models import load_hf_config, load_tokenizer
+
+    for model in (cfg.weak, cfg.strong):
+        train = train_for(cfg, model)
+        ds_config.build(train, model.dtype, world_size)
+        load_hf_config(model)
+        load_tokenizer(model)
+    make_splits(cfg.data, cfg.seeds[0])
+
+
+def _relaunch(args: argparse.Namespace, cfg: ExperimentConfig, launcher: str, nproc: int,
+              argv: list[str]) -> int:
+    port = str(dist._free_port())
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", port]
+    else:
+        ds_bin = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
+        cmd = [ds_bin, "--num_gpus", str(nproc), "--master_port", port]
+    cmd += [str(RANK_ENTRY), *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(
+        max(1, (os.cpu_count() or 1) // nproc)))}
+    child = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, _frame):  # preemption warnings reach every rank
+        os.killpg(child.pid, signum)
+
+    for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    return child.wait()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    in_rank = "WORLD_SIZE" in os.environ
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.command == "summary":
+            from w2s_scale.pipeline import plan_experiment
+            from w2s_scale.report import summarize, write_summary
+
+            write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
+            return 0
+        launcher = args.launcher or cfg.launch.launcher
+        nproc = args.nproc or cfg.launch.nproc
+        if not in_rank:
+            preflight(cfg, nproc)
+            if launcher != "none":
+                return _relaunch(args, cfg, launcher, nproc, argv)
+            if nproc > 1:
+                raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; "
+                                  f"set launch.launcher to torchrun or deepspeed")
+        return _run_in_rank(cfg, args)
+    except USER_ERRORS as err:
+        if dist.is_main():
+            print(f"w2s: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    finally:
+        dist.shutdown()
+
+
+def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from w2s_scale.engine import RunStopped
+    from w2s_scale.pipeline import run_experiment
+
+    dist.init()
+    try:
+        run_experiment(cfg, force=args.force)
+    except RunStopped as stop:
+        if dist.is_main():
+            print(f"w2s: {stop}", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

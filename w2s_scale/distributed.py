@@ -1,0 +1,165 @@
+"""Small torch.distributed helpers that degrade to single-process no-ops.
+
+Every helper works whether or not ``torch.distributed`` is initialised. Before initialisation
+``rank``/``world_size``/``local_rank`` read the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK,
+as set by torchrun and the deepspeed launcher), while the collectives act as identities.
+Collectives run on CPU with gloo and on the current CUDA device with nccl; results come back on the
+input tensor's device. They carry no gradient.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["is_initialized", "rank", "world_size", "local_rank", "is_main", "barrier",
+           "all_gather_tensor", "all_gather_objects", "any_rank", "all_reduce_sum",
+           "broadcast_object", "init", "shutdown"]
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else _env_int("RANK", 0)
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else _env_int("WORLD_SIZE", 1)
+
+
+def local_rank() -> int:
+    return _env_int("LOCAL_RANK", 0)
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    """Where a collective on ``t`` must run for the active backend."""
+    backend = str(dist.get_backend()).lower()
+    if "nccl" in backend:
+        return t.device if t.is_cuda else torch.device("cuda", torch.cuda.current_device())
+    if "gloo" in backend and not t.device.type == "cpu":
+        return torch.device("cpu")
+    return t.device
+
+
+def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` from every rank along dim 0, in rank order.
+
+    Lengths along dim 0 may differ between ranks; trailing dims and dtype must agree. A 0-d tensor
+    counts as length 1. Identity (detached) when not distributed.
+    """
+    t = t.detach()
+    if t.dim() == 0:
+        t = t.reshape(1)
+    if not is_initialized() or dist.get_world_size() == 1:
+        return t
+    out_device = t.device
+    dev = _comm_device(t)
+    x = t.to(dev).contiguous()
+    n = dist.get_world_size()
+    size = torch.tensor([x.shape[0]], dtype=torch.long, device=dev)
+    sizes = [torch.zeros_like(size) for _ in range(n)]
+    dist.all_gather(sizes, size)
+    lengths = [int(s.item()) for s in sizes]
+    longest = max(lengths)
+    if x.shape[0] < longest:
+        pad = torch.zeros((longest - x.shape[0], *x.shape[1:]), dtype=x.dtype, device=dev)
+        x = torch.cat([x, pad], dim=0)
+    parts = [torch.empty_like(x) for _ in range(n)]
+    dist.all_gather(parts, x)
+    return torch.cat([p[:k] for p, k in zip(parts, lengths)], dim=0).to(out_device)
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order; ``[obj]`` when not distributed."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on at least one rank."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return bool(flag)
+    dev = _comm_device(torch.empty(0))
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks (a copy); identity when not distributed."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return t.clone()
+    x = t.detach().to(_comm_device(t)).clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x.to(t.device)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init() -> None:
+    """Join (or, for a lone process, form) the process group every run uses.
+
+    Launchers (torchrun, the deepspeed launcher, our Slurm wrapper) set RANK, WORLD_SIZE and
+    MASTER_ADDR/PORT; a process started without one becomes a group of one, since DeepSpeed
+    needs a process group even then. gloo on CPU machines (no oneCCL here), nccl on GPUs.
+    """
+    if is_initialized():
+        return
+    if "WORLD_SIZE" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    import deepspeed
+
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.set_device(local_rank())
+    else:
+        # ranks on one machine share its cores; oversubscribed threads slow every rank down
+        per_rank = max(1, (os.cpu_count() or 1) // _env_int("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(min(torch.get_num_threads(), per_rank))
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
+
+
+def shutdown() -> None:
+    """Leave the process group; without this a rank aborts at exit and the launcher reports
+    a failure (see notes/environment.md)."""
+    if is_initialized():
+        dist.destroy_process_group()

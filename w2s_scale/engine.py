@@ -1,0 +1,269 @@
+"""The DeepSpeed engine around one run: build, train (with checkpoints and resume), predict.
+
+Every rank runs every function here; collectives are entered by all ranks in the same order.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from w2s_scale import distributed as dist
+from w2s_scale import ds_config as dsc
+from w2s_scale.config import ConfigError, LossConfig, ModelConfig, TrainConfig
+from w2s_scale.data.batching import (TokenizedSet, collate, eval_batches, global_batches,
+                                     rank_micro_batches, steps_per_epoch)
+from w2s_scale.losses import LOSSES, GlobalBatchStats, compute_loss
+from w2s_scale.models import build_classifier
+
+
+class RunStopped(Exception):
+    """A stop signal (preemption) arrived: a checkpoint was saved, and the same command resumes."""
+
+
+class StopFlag:
+    """Set by SIGUSR1 (Slurm's advance warning) or SIGTERM; acted on at the next step boundary,
+    where all ranks agree to stop together."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name: Optional[str] = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Engine:
+    engine: Any            # deepspeed.DeepSpeedEngine
+    tokenizer: Any
+    ds_config: dict
+    train_cfg: TrainConfig
+    total_steps: int
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def close(self) -> None:
+        destroy = getattr(self.engine, "destroy", None)
+        if destroy is not None:
+            destroy()
+        self.engine = None
+        gc.collect()
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    """Linear warm-up, then cosine annealing to zero (the reference) or constant."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def total_train_steps(n_examples: int, train: TrainConfig) -> int:
+    per_epoch = steps_per_epoch(n_examples, train.batch_size)
+    if per_epoch == 0:
+        raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the "
+                         f"{n_examples} training examples; lower batch_size or use more data")
+    return max(1, round(train.epochs * per_epoch))
+
+
+def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer) -> Engine:
+    import deepspeed
+
+    ds = dsc.build(train, model_cfg.dtype, dist.world_size())
+    model = build_classifier(model_cfg, ds)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if dsc.offloads_optimizer(ds):
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(params, lr=train.lr, weight_decay=train.weight_decay,
+                                     adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    warmup = int(train.warmup_frac * total_steps)
+    schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731 - built on DS's optimizer
+        opt, lr_lambda(train.schedule, warmup, total_steps))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                      config=ds, dist_init_required=False)
+    return Engine(engine, tokenizer, ds, train, total_steps)
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+LATEST = "latest_step"
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Optional[str]:
+    marker = ckpt_dir / LATEST
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int) -> None:
+    """Every rank writes its shard; only when all are done does rank 0 point `latest_step` at
+    the new tag (atomically), so a crash mid-save leaves the previous checkpoint in force."""
+    tag = f"step{step}"
+    eng.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step},
+                               save_latest=False)
+    dist.barrier()
+    if dist.is_main():
+        tmp = ckpt_dir / f".{LATEST}.tmp"
+        tmp.write_text(tag)
+        os.replace(tmp, ckpt_dir / LATEST)
+        by_age = sorted(ckpt_dir.glob("step*"), key=lambda p: int(p.name[4:]))
+        for old in by_age[:-eng.train_cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def load_checkpoint(eng: Engine, ckpt_dir: Path) -> int:
+    tag = latest_checkpoint(ckpt_dir)
+    if tag is None:
+        return 0
+    _, client = eng.engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                           load_lr_scheduler_states=True)
+    return int(client["step"])
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def _forward(eng: Engine, data: TokenizedSet, rows: np.ndarray) -> tuple[torch.Tensor, int]:
+    input_ids, mask = collate([data.input_ids[i] for i in rows], eng.pad_id,
+                              eng.tokenizer.padding_side)
+    device = eng.engine.device
+    return eng.engine(input_ids.to(device), mask.to(device)), int(mask.sum())
+
+
+def _global_stats(eng: Engine, data: TokenizedSet, micro: list[np.ndarray], batch: np.ndarray,
+                  targets: np.ndarray) -> GlobalBatchStats:
+    """The student's predictions over the whole global batch (all ranks, all accumulation
+    steps), from a no-grad pass before the step: losses such as logconf take a quantile over
+    the global batch, exactly as the reference does over its one-device batch."""
+    with torch.no_grad():
+        probs0 = torch.cat([torch.softmax(_forward(eng, data, rows)[0].float(), -1)[:, 0]
+                            for rows in micro]).cpu()
+    return GlobalBatchStats(probs0=dist.all_gather_tensor(probs0),
+                            target_mean1=float(targets[batch, 1].mean()))
+
+
+def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig, seed: int,
+          ckpt_dir: Path, tracker, stop: StopFlag) -> None:
+    """Train on `data` against soft `targets` [N, 2]; resumes from `ckpt_dir` if a checkpoint
+    exists there; raises RunStopped after checkpointing if a stop signal arrives."""
+    train_cfg = eng.train_cfg
+    spec = LOSSES[loss.name]
+    accumulation = eng.ds_config["gradient_accumulation_steps"]
+    per_epoch = steps_per_epoch(len(data), train_cfg.batch_size)
+    start = load_checkpoint(eng, ckpt_dir)
+    if start:
+        tracker.log({"event": "resumed", "step": start, "checkpoint": latest_checkpoint(ckpt_dir)})
+    lengths = data.lengths
+    batches_of_epoch: dict[int, list[np.ndarray]] = {}
+    bar = tracker.progress(total=eng.total_steps, initial=start, desc="train")
+    eng.engine.train()
+    for step in range(start, eng.total_steps):
+        epoch = step // per_epoch
+        if epoch not in batches_of_epoch:
+            batches_of_epoch = {epoch: global_batches(lengths, train_cfg.batch_size, seed, epoch,
+                                                      train_cfg.length_grouping)}
+        batch = batches_of_epoch[epoch][step % per_epoch]
+        micro = rank_micro_batches(batch, dist.rank(), dist.world_size(), accumulation)
+        t0 = time.perf_counter()
+        stats = _global_stats(eng, data, micro, batch, targets) if spec.needs_global_stats else None
+        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, agreement, examples, tokens
+        for rows in micro:
+            logits, n_tokens = _forward(eng, data, rows)
+            target = torch.as_tensor(targets[rows], dtype=torch.float32, device=logits.device)
+            value = compute_loss(loss.name, logits.float(), target, step / eng.total_steps,
+                                 stats, loss.params)
+            eng.engine.backward(value)
+            eng.engine.step()
+            agree = (logits.argmax(-1) == target.argmax(-1)).sum().item()
+            totals += torch.tensor([value.item() * len(rows), agree, len(rows), n_tokens],
+                                   dtype=torch.float64)
+        totals = dist.all_reduce_sum(totals)
+        elapsed = time.perf_counter() - t0
+        record = {"event": "train", "step": step + 1, "epoch": epoch,
+                  "loss": totals[0].item() / totals[2].item(),
+                  "agreement": totals[1].item() / totals[2].item(),
+                  "lr": eng.engine.get_lr()[0], "examples_per_s": totals[2].item() / elapsed,
+                  "tokens_per_s": totals[3].item() / elapsed}
+        tracker.log(record)
+        bar.update(1, loss=record["loss"], acc=record["agreement"], ex_s=record["examples_per_s"])
+        done = step + 1
+        if dist.any_rank(stop.requested):
+            save_checkpoint(eng, ckpt_dir, done)
+            tracker.log({"event": "stopped", "step": done, "signal": stop.signal_name})
+            bar.close()
+            raise RunStopped(f"stopped by {stop.signal_name or 'a signal'} after step {done}; "
+                             f"checkpoint saved, rerun the same command to resume")
+        if train_cfg.checkpoint_every and done % train_cfg.checkpoint_every == 0 and done < eng.total_steps:
+            save_checkpoint(eng, ckpt_dir, done)
+    bar.close()
+
+
+# --- prediction --------------------------------------------------------------------------------
+
+def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict") -> np.ndarray:
+    """Class probabilities [N, 2] in dataset order, on every rank. Each example is scored by
+    exactly one rank; results are gathered and put back in order."""
+    batch_size = eng.train_cfg.eval_batch_size
+    batches, n_forward = eval_batches(data.lengths, batch_size, dist.rank(), dist.world_size())
+    eng.engine.eval()
+    rows_done, probs_done = [], []
+    bar = tracker.progress(total=n_forward, desc=desc) if tracker else None
+    t0, n_tokens = time.perf_counter(), 0
+    with torch.no_grad():
+        for i in range(n_forward):
+            # a rank out of work repeats a batch and discards it: ZeRO-3 forwards are collectives
+            rows = batches[i] if i < len(batches) else (batches[0] if batches else np.array([0]))
+            logits, tokens = _forward(eng, data, rows)
+            if i < len(batches):
+                rows_done.append(rows)
+                probs_done.append(torch.softmax(logits.float(), -1).cpu().numpy())
+                n_tokens += tokens
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    eng.engine.train()
+    rows = np.concatenate(rows_done) if rows_done else np.zeros(0, dtype=np.int64)
+    probs = np.concatenate(probs_done) if probs_done else np.zeros((0, 2), dtype=np.float32)
+    gathered = dist.all_gather_objects((rows, probs))
+    out = np.full((len(data), 2), np.nan, dtype=np.float32)
+    for part_rows, part_probs in gathered:
+        out[part_rows] = part_probs
+    assert not np.isnan(out).any(), "prediction left examples unscored"
+    if tracker:
+        elapsed = time.perf_counter() - t0
+        tracker.log({"event": desc, "examples": len(data), "seconds": elapsed,
+                     "examples_per_s_rank0": sum(len(r) for r in rows_done) / max(elapsed, 1e-9),
+                     "tokens_per_s_rank0": n_tokens / max(elapsed, 1e-9)})
+    return out

@@ -1,0 +1,211 @@
+"""A pretrained transformer as a binary classifier: backbone + a zero-initialised linear head.
+
+The head reads the hidden state of the last real token (causal LMs; found from the attention
+mask, so left and right padding both work and token id 0 is an ordinary token) or the pooled
+output (encoders). Works under ZeRO-3, where parameters are partitioned as they are created.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+from torch import nn
+
+from w2s_scale import assets
+from w2s_scale.config import ModelConfig
+
+# model types whose classifier reads the last real token; every other type reads the pooled output
+CAUSAL_TYPES = {"gpt2", "gpt_neox", "gptj", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe",
+                "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "opt",
+                "bloom", "falcon", "olmo", "olmo2", "stablelm", "starcoder2"}
+
+# LoRA targets per architecture family (the attention and MLP projections)
+LORA_TARGETS = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "bert": ["query", "key", "value", "dense"],
+    "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ModelError(ValueError):
+    """A model cannot be loaded or configured; one line naming the field and the fix."""
+
+
+def resolve_name(name: str) -> str:
+    """Offline assets and catalogue entries to something from_pretrained accepts."""
+    if name.startswith("offline:"):
+        return assets.resolve(name)
+    try:
+        from w2s_scale.catalogue import CATALOGUE
+    except ImportError:  # the catalogue is optional
+        return name
+    entry = CATALOGUE.get(name)
+    return entry.hf_id if entry is not None else name
+
+
+def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
+    from transformers import AutoTokenizer
+
+    name = resolve_name(cfg.tokenizer or cfg.name)
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
+        raise ModelError(f"model.tokenizer: cannot load a tokenizer from {name!r} "
+                         f"({type(err).__name__}); give a local folder, an offline: asset or a "
+                         f"reachable hub id") from None
+    if tok.pad_token is None:  # GPT-2, Llama: padding is masked out, any existing token will do
+        tok.pad_token = tok.eos_token or tok.unk_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_hf_config(cfg: ModelConfig):
+    from transformers import AutoConfig
+
+    name = resolve_name(cfg.name)
+    try:
+        hf_config = AutoConfig.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"model.name: cannot load {cfg.name!r} ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:120]}); give a local folder, a catalogue "
+                         f"name, an offline: asset or a reachable hub id") from None
+    for key, value in cfg.config_overrides.items():
+        if not hasattr(hf_config, key):
+            raise ModelError(f"model.config_overrides.{key}: {hf_config.model_type} configs have "
+                             f"no such field; check its spelling")
+        setattr(hf_config, key, value)
+    if not cfg.dropout:
+        # the reference trains with dropout off; zero every dropout rate the config declares
+        for key, value in hf_config.to_dict().items():
+            if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+                setattr(hf_config, key, 0.0)
+    return hf_config
+
+
+def head_mode(cfg: ModelConfig, hf_config) -> str:
+    if cfg.head != "auto":
+        return cfg.head
+    return "last_token" if hf_config.model_type in CAUSAL_TYPES else "pooled"
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of the last real token of each row, for left or right padding alike."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * positions).argmax(dim=1)
+
+
+class Classifier(nn.Module):
+    """Backbone (HF base model, optionally with LoRA) + linear head over two classes."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, mode: str):
+        super().__init__()
+        self.backbone = backbone
+        self.mode = mode
+        # no bias: with a zero weight every example starts at p = 0.5, as in the reference
+        self.head = nn.Linear(hidden_size, 2, bias=False)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        if self.mode == "pooled":
+            pooled = getattr(out, "pooler_output", None)
+            return pooled if pooled is not None else out.last_hidden_state[:, 0]
+        hidden = out.last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, last_token_index(attention_mask)]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feats = self.features(input_ids, attention_mask)
+        return self.head(feats.to(self.head.weight.dtype)).float()
+
+
+def _zero_init_context(ds_config: Optional[dict]):
+    """Under ZeRO-3, parameters must be partitioned while they are created."""
+    if ds_config and ds_config.get("zero_optimization", {}).get("stage") == 3:
+        import deepspeed
+
+        return deepspeed.zero.Init(config_dict_or_path=ds_config)
+    return contextlib.nullcontext()
+
+
+def zero_init_head(head: nn.Linear) -> None:
+    """Set the head to zero. Under ZeRO-3 an in-place init of a partitioned parameter silently
+    does nothing (transformers #28244), so gather it, modify on rank 0 and re-partition."""
+    weight = head.weight
+    if hasattr(weight, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight], modifier_rank=0):
+            if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+                with torch.no_grad():
+                    weight.zero_()
+    else:
+        with torch.no_grad():
+            weight.zero_()
+
+
+def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None) -> Classifier:
+    """Load the backbone and add the head; `ds_config` (the resolved DeepSpeed config) must be given
+    for ZeRO-3 so that the weights are partitioned while they load (no rank holds them all)."""
+    from transformers import AutoModel
+
+    hf_config = load_hf_config(cfg)
+    dtype = DTYPES[cfg.dtype]
+    keep_alive = None
+    if ds_config and ds_config.get("zero_optimization", {}).get("stage") == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        # transformers partitions weights at load time while this object is alive
+        keep_alive = HfDeepSpeedConfig(ds_config)
+    try:
+        if cfg.init == "random":
+            backbone = AutoModel.from_config(hf_config, dtype=dtype)
+        else:
+            backbone = AutoModel.from_pretrained(resolve_name(cfg.name), config=hf_config,
+                                                 dtype=dtype)
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"model.name: cannot load weights of {cfg.name!r} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    if not cfg.dropout:
+        for module in backbone.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    if cfg.gradient_checkpointing:
+        # reentrant checkpointing: the non-reentrant one crashes with peft + ZeRO-3 (DeepSpeed #4332)
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        backbone.config.use_cache = False
+    if cfg.linear_probe:
+        backbone.requires_grad_(False)
+    elif cfg.lora.enabled:
+        backbone = apply_lora(backbone, cfg, hf_config)
+    if cfg.gradient_checkpointing and (cfg.lora.enabled or cfg.linear_probe):
+        # reentrant checkpointing needs an input that requires grad, else no gradient flows
+        backbone.enable_input_require_grads()
+    with _zero_init_context(ds_config):
+        model = Classifier(backbone, hf_config.hidden_size, head_mode(cfg, hf_config))
+    model.head.to(dtype)
+    zero_init_head(model.head)
+    del keep_alive
+    return model
+
+
+def lora_targets(cfg: ModelConfig, hf_config) -> list[str]:
+    if cfg.lora.target_modules:
+        return list(cfg.lora.target_modules)
+    if hf_config.model_type not in LORA_TARGETS:
+        raise ModelError(f"model.lora.target_modules: no default for model type "
+                         f"{hf_config.model_type!r}; list the projection modules to adapt")
+    return LORA_TARGETS[hf_config.model_type]
+
+
+def apply_lora(backbone: nn.Module, cfg: ModelConfig, hf_config) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=lora_targets(cfg, hf_config), bias="none",
+                      fan_in_fan_out=hf_config.model_type == "gpt2")  # GPT-2 uses Conv1D
+    return get_peft_model(backbone, lora)

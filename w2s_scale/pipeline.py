@@ -1,0 +1,173 @@
+"""The weak-to-strong experiment, read top to bottom.
+
+For each seed: train the weak model on A (ground truth), let it label B; train the strong model on
+A (the ceiling); train the strong model on B against the weak labels, once per transfer loss.
+Each run reads what it needs from disk and is skipped when its DONE marker exists, so stages can
+also run as separate jobs (see w2s_scale/sweep.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+
+from w2s_scale import distributed as dist
+from w2s_scale.config import (ExperimentConfig, LossConfig, ModelConfig, TrainConfig, stable_hash,
+                              train_for)
+from w2s_scale.data.batching import TokenizedSet, tokenize
+from w2s_scale.data.splits import Splits, make_splits
+from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
+from w2s_scale.metrics import accuracy, roc_auc
+from w2s_scale.models import load_tokenizer
+from w2s_scale.results import RunDir
+from w2s_scale.tracking import Tracker
+
+GT_LOSS = LossConfig(name="xent")  # ground truth runs: cross-entropy against one-hot labels
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    name: str                        # gt-<model> or w2s-<weak>-to-<strong>-<loss>
+    kind: Literal["gt", "transfer"]
+    model: ModelConfig
+    train: TrainConfig
+    loss: LossConfig
+    seed: int
+    dir: Path
+    hash: str                        # of everything that changes this run's results
+    weak: Optional["RunPlan"] = field(default=None, compare=False)  # transfer: label source
+
+
+def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
+    return Path(cfg.results_dir) / cfg.name / cfg.data.dataset / f"seed{seed}"
+
+
+def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> RunPlan:
+    train_cfg = train_for(cfg, model)
+    model_id = model.model_copy(update={"train": {}, "label": None})
+    return RunPlan(name=f"gt-{model.short_name}", kind="gt", model=model, train=train_cfg,
+                   loss=GT_LOSS, seed=seed, dir=seed_dir(cfg, seed) / f"gt-{model.short_name}",
+                   hash=stable_hash("gt", model_id, train_cfg, cfg.data, seed))
+
+
+def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
+                  seed: int) -> RunPlan:
+    train_cfg = train_for(cfg, strong)
+    name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
+    model_id = strong.model_copy(update={"train": {}, "label": None})
+    return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
+                   seed=seed, dir=seed_dir(cfg, seed) / name,
+                   hash=stable_hash("transfer", model_id, train_cfg, cfg.data, seed, loss, weak.hash),
+                   weak=weak)
+
+
+def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
+    """Runs in the order they must happen (a transfer run after its weak gt run)."""
+    plans = []
+    for seed in cfg.seeds:
+        weak = plan_gt(cfg, cfg.weak, seed)
+        strong = plan_gt(cfg, cfg.strong, seed)
+        plans += [weak, strong] + [plan_transfer(cfg, weak, cfg.strong, loss, seed)
+                                   for loss in cfg.losses]
+    return plans
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(2, dtype=np.float32)[labels]
+
+
+def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, np.ndarray]:
+    """B's examples with the weak model's soft labels (read from its run folder); examples the
+    weak model never labelled (over-long for its tokenizer) are left out."""
+    labelled = {row["id"]: row["p1"] for row in RunDir(plan.weak.dir, plan.weak.hash).read_jsonl(
+        "weak_labels.jsonl")}
+    keep = np.array([i for i, ex_id in enumerate(train_set.ids) if ex_id in labelled], dtype=int)
+    kept = train_set.subset(keep)
+    p1 = np.array([labelled[ex_id] for ex_id in kept.ids], dtype=np.float32)
+    return kept, np.stack([1 - p1, p1], axis=1)
+
+
+def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, force: bool = False) -> None:
+    """Train one run, score it on test, and (gt runs) label B; DONE is written last."""
+    run_dir = RunDir(plan.dir, plan.hash)
+    if not force and run_dir.is_done():
+        say(f"{plan.name} (seed {plan.seed}): done already, reused")
+        return
+    resumed = run_dir.prepare(force)
+    say(f"{plan.name} (seed {plan.seed}): {'resuming' if resumed else 'starting'} in {plan.dir}")
+    started = time.time()
+    tokenizer = load_tokenizer(plan.model)
+    data = cfg.data
+    train_set = tokenize(splits.a if plan.kind == "gt" else splits.b, tokenizer, data.max_length, data.overlong)
+    if plan.kind == "gt":
+        targets = one_hot(train_set.labels)
+    else:
+        train_set, targets = weak_targets(plan, train_set)
+    test_set = tokenize(splits.test, tokenizer, data.max_length, data.overlong)
+    total_steps = total_train_steps(len(train_set), plan.train)
+    tracker = Tracker(plan.dir / "log.jsonl", cfg.tracking, run_name=plan.name,
+                      group=f"{cfg.name}/seed{plan.seed}",
+                      config={"experiment": cfg.model_dump(mode="json"), "run": plan.name})
+    tracker.log({"event": "start", "run": plan.name, "resumed": resumed, "world_size": dist.world_size(),
+                 "n_train": len(train_set), "n_test": len(test_set), "total_steps": total_steps})
+    eng = build_engine(plan.model, plan.train, total_steps, tokenizer)
+    with StopFlag() as stop:
+        train(eng, train_set, targets, plan.loss, plan.seed, run_dir.checkpoints, tracker, stop)
+    test_probs = predict(eng, test_set, tracker, desc="test")
+    metrics = {"run": plan.name, "kind": plan.kind, "seed": plan.seed,
+               "accuracy": accuracy(test_set.labels, test_probs[:, 1]),
+               "auc": roc_auc(test_set.labels, test_probs[:, 1]),
+               "n_train": len(train_set), "n_test": len(test_set),
+               "n_dropped_overlong": train_set.n_dropped + test_set.n_dropped,
+               "steps": total_steps, "world_size": dist.world_size(),
+               "seconds": round(time.time() - started, 1)}
+    run_dir.write_jsonl("test_predictions.jsonl", (
+        {"id": i, "p1": round(float(p), 6), "label": int(y)}
+        for i, p, y in zip(test_set.ids, test_probs[:, 1], test_set.labels)))
+    if plan.kind == "gt":  # every gt model labels B, so any of them can serve as a weak teacher
+        b_set = tokenize(splits.b, tokenizer, data.max_length, data.overlong)
+        b_probs = predict(eng, b_set, tracker, desc="label-B")
+        metrics["b_accuracy"] = accuracy(b_set.labels, b_probs[:, 1])
+        run_dir.write_jsonl("weak_labels.jsonl", (
+            {"id": i, "p1": round(float(p), 6), "label": int(y)}
+            for i, p, y in zip(b_set.ids, b_probs[:, 1], b_set.labels)))
+    else:  # how often the student sides with its teacher on B: imitation vs generalisation
+        train_probs = predict(eng, train_set, tracker, desc="train-agreement")
+        metrics["train_agreement_with_weak"] = float(np.mean(
+            train_probs.argmax(1) == targets.argmax(1)))
+    run_dir.write_yaml("config.yaml", {
+        "run": plan.name, "kind": plan.kind, "seed": plan.seed, "hash": plan.hash,
+        "experiment": cfg.name, "weak_run": str(plan.weak.dir) if plan.weak else None,
+        "model": plan.model.model_dump(mode="json"), "train": plan.train.model_dump(mode="json"),
+        "loss": plan.loss.model_dump(mode="json"), "data": data.model_dump(mode="json"),
+        "world_size": dist.world_size(), "ds_config": eng.ds_config})
+    run_dir.write_json("metrics.json", metrics)
+    tracker.log({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+    tracker.summary(metrics)
+    tracker.close()
+    eng.close()
+    run_dir.mark_done()
+    say(f"{plan.name} (seed {plan.seed}): test accuracy {metrics['accuracy']:.4f} "
+        f"in {metrics['seconds']:.0f} s")
+
+
+def run_experiment(cfg: ExperimentConfig, force: bool = False) -> list[dict]:
+    """Every run of the experiment (skipping finished ones), then the summary."""
+    from w2s_scale.report import summarize, write_summary
+
+    plans = plan_experiment(cfg)
+    for seed in cfg.seeds:
+        splits = make_splits(cfg.data, seed)
+        for plan in (p for p in plans if p.seed == seed):
+            execute(cfg, plan, splits, force=force)
+    rows = summarize(plans)
+    write_summary(rows, Path(cfg.results_dir) / cfg.name)
+    return rows
+
+
+def say(message: str) -> None:
+    if dist.is_main():
+        print(f"[w2s] {message}", flush=True)

@@ -1,0 +1,107 @@
+"""Summary of finished runs: accuracy and AUC of every run, PGR of every transfer run, read from
+disk; with intervals (bootstrap over test examples per seed, t-interval over seeds)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from w2s_scale import distributed as dist
+from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
+from w2s_scale.results import DONE, RunDir, atomic_write
+
+
+def _load(plan) -> Optional[tuple[dict, dict[str, tuple[float, int]]]]:
+    """(metrics, {example id: (p1, label)}) of a finished run, None if not finished."""
+    if not (plan.dir / DONE).exists():
+        return None
+    run = RunDir(plan.dir, plan.hash)
+    preds = {r["id"]: (r["p1"], r["label"]) for r in run.read_jsonl("test_predictions.jsonl")}
+    return run.read_json("metrics.json"), preds
+
+
+def _correct(preds: dict, ids: list[str]) -> np.ndarray:
+    return np.array([(preds[i][0] > 0.5) == bool(preds[i][1]) for i in ids], dtype=float)
+
+
+def summarize(plans: Iterable) -> list[dict]:
+    """One row per transfer run (weak, ceiling, transfer, PGR with a bootstrap interval) plus
+    one row per (weak, strong, loss) with the mean over seeds."""
+    plans = list(plans)
+    gt = {(p.model.short_name, p.seed): p for p in plans if p.kind == "gt"}
+    rows = []
+    for plan in (p for p in plans if p.kind == "transfer"):
+        weak_plan, ceiling_plan = plan.weak, gt.get((plan.model.short_name, plan.seed))
+        loaded = [_load(p) if p else None for p in (weak_plan, ceiling_plan, plan)]
+        if any(x is None for x in loaded):
+            continue
+        (wm, wp), (cm, cp), (tm, tp) = loaded
+        # score the three on the same examples (over-long ones may differ between tokenizers)
+        ids = sorted(set(wp) & set(cp) & set(tp))
+        labels = np.array([tp[i][1] for i in ids])
+        weak_c, ceil_c, tran_c = (_correct(p, ids) for p in (wp, cp, tp))
+        value = pgr(weak_c.mean(), ceil_c.mean(), tran_c.mean())
+        interval = bootstrap_pgr(labels, weak_c, ceil_c, tran_c, seed=plan.seed) if value is not None else None
+        rows.append({
+            "seed": plan.seed, "weak": weak_plan.model.short_name, "strong": plan.model.short_name,
+            "loss": plan.loss.tag, "n_test": len(ids),
+            "weak_acc": weak_c.mean(), "ceiling_acc": ceil_c.mean(), "transfer_acc": tran_c.mean(),
+            "weak_auc": wm.get("auc"), "ceiling_auc": cm.get("auc"), "transfer_auc": tm.get("auc"),
+            "pgr": value, "pgr_lo": interval[0] if interval else None,
+            "pgr_hi": interval[1] if interval else None,
+            "agreement_with_weak": tm.get("train_agreement_with_weak")})
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["weak"], row["strong"], row["loss"])].append(row)
+    for (weak, strong, loss), members in groups.items():
+        pg = mean_interval([m["pgr"] for m in members])
+        rows.append({"seed": "mean", "weak": weak, "strong": strong, "loss": loss,
+                     "n_test": int(np.mean([m["n_test"] for m in members])),
+                     **{k: float(np.mean([m[k] for m in members]))
+                        for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
+                     "pgr": pg["mean"],
+                     "pgr_lo": pg["mean"] - pg["ci95"] if pg["ci95"] is not None else None,
+                     "pgr_hi": pg["mean"] + pg["ci95"] if pg["ci95"] is not None else None,
+                     "n_seeds": len(members)})
+    return rows
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table; PGR reads 'undefined' where the ceiling does not beat the floor."""
+    header = ["seed", "weak", "strong", "loss", "weak_acc", "ceiling_acc", "transfer_acc", "PGR", "PGR 95%"]
+    lines = [header]
+    for r in rows:
+        undefined = r["pgr"] is None
+        interval = "" if r["pgr_lo"] is None else f"[{r['pgr_lo']:.2f}, {r['pgr_hi']:.2f}]"
+        lines.append([str(r["seed"]), r["weak"], r["strong"], r["loss"], _fmt(r["weak_acc"]),
+                      _fmt(r["ceiling_acc"]), _fmt(r["transfer_acc"]),
+                      "undefined (ceiling <= weak)" if undefined else _fmt(r["pgr"]), interval])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def write_summary(rows: list[dict], out_dir: Path) -> None:
+    """summary.json and summary.csv (rank 0), and the table on stdout."""
+    if not dist.is_main():
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
+    fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out_dir / "summary.csv", buffer.getvalue())
+    print(format_table(rows) if rows else "[w2s] no finished transfer runs to summarize", flush=True)
+    print(f"[w2s] summary written to {out_dir}/summary.json and summary.csv", flush=True)
