@@ -160,6 +160,10 @@ def test_dependency_chain_and_failed_dependency(slurm_cluster, tmp_path):
     assert infos[g].state == "CANCELLED"
     assert infos[g].reason == "DependencyNeverSatisfied"
     assert failed.read_text().split() == ["F"]
+    # once the controller forgets a job (MinJobAge), the jobcomp/filetxt record remains
+    comp = slurm._from_jobcomp([f, g], slurm._config(env))
+    assert (comp[f].state, comp[f].exit_code, comp[g].state) == ("FAILED", 3, "CANCELLED")
+    assert slurm.job_states(["999999"], env=env)["999999"].state == "UNKNOWN"
 
 
 def _wait_file(path: Path, timeout: float = 20):

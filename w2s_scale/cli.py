@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")
     exp.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                      help="how to start the ranks (default: launch.launcher)")
-    exp.add_argument("--force", action="store_true", help="redo runs that are already complete")
+    exp.add_argument("--redo", action="store_true", help="redo runs that are already complete")
 
     summ = sub.add_parser("summary", help="print and save the summary of finished runs")
     add_config_args(summ)
@@ -64,8 +65,15 @@ def preflight(cfg: ExperimentConfig, world_size: int) -> None:
     make_splits(cfg.data, cfg.seeds[0])
 
 
-def _relaunch(args: argparse.Namespace, cfg: ExperimentConfig, launcher: str, nproc: int,
-              argv: list[str]) -> int:
+def _rank_args(args: argparse.Namespace) -> list[str]:
+    """The command each rank runs. Launcher options (--nproc, --launcher) are left out: the
+    launchers' own parsers match abbreviations and would take them for theirs."""
+    forwarded = [args.command, f"--config={Path(args.config).resolve()}"]
+    forwarded += [f"--set={o}" for o in args.overrides]
+    return forwarded + (["--redo"] if getattr(args, "redo", False) else [])
+
+
+def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
     port = str(dist._free_port())
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
@@ -73,7 +81,7 @@ def _relaunch(args: argparse.Namespace, cfg: ExperimentConfig, launcher: str, np
     else:
         ds_bin = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
         cmd = [ds_bin, "--num_gpus", str(nproc), "--master_port", port]
-    cmd += [str(RANK_ENTRY), *argv]
+    cmd += [str(RANK_ENTRY), *_rank_args(args)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(
         max(1, (os.cpu_count() or 1) // nproc)))}
     child = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -87,6 +95,9 @@ def _relaunch(args: argparse.Namespace, cfg: ExperimentConfig, launcher: str, np
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    # DeepSpeed's ZeRO still calls collectives that torch marks deprecated, once per step
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use `torch\.distributed")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     in_rank = "WORLD_SIZE" in os.environ
@@ -103,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not in_rank:
             preflight(cfg, nproc)
             if launcher != "none":
-                return _relaunch(args, cfg, launcher, nproc, argv)
+                return _relaunch(args, launcher, nproc)
             if nproc > 1:
                 raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; "
                                   f"set launch.launcher to torchrun or deepspeed")
@@ -122,7 +133,7 @@ def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
     dist.init()
     try:
-        run_experiment(cfg, force=args.force)
+        run_experiment(cfg, force=args.redo)
     except RunStopped as stop:
         if dist.is_main():
             print(f"w2s: {stop}", file=sys.stderr, flush=True)

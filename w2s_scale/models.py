@@ -110,11 +110,15 @@ class Classifier(nn.Module):
         self.head = nn.Linear(hidden_size, 2, bias=False)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         if self.mode == "pooled":
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
             pooled = getattr(out, "pooler_output", None)
             return pooled if pooled is not None else out.last_hidden_state[:, 0]
-        hidden = out.last_hidden_state
+        # positions count real tokens only, so left padding does not shift absolute position
+        # embeddings (GPT-2); encoders keep their own position scheme (MPNet's is offset)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=positions).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
 

@@ -58,15 +58,26 @@ alive() {
     st=${st##*) }
     [ "${st:0:1}" != Z ]
 }
-pid_alive() { [ -f "$1" ] && alive "$(cat "$1")"; }
+# The daemon a pid file names, if it still runs: a stale pid file whose pid was reused by an
+# unrelated process (other command name) does not count.
+pidfile_pid() {
+    local f=$1 pid name comm
+    [ -f "$f" ] || return 1
+    pid=$(cat "$f" 2>/dev/null) || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    name=$(basename "$f" .pid); name=${name%%-*}   # munged, slurmctld, slurmd
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [ "${comm#"$name"}" != "$comm" ] || return 1
+    alive "$pid" || return 1
+    echo "$pid"
+}
+pid_alive() { pidfile_pid "$1" >/dev/null; }
 
 # Stop the daemons whose pid files are given: TERM to all at once, KILL after ~5 s.
 kill_pidfiles() {
     local f pid pids=() i alive
     for f in "$@"; do
-        [ -f "$f" ] || continue
-        pid=$(cat "$f")
-        if [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; then pids+=("$pid"); fi
+        if pid=$(pidfile_pid "$f") && kill -TERM "$pid" 2>/dev/null; then pids+=("$pid"); fi
         rm -f "$f"
     done
     for i in $(seq 50); do
