@@ -7,11 +7,13 @@ with torchrun or the deepspeed launcher on launch/rank.py, which comes back here
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -27,6 +29,7 @@ from w2s_scale.results import ResultsError
 USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError)
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun resumes
+STATUS_ENV = "W2S_STATUS_FILE"
 RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
 
 
@@ -48,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
 
     summ = sub.add_parser("summary", help="print and save the summary of finished runs")
     add_config_args(summ)
+
+    from w2s_scale.memory import add_plan_args
+
+    plan = sub.add_parser("plan", help="per-GPU memory of each model on a cluster shape, and "
+                                       "whether it fits (no GPU needed)")
+    add_config_args(plan)
+    add_plan_args(plan)
     return parser
 
 
@@ -73,6 +83,21 @@ def _rank_args(args: argparse.Namespace) -> list[str]:
     return forwarded + (["--redo"] if getattr(args, "redo", False) else [])
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
     port = str(dist._free_port())
     if launcher == "torchrun":
@@ -82,16 +107,31 @@ def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
         ds_bin = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
         cmd = [ds_bin, "--num_gpus", str(nproc), "--master_port", port]
     cmd += [str(RANK_ENTRY), *_rank_args(args)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(
+    # the launchers report any non-zero rank exit as their own failure (1): rank 0 leaves the
+    # run's outcome here so a checkpointed stop still exits 75 and can be told from a crash
+    status_file = Path(tempfile.mkstemp(prefix="w2s-status-")[1])
+    env = {**os.environ, STATUS_ENV: str(status_file), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(
         max(1, (os.cpu_count() or 1) // nproc)))}
-    child = subprocess.Popen(cmd, env=env, start_new_session=True)
+    # The launcher (torchrun, deepspeed) inherits SIGUSR1 ignored, so a preemption warning sent
+    # to every process (as Slurm does) stops the ranks, which checkpoint, and not the launcher,
+    # which would die of it; the ranks install their own handler (engine.StopFlag).
+    child = subprocess.Popen(cmd, env=env, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
 
-    def forward(signum, _frame):  # preemption warnings reach every rank
-        os.killpg(child.pid, signum)
+    def forward(signum, _frame):
+        # SIGTERM means "stop soon" too: the ranks get SIGUSR1, checkpoint and exit 75. The
+        # launchers start ranks in process groups of their own, so each process is signalled.
+        sent = signal.SIGUSR1 if signum == signal.SIGTERM else signum
+        for pid in [child.pid, *descendants(child.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sent)
 
     for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    return child.wait()
+    code = child.wait()
+    outcome = status_file.read_text().strip()
+    status_file.unlink(missing_ok=True)
+    return EXIT_STOPPED if outcome == "stopped" else code
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -109,6 +149,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
             return 0
+        if args.command == "plan":
+            from w2s_scale.memory import plan_command
+
+            return plan_command(cfg, args)
         launcher = args.launcher or cfg.launch.launcher
         nproc = args.nproc or cfg.launch.nproc
         if not in_rank:
@@ -137,6 +181,8 @@ def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     except RunStopped as stop:
         if dist.is_main():
             print(f"w2s: {stop}", file=sys.stderr, flush=True)
+            if os.environ.get(STATUS_ENV):
+                Path(os.environ[STATUS_ENV]).write_text("stopped")
         return EXIT_STOPPED
     return 0
 

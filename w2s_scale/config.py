@@ -47,9 +47,31 @@ class ModelConfig(Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     # per-model overrides of the experiment's `train` section (lr, micro_batch_size, ...)
     train: dict[str, Any] = Field(default_factory=dict)
+    # weights kept after training (see w2s_scale/saving.py): none (metrics, predictions and weak
+    # labels only), the LoRA adapters + head, or the whole model in the training dtype (model16)
+    # or in fp32 from the ZeRO checkpoint (model32), as a transformers folder + head
+    save: Literal["none", "adapters", "model16", "model32"] = "none"
 
     # how runs and tables name this model; default: the model name's last component
     label: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalogue_defaults(cls, data: Any) -> Any:
+        # a catalogue name (or hub id) fills the fields the user left unset; see catalogue.py
+        from w2s_scale.catalogue import apply_defaults
+
+        return apply_defaults(data)
+
+    @model_validator(mode="after")
+    def _adapters_need_lora(self) -> "ModelConfig":
+        if self.save == "adapters" and not self.lora.enabled:
+            raise ValueError("save: adapters needs lora.enabled: true; use save: model16 to keep "
+                             "a fully fine-tuned model")
+        if self.save == "adapters" and self.init == "random":
+            raise ValueError("save: adapters of a randomly initialised base cannot be reloaded "
+                             "(the base is not saved); use save: model16")
+        return self
 
     @property
     def short_name(self) -> str:
@@ -171,7 +193,12 @@ class ExperimentConfig(Strict):
             raise ValueError(f"data.dataset: unknown dataset {self.data.dataset!r}; "
                              f"choose one of {sorted(DATASETS)}")
         for role in ("weak", "strong"):
-            train_for(self, getattr(self, role), field=f"{role}.train")
+            train = train_for(self, getattr(self, role), field=f"{role}.train")
+            model = getattr(self, role)
+            if model.save == "model32" and train.zero_stage == 0 and model.dtype != "fp32":
+                raise ValueError(f"{role}.save: model32 reads DeepSpeed's fp32 master weights, "
+                                 f"which ZeRO stage 0 in {model.dtype} does not keep; use "
+                                 f"zero_stage >= 1 or save: model16")
         return self
 
 

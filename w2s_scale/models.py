@@ -48,6 +48,14 @@ def resolve_name(name: str) -> str:
     return entry.hf_id if entry is not None else name
 
 
+def _catalogue_entry(name: str):
+    try:
+        from w2s_scale.catalogue import lookup
+    except ImportError:
+        return None
+    return lookup(name)
+
+
 def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
@@ -69,7 +77,9 @@ def load_hf_config(cfg: ModelConfig):
 
     name = resolve_name(cfg.name)
     try:
-        hf_config = AutoConfig.from_pretrained(name)
+        entry = _catalogue_entry(cfg.name) if cfg.init == "random" else None
+        # a random-initialised catalogue model needs only its architecture: no download
+        hf_config = entry.hf_config() if entry is not None else AutoConfig.from_pretrained(name)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"model.name: cannot load {cfg.name!r} ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:120]}); give a local folder, a catalogue "

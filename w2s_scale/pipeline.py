@@ -23,9 +23,17 @@ from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps,
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
 from w2s_scale.results import RunDir
+from w2s_scale.saving import save_weights
 from w2s_scale.tracking import Tracker
 
 GT_LOSS = LossConfig(name="xent")  # ground truth runs: cross-entropy against one-hot labels
+# settings that change how a run is carried out but not its results: left out of its hash, so
+# they can change between an interrupted attempt and its resumption
+NOT_IN_HASH = {"checkpoint_every", "keep_checkpoints", "eval_batch_size"}
+
+
+def _results_settings(train_cfg: TrainConfig) -> dict:
+    return train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
 
 
 @dataclass(frozen=True)
@@ -47,20 +55,21 @@ def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
 
 def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> RunPlan:
     train_cfg = train_for(cfg, model)
-    model_id = model.model_copy(update={"train": {}, "label": None})
+    model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
     return RunPlan(name=f"gt-{model.short_name}", kind="gt", model=model, train=train_cfg,
                    loss=GT_LOSS, seed=seed, dir=seed_dir(cfg, seed) / f"gt-{model.short_name}",
-                   hash=stable_hash("gt", model_id, train_cfg, cfg.data, seed))
+                   hash=stable_hash("gt", model_id, _results_settings(train_cfg), cfg.data, seed))
 
 
 def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
                   seed: int) -> RunPlan:
     train_cfg = train_for(cfg, strong)
     name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
-    model_id = strong.model_copy(update={"train": {}, "label": None})
+    model_id = strong.model_copy(update={"train": {}, "label": None, "save": "none"})
     return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
                    seed=seed, dir=seed_dir(cfg, seed) / name,
-                   hash=stable_hash("transfer", model_id, train_cfg, cfg.data, seed, loss, weak.hash),
+                   hash=stable_hash("transfer", model_id, _results_settings(train_cfg), cfg.data, seed,
+                                   loss, weak.hash),
                    weak=weak)
 
 
@@ -148,6 +157,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, force: bool = 
     tracker.log({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     tracker.summary(metrics)
     tracker.close()
+    save_weights(eng, plan.model, plan.dir, run_dir.checkpoints)  # only what `save` asks for
     eng.close()
     run_dir.mark_done()
     say(f"{plan.name} (seed {plan.seed}): test accuracy {metrics['accuracy']:.4f} "

@@ -23,8 +23,10 @@ class _Bar:
     def __init__(self, total: int, initial: int, desc: str):
         from tqdm import tqdm
 
+        # in a terminal the bar redraws every second; in a log file (Slurm) every 30 s
         self._bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr,
-                         dynamic_ncols=True, leave=False, mininterval=1.0)
+                         dynamic_ncols=True, leave=False,
+                         mininterval=1.0 if sys.stderr.isatty() else 30.0)
 
     def update(self, n: int = 1, **postfix: float) -> None:
         if postfix:
