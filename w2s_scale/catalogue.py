@@ -16,7 +16,7 @@ and a global batch of 32 (micro batch x GPUs must divide it); they are not tuned
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 
 @dataclass(frozen=True)
@@ -223,29 +223,46 @@ def lookup(name: str) -> Optional[Entry]:
 
 
 def apply_defaults(raw: Any) -> Any:
-    """Fill a model section (plain data, before validation) from its catalogue entry.
-
-    Precedence, highest first: what the user wrote in the model section (`strong.lr`...
-    `strong.train.lr`, `strong.lora.r`, `strong.dtype`) > the catalogue entry > the experiment's
-    `train` section > the built-in defaults. The entry's training values go into the model's
-    `train` overrides, so they hold for this model even where the experiment's `train` section
-    says otherwise; set them under the model to change them. The result is plain data again,
-    so a resolved config written out and read back gives the same model.
-    """
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        return raw
-    entry = lookup(raw["name"])
+    """Fill a model section (plain data, before validation) with its entry's dtype, gradient
+    checkpointing and LoRA settings, where the user left them unset (`lora` key by key)."""
+    entry = _entry_of(raw)
     if entry is None:
         return raw
     defaults = entry.model_defaults()
     out = dict(raw)
     for key in ("dtype", "gradient_checkpointing"):
         out.setdefault(key, defaults[key])
-    for key in ("lora", "train"):
-        given = out.get(key)
-        if given is None:
-            out[key] = dict(defaults[key])
-        elif isinstance(given, dict):
-            out[key] = {**defaults[key], **given}
-        # a LoraConfig object (built in code) is taken as given
+    given = out.get("lora")
+    if given is None:
+        out["lora"] = dict(defaults["lora"])
+    elif isinstance(given, dict):
+        out["lora"] = {**defaults["lora"], **given}
+    # a LoraConfig object (built in code) is taken as given
     return out
+
+
+def apply_train_defaults(raw: Any, explicit: Iterable[str] = ()) -> Any:
+    """Fill a model section's `train` overrides with its entry's training defaults, except the
+    keys the user set in that `train` or in the experiment's `train` section (`explicit`).
+
+    Precedence, highest first: the model section (`strong.train.lr`, `strong.lora.r`,
+    `strong.dtype`) > keys written in the experiment's `train` section (or by --set train.KEY) >
+    the catalogue entry > the built-in defaults. The result is plain data again: a resolved
+    config written out and read back gives the same runs.
+    """
+    entry = _entry_of(raw)
+    if entry is None:
+        return raw
+    out = dict(raw)
+    given = out.get("train") or {}
+    if not isinstance(given, dict):
+        return raw
+    skip = set(explicit) | set(given)
+    out["train"] = {**{k: v for k, v in entry.train_defaults().items() if k not in skip}, **given}
+    return out
+
+
+def _entry_of(raw: Any) -> Optional[Entry]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        return None
+    return lookup(raw["name"])

@@ -161,6 +161,20 @@ class ExperimentConfig(Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _catalogue_train_defaults(cls, data: Any) -> Any:
+        # catalogue models get their entry's lr, micro batch, ZeRO stage... where neither the model
+        # section nor this experiment's `train` section sets them (see catalogue.py)
+        from w2s_scale.catalogue import apply_train_defaults
+
+        if not isinstance(data, dict):
+            return data
+        train = data.get("train") or {}
+        explicit = train.model_fields_set if isinstance(train, BaseModel) else set(train)
+        return {**data, **{role: apply_train_defaults(data[role], explicit)
+                           for role in ("weak", "strong") if role in data}}
+
     @field_validator("losses", mode="before")
     @classmethod
     def _loss_shorthand(cls, value: Any) -> Any:

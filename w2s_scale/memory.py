@@ -305,8 +305,12 @@ def plan_model(cfg: ExperimentConfig, model: ModelConfig, cluster: Cluster,
 def models_of(cfg: ExperimentConfig, extra: Iterable[str] = ()) -> list[ModelConfig]:
     """Every distinct model of the experiment, then `extra` model names (catalogue names or hub
     ids, with their catalogue defaults and the experiment's train section)."""
+    from w2s_scale.catalogue import apply_train_defaults
+
+    named = [ModelConfig(**apply_train_defaults({"name": name}, cfg.train.model_fields_set))
+             for name in extra]
     models, seen = [], set()
-    for model in [cfg.weak, cfg.strong, *(ModelConfig(name=name) for name in extra)]:
+    for model in [cfg.weak, cfg.strong, *named]:
         key = model.model_dump_json()
         if key not in seen:
             seen.add(key)
@@ -338,11 +342,14 @@ def add_plan_args(parser) -> None:
 
 def plan_command(cfg: ExperimentConfig, args) -> int:
     """`w2s plan`: print the plan of every model of the experiment (and of --model names)."""
+    import contextlib
     import json
+    import sys
 
-    plans = [plan_model(cfg, model, cluster_for(model, args.nodes, args.gpus_per_node, args.gpu_mem,
-                                                 args.cpu_mem), args.seq_len)
-             for model in models_of(cfg, args.model)]
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout as it loads
+        plans = [plan_model(cfg, model, cluster_for(model, args.nodes, args.gpus_per_node,
+                                                     args.gpu_mem, args.cpu_mem), args.seq_len)
+                 for model in models_of(cfg, args.model)]
     print(json.dumps([p.as_dict() for p in plans], indent=1) if args.json else format_table(plans))
     return 0
 

@@ -1,0 +1,406 @@
+"""Carrying out a sweep's plan: locally (one run after another) or as Slurm jobs chained with
+`--dependency=afterok`; and saying where every run stands.
+
+Each run is its own process, `w2s run --config <snapshot> --run <key>`, whichever executor starts
+it. The config is snapshotted (resolved, overrides applied) under results/<name>/sweep/ when the
+sweep is started, so queued jobs run what was planned even if the YAML is edited meanwhile. What
+was started is recorded in results/<name>/sweep/jobs.json (job id or local exit code, log file),
+which `w2s status` reads and a rerun of `w2s sweep` consults to submit only what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import yaml
+
+from w2s_scale import slurm
+from w2s_scale.config import ConfigError, train_for
+from w2s_scale.results import atomic_write
+from w2s_scale.sweep import (Resources, SweepConfig, SweepRun, describe, disk_state,
+                             resources_text, sweep_dir)
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_SCRIPT = REPO / "slurm" / "run.sbatch"
+REPORT_SCRIPT = REPO / "slurm" / "report.sbatch"
+
+
+def say(message: str) -> None:
+    print(f"[w2s] {message}", flush=True)
+
+
+# --- shared by both executors --------------------------------------------------------------------
+
+def snapshot(cfg: SweepConfig) -> Path:
+    """The resolved config, written once per distinct content; runs are started from it."""
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    path = sweep_dir(cfg) / "sweep" / f"config.{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)
+    return path.resolve()
+
+
+class JobBook:
+    """results/<name>/sweep/jobs.json: the last attempt of each run (by key)."""
+
+    def __init__(self, cfg: SweepConfig):
+        self.path = sweep_dir(cfg) / "sweep" / "jobs.json"
+        self.entries: dict[str, dict] = {}
+        if self.path.exists():
+            self.entries = json.loads(self.path.read_text())
+
+    def get(self, run: SweepRun) -> Optional[dict]:
+        entry = self.entries.get(run.key)
+        return entry if entry and entry.get("hash") == run.plan.hash else None  # else: other settings
+
+    def put(self, run: SweepRun, **entry) -> None:
+        self.entries[run.key] = {"hash": run.plan.hash, "time": round(time.time()), **entry}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(self.entries, indent=1) + "\n")
+
+
+def log_path(cfg: SweepConfig, run: SweepRun, suffix: str) -> Path:
+    return (sweep_dir(cfg) / "sweep" / "logs" / f"{run.key.replace('/', '.')}.{suffix}").resolve()
+
+
+def ranks_per_node(cfg: SweepConfig, res: Resources) -> int:
+    return res.ranks_per_node or res.gpus_per_node or cfg.launch.nproc
+
+
+def slurm_world_size(cfg: SweepConfig, run: SweepRun) -> int:
+    return run.resources.nodes * ranks_per_node(cfg, run.resources)
+
+
+def preflight(cfg: SweepConfig, runs: list[SweepRun], world_size) -> None:
+    """What can fail on bad input, before anything starts: DeepSpeed configs for each run's
+    world size, model configs and tokenizers, the data splits."""
+    from w2s_scale import ds_config
+    from w2s_scale.data.splits import make_splits
+    from w2s_scale.models import load_hf_config, load_tokenizer
+
+    checked = set()
+    for run in runs:
+        world = world_size(run)
+        if (run.plan.model.short_name, world) not in checked:
+            ds_config.build(train_for(run.experiment, run.plan.model), run.plan.model.dtype, world)
+            checked.add((run.plan.model.short_name, world))
+    for model in {r.plan.model.short_name: r.plan.model for r in runs}.values():
+        load_hf_config(model)
+        load_tokenizer(model)
+    for data in {r.dataset: r.experiment.data for r in runs}.values():
+        make_splits(data, cfg.seeds[0])
+
+
+def run_command(config: Path, run: SweepRun) -> list[str]:
+    """The w2s arguments that carry out one run (each rank runs them)."""
+    return ["run", f"--config={config}", f"--run={run.key}"]
+
+
+# --- local ---------------------------------------------------------------------------------------
+
+def _tee(cmd: list[str], log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            out.write(line)
+        return proc.wait()
+
+
+def execute_local(cfg: SweepConfig, runs: list[SweepRun], launcher: str, nproc: int) -> int:
+    """Every missing run, one after another, each in its own process under `launcher` with
+    `nproc` ranks; a run whose dependency failed is skipped. Returns the number not done."""
+    config = snapshot(cfg)
+    book = JobBook(cfg)
+    failed: set[str] = set()
+    for run in runs:
+        state = disk_state(run)
+        if state == "done":
+            continue
+        if state == "conflict":
+            say(f"{run.key}: finished earlier with other settings; change `name` or `results_dir`")
+            failed.add(run.key)
+            continue
+        bad = [d for d in run.deps if d in failed]
+        if bad:
+            say(f"{run.key}: skipped, it needs {bad[0]}, which failed")
+            book.put(run, executor="local", status="skipped", reason=f"dependency {bad[0]} failed")
+            failed.add(run.key)
+            continue
+        log = log_path(cfg, run, "log")
+        cmd = [sys.executable, "-m", "w2s_scale.cli", *run_command(config, run),
+               f"--launcher={launcher}", f"--nproc={nproc}"]
+        say(f"{run.key}: {'resuming' if state == 'partial' else 'starting'} "
+            f"({nproc} rank(s), {launcher}; log {log})")
+        book.put(run, executor="local", status="running", log=str(log), pid=os.getpid())
+        rc = _tee(cmd, log)
+        if rc == 0 and disk_state(run) == "done":
+            book.put(run, executor="local", status="done", rc=0, log=str(log))
+        else:
+            book.put(run, executor="local", status="failed", rc=rc, log=str(log))
+            failed.add(run.key)
+            say(f"{run.key}: failed (exit code {rc}); see {log}")
+            if rc == 75:  # stopped by a signal: stop the sweep too; rerunning resumes
+                say("stopped by a signal; run the same command again to resume")
+                return sum(disk_state(r) != "done" for r in runs)
+    return sum(disk_state(r) != "done" for r in runs)
+
+
+# --- Slurm ---------------------------------------------------------------------------------------
+
+def node_launcher(cfg: SweepConfig, run: SweepRun) -> str:
+    return run.resources.launcher or ("none" if slurm_world_size(cfg, run) == 1 else "torchrun")
+
+
+def sbatch_options(cfg: SweepConfig, run: SweepRun, log: Path, extra: Iterable[str] = ()) -> list[str]:
+    res = run.resources
+    opts = [f"--job-name=w2s-{cfg.name}-{run.key.replace('/', '-')}", f"--nodes={res.nodes}",
+            "--ntasks-per-node=1", f"--time={res.time}", f"--output={log}", "--open-mode=append"]
+    if res.signal_before_s:
+        opts.append(f"--signal=USR1@{res.signal_before_s}")
+    if res.gpus_per_node:
+        opts.append(f"--gpus-per-node={res.gpus_per_node}")
+    for flag, value in (("--cpus-per-task", res.cpus_per_task), ("--mem", res.mem),
+                        ("--partition", res.partition), ("--account", res.account)):
+        if value:
+            opts.append(f"{flag}={value}")
+    return opts + list(res.sbatch) + list(extra)
+
+
+def script_args(cfg: SweepConfig, run: SweepRun, config: Path) -> list[str]:
+    return [f"--launcher={node_launcher(cfg, run)}",
+            f"--nproc-per-node={ranks_per_node(cfg, run.resources)}", f"--rdzv={run.resources.rdzv}",
+            "--", *run_command(config, run)]
+
+
+def submit_env() -> dict[str, str]:
+    """The environment sbatch exports to the jobs: where the repository and Python are."""
+    env = dict(os.environ)
+    env.setdefault("W2S_HOME", str(REPO))
+    env.setdefault("W2S_PYTHON", sys.executable)
+    return env
+
+
+def _shell(cmd: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def submit_slurm(cfg: SweepConfig, runs: list[SweepRun], extra: Iterable[str] = (),
+                 dry_run: bool = False, report_job: bool = True) -> dict[str, str]:
+    """Submit every run that is neither done nor queued/running, each depending (afterok) on the
+    jobs of its dependencies that are not done yet. Returns {run key: job id} of the runs that
+    have a live or new job. Dry run: prints the sbatch commands instead (job ids as <key>)."""
+    config = snapshot(cfg) if not dry_run else Path("<snapshot of the config>")
+    book = JobBook(cfg)
+    env = submit_env()
+    recorded = {run.key: book.get(run) for run in runs}
+    live_ids = [e["job_id"] for e in recorded.values() if e and e.get("executor") == "slurm"]
+    infos = slurm.job_states(live_ids, env=env) if live_ids and not dry_run else {}
+    job_of: dict[str, str] = {}
+    new = []
+    for run in runs:
+        state = disk_state(run)
+        if state == "done":
+            continue
+        if state == "conflict":
+            say(f"{run.key}: finished earlier with other settings; not submitted")
+            continue
+        entry = recorded[run.key]
+        if entry and entry.get("executor") == "slurm":
+            info = infos.get(entry["job_id"])
+            if info is not None and not info.finished and info.state != "UNKNOWN":
+                job_of[run.key] = entry["job_id"]
+                continue
+        missing_deps = [d for d in run.deps if d not in job_of and
+                        disk_state(next(r for r in runs if r.key == d)) != "done"]
+        if missing_deps:
+            say(f"{run.key}: not submitted, its dependency {missing_deps[0]} cannot run")
+            continue
+        deps = [job_of[d] for d in run.deps if d in job_of]
+        log = log_path(cfg, run, "%j.out")
+        options = sbatch_options(cfg, run, log, extra)
+        args = script_args(cfg, run, config)
+        if dry_run:
+            dep = f" --dependency=afterok:{':'.join(deps)}" if deps else ""
+            print(f"  sbatch {_shell(options)}{dep} {RUN_SCRIPT.relative_to(REPO)} {_shell(args)}")
+            job_of[run.key] = f"<{run.key}>"
+            continue
+        log.parent.mkdir(parents=True, exist_ok=True)
+        job = slurm.submit(RUN_SCRIPT, args, options, deps, env=env)
+        job_of[run.key] = job
+        new.append(job)
+        book.put(run, executor="slurm", job_id=job, log=str(log).replace("%j", job),
+                 deps=deps, world_size=slurm_world_size(cfg, run))
+        say(f"{run.key}: job {job}" + (f" after {', '.join(deps)}" if deps else ""))
+    if report_job and new and not dry_run:
+        res = cfg.resources
+        options = [f"--job-name=w2s-{cfg.name}-report", "--nodes=1", "--ntasks=1", "--time=00:30:00",
+                   f"--output={(sweep_dir(cfg) / 'sweep' / 'logs' / 'report.%j.out').resolve()}",
+                   f"--dependency=afterany:{':'.join(job_of.values())}"]
+        options += [f"--{k}={v}" for k, v in (("partition", res.partition), ("account", res.account)) if v]
+        job = slurm.submit(REPORT_SCRIPT, ["--config", str(config)], options, env=env)
+        say(f"summary and plots: job {job}, when all runs have ended")
+    return job_of
+
+
+def wait_slurm(job_ids: Iterable[str], poll_s: float = 2.0, timeout_s: Optional[float] = None) -> None:
+    ids = list(job_ids)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while ids:
+        infos = slurm.job_states(ids)
+        ids = [j for j, info in infos.items() if not info.finished and info.state != "UNKNOWN"]
+        if not ids:
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"jobs {', '.join(ids)} still running after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+# --- status --------------------------------------------------------------------------------------
+
+@dataclass
+class RunStatus:
+    run: SweepRun
+    state: str      # done, queued, running, failed, cancelled, stopped, partial, not started, conflict
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state in ("failed", "cancelled", "conflict")
+
+
+_NOISE = re.compile(r"^(\[w2s-|\[w2s\]|srun: |slurmstepd|\[\d{4}-\d\d-\d\d .*\] \[(INFO|WARNING)\])")
+
+
+def why(log: Optional[str], limit: int = 200) -> str:
+    """The most telling line of a failed run's log: w2s's own error message, else the last
+    line of the last traceback, else the last line that is not launcher chatter."""
+    if not log or not Path(log).exists():
+        return "no log"
+    lines = [line.rstrip() for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("w2s: error:"):
+            return line[len("w2s: error:"):].strip()[:limit]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback"):
+            tail = [ln for ln in lines[i + 1:] if not ln.startswith((" ", "\t")) and not _NOISE.match(ln)]
+            if tail:
+                return tail[0][:limit]
+    quiet = [line for line in lines if not _NOISE.match(line)]
+    return (quiet[-1] if quiet else (lines[-1] if lines else "empty log"))[:limit]
+
+
+def sweep_status(cfg: SweepConfig, runs: list[SweepRun]) -> list[RunStatus]:
+    book = JobBook(cfg)
+    entries = {r.key: book.get(r) for r in runs}
+    ids = [e["job_id"] for e in entries.values() if e and e.get("executor") == "slurm"]
+    infos = slurm.job_states(ids) if ids else {}
+    by_key = {r.key: r for r in runs}
+    out: list[RunStatus] = []
+    for run in runs:
+        state = disk_state(run)
+        entry = entries[run.key]
+        if state == "done":
+            out.append(RunStatus(run, "done"))
+            continue
+        if state == "conflict":
+            out.append(RunStatus(run, "conflict", f"{run.plan.dir} finished with other settings"))
+            continue
+        resume = " (resumes from its checkpoint)" if state == "partial" else ""
+        if entry is None:
+            out.append(RunStatus(run, "partial" if state == "partial" else "not started",
+                                 "not submitted" + resume))
+        elif entry.get("executor") == "local":
+            if entry.get("status") == "skipped":
+                out.append(RunStatus(run, "cancelled", entry.get("reason", "")))
+            elif entry.get("status") == "running":
+                out.append(RunStatus(run, "running", f"locally, log {entry.get('log')}"))
+            else:
+                out.append(RunStatus(run, "failed", f"exit code {entry.get('rc')}: "
+                                                    f"{why(entry.get('log'))}{resume}"))
+        else:
+            out.append(_slurm_status(run, entry, infos.get(entry["job_id"]), by_key, entries, infos, resume))
+    return out
+
+
+def _slurm_status(run, entry, info, by_key, entries, infos, resume) -> RunStatus:
+    job = entry["job_id"]
+    if info is None or info.state == "UNKNOWN":
+        return RunStatus(run, "failed", f"job {job} is no longer known to Slurm and left no result"
+                                        f"{resume}; rerun the sweep to resubmit")
+    if not info.finished:
+        if info.state == "PENDING":
+            return RunStatus(run, "queued", f"job {job} pending ({info.reason or 'queued'})")
+        return RunStatus(run, "running", f"job {job} {info.state.lower()}")
+    if info.state == "CANCELLED" and info.reason == "DependencyNeverSatisfied" or (
+            info.state == "CANCELLED" and _failed_dep(run, entries, infos)):
+        dep = _failed_dep(run, entries, infos)
+        return RunStatus(run, "cancelled", f"job {job} cancelled: its dependency "
+                                           f"{dep or 'job'} failed")
+    if info.state == "COMPLETED":
+        return RunStatus(run, "failed", f"job {job} completed but left no DONE marker: "
+                                        f"{why(entry.get('log'))}")
+    if info.state == "TIMEOUT":
+        return RunStatus(run, "failed", f"job {job} reached its time limit{resume}; raise "
+                                        f"resources.time or rerun the sweep to resume")
+    code = f" (exit code {info.exit_code})" if info.exit_code else ""
+    return RunStatus(run, "failed" if info.state != "CANCELLED" else "cancelled",
+                     f"job {job} {info.state.lower()}{code}: {why(entry.get('log'))}{resume}")
+
+
+def _failed_dep(run, entries, infos) -> Optional[str]:
+    for dep in run.deps:
+        entry = entries.get(dep)
+        info = infos.get(entry["job_id"]) if entry and entry.get("executor") == "slurm" else None
+        if info is not None and info.finished and not info.ok:
+            return f"{dep} (job {entry['job_id']})"
+    return None
+
+
+def format_status(cfg: SweepConfig, statuses: list[RunStatus]) -> str:
+    width = max(len(s.run.key) for s in statuses)
+    lines = [describe(cfg, [s.run for s in statuses])]
+    for s in statuses:
+        lines.append(f"  {s.run.key.ljust(width)}  {s.state:<11} {s.detail}".rstrip())
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    lines.append("  " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    if any(s.failed or s.state in ("not started", "partial") for s in statuses):
+        lines.append("  rerun `w2s sweep` with the same config to run/resubmit only what is missing")
+    return "\n".join(lines)
+
+
+def format_plan(cfg: SweepConfig, runs: list[SweepRun], executor: str, world_size) -> str:
+    """The dry-run view: every run, what it needs, whether it is reused."""
+    states = {r.key: disk_state(r) for r in runs}
+    width = max(len(r.key) for r in runs)
+    reused = sum(s == "done" for s in states.values())
+    lines = [describe(cfg, runs),
+             f"executor {executor}: {reused} reused (done), {len(runs) - reused} to run"]
+    words = {"done": "reused", "partial": "resume", "missing": "run", "conflict": "CONFLICT"}
+    for run in runs:
+        needs = ", ".join(f"{d} ({'done' if states[d] == 'done' else 'pending'})" for d in run.deps) or "-"
+        where = resources_text(run.resources, world_size(run)) if executor == "slurm" else f"{world_size(run)} rank(s)"
+        lines.append(f"  {words[states[run.key]]:<8} {run.key.ljust(width)}  needs {needs}; {where}")
+    return "\n".join(lines)
+
+
+def check_executor(executor: str) -> None:
+    if executor == "slurm" and not any(
+            os.access(os.path.join(p, "sbatch"), os.X_OK) for p in os.environ.get("PATH", "").split(os.pathsep)):
+        raise ConfigError("executor: slurm needs the Slurm client tools (sbatch) on PATH; run on a "
+                          "login node, or use --executor local")

@@ -1,0 +1,260 @@
+"""Sweeps: every model size against every larger one (and itself), over seeds, losses, datasets.
+
+A sweep is planned as a DAG of the same runs `w2s experiment` makes (pipeline.plan_gt and
+plan_transfer, same hashes and folders, so the two share finished runs): one ground-truth run per
+(dataset, seed, model), one transfer run per (dataset, seed, weak <= strong, loss), each transfer
+run depending on its weak model's ground-truth run only (that run's weak labels are all it reads).
+A run whose DONE marker exists is reused, so extending a sweep (a larger model, another seed)
+runs only what is new. Executors (local, Slurm) are in executors.py; tables and plots in scaling.py.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from w2s_scale.config import (ConfigError, DataConfig, ExperimentConfig, LaunchConfig, LossConfig,
+                              ModelConfig, Strict, TrackingConfig, TrainConfig, _one_line,
+                              apply_overrides)
+from w2s_scale.pipeline import RunPlan, plan_gt, plan_transfer
+from w2s_scale.results import DONE, STARTED
+
+
+class Resources(Strict):
+    """What one run asks of Slurm. Ranks per node default to the GPUs per node (one rank per
+    GPU), or to launch.nproc on CPU-only nodes."""
+    nodes: int = Field(1, gt=0)
+    gpus_per_node: int = Field(0, ge=0)
+    ranks_per_node: Optional[int] = Field(None, gt=0)
+    cpus_per_task: Optional[int] = Field(None, gt=0)  # cores for all the ranks of one node
+    mem: Optional[str] = None                          # e.g. "64G" (--mem, per node)
+    time: str = "04:00:00"
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    # per-node launcher (launch/slurm_node.py); None: none for a single rank, else torchrun
+    launcher: Optional[Literal["torchrun", "deepspeed", "none"]] = None
+    rdzv: Literal["c10d", "static"] = "c10d"          # torchrun: its rendezvous or fixed ranks
+    signal_before_s: int = Field(180, ge=0)           # --signal=USR1@N: checkpoint, requeue
+    sbatch: list[str] = Field(default_factory=list)   # extra options, passed through as given
+
+
+class SweepModel(ModelConfig):
+    """A model of the sweep: a ModelConfig plus the Slurm resources its runs ask for (merged
+    over the sweep's `resources`)."""
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+    def model_config_only(self) -> ModelConfig:
+        return ModelConfig(**self.model_dump(exclude={"resources"}))
+
+
+class SweepConfig(Strict):
+    name: str
+    results_dir: str = "results"
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    datasets: list[DataConfig]
+    models: list[SweepModel]           # ordered small -> large: a model teaches those after it
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")])
+    self_transfer: bool = True         # also weak == strong (each model taught by itself)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)  # the local executor's ranks
+    executor: Literal["local", "slurm"] = "local"
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "data" in data and "datasets" not in data:  # one dataset: `data:` as in experiments
+                data["datasets"] = [data.pop("data")]
+            if isinstance(data.get("losses"), list):
+                data["losses"] = [{"name": v} if isinstance(v, str) else v for v in data["losses"]]
+        return data
+
+    @field_validator("seeds", "datasets", "models", "losses")
+    @classmethod
+    def _nonempty(cls, value: list, info) -> list:
+        if not value:
+            raise ValueError(f"give at least one entry in {info.field_name}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        names = [m.short_name for m in self.models]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ValueError(f"models.{i}: two models are both named {name!r}; give one a "
+                                 f"`label`")
+        datasets = [d.dataset for d in self.datasets]
+        for i, name in enumerate(datasets):
+            if datasets.index(name) != i:
+                raise ValueError(f"datasets.{i}: dataset {name!r} appears twice; results of a "
+                                 f"dataset share one folder, so run the other as its own sweep")
+        for i, model in enumerate(self.models):
+            try:
+                resources_for(self, model)
+            except ConfigError as err:
+                raise ValueError(f"models.{i}.{err}") from None
+        for i in range(len(self.datasets)):
+            try:
+                experiment_for(self, i)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return self
+
+
+def resources_for(cfg: SweepConfig, model: SweepModel) -> Resources:
+    merged = {**cfg.resources.model_dump(), **model.resources}
+    try:
+        return Resources(**merged)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err, prefix="resources")) from None
+
+
+def experiment_for(cfg: SweepConfig, dataset_index: int) -> ExperimentConfig:
+    """The experiment config a run of this dataset is planned and executed with: the same
+    name, data and train settings as `w2s experiment` would use, hence the same run hashes."""
+    raw = dict(name=cfg.name, results_dir=cfg.results_dir, seeds=cfg.seeds,
+               data=cfg.datasets[dataset_index], weak=cfg.models[0].model_config_only(),
+               strong=cfg.models[-1].model_config_only(), train=cfg.train, losses=cfg.losses,
+               tracking=cfg.tracking, launch=cfg.launch)
+    try:
+        return ExperimentConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def from_experiment(exp: ExperimentConfig) -> SweepConfig:
+    """An experiment as a two-model sweep without self-transfer: the very same runs."""
+    return SweepConfig(name=exp.name, results_dir=exp.results_dir, seeds=exp.seeds,
+                       datasets=[exp.data], models=[exp.weak.model_dump(), exp.strong.model_dump()],
+                       train=exp.train, losses=exp.losses, self_transfer=False,
+                       tracking=exp.tracking, launch=exp.launch)
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+    """A sweep YAML (or an experiment YAML, read as the sweep of its two models)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, list(overrides))
+    if "models" not in raw and ("weak" in raw or "strong" in raw):
+        from w2s_scale.config import load_config
+
+        return from_experiment(load_config(raw=raw))
+    try:
+        return SweepConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepRun:
+    key: str                       # "<dataset>/seed<k>/<run name>", unique in the sweep
+    plan: RunPlan
+    experiment: ExperimentConfig   # what pipeline.execute is given
+    deps: tuple[str, ...]          # keys of the runs this one reads (its weak gt run)
+    resources: Resources
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def seed(self) -> int:
+        return self.plan.seed
+
+    @property
+    def dataset(self) -> str:
+        return self.experiment.data.dataset
+
+
+def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
+    """Every run of the sweep, each after the runs it depends on."""
+    runs: list[SweepRun] = []
+    models = [(m.model_config_only(), resources_for(cfg, m)) for m in cfg.models]
+    for i, data in enumerate(cfg.datasets):
+        exp = experiment_for(cfg, i)
+        for seed in cfg.seeds:
+            prefix = f"{data.dataset}/seed{seed}"
+            gt = {}
+            for model, resources in models:
+                plan = plan_gt(exp, model, seed)
+                gt[model.short_name] = SweepRun(f"{prefix}/{plan.name}", plan, exp, (), resources)
+                runs.append(gt[model.short_name])
+            for w, (weak, _) in enumerate(models):
+                first_strong = w if cfg.self_transfer else w + 1
+                for strong, resources in models[first_strong:]:
+                    teacher = gt[weak.short_name]
+                    for loss in cfg.losses:
+                        plan = plan_transfer(exp, teacher.plan, strong, loss, seed)
+                        runs.append(SweepRun(f"{prefix}/{plan.name}", plan, exp, (teacher.key,),
+                                             resources))
+    return runs
+
+
+def find_run(runs: list[SweepRun], run: str, seed: Optional[int], dataset: Optional[str]) -> SweepRun:
+    """A run by its key ("jsonl/seed0/gt-gpt2") or by name with --seed / --dataset."""
+    matches = [r for r in runs if r.key == run] or [
+        r for r in runs if r.name == run and (seed is None or r.seed == seed)
+        and (dataset is None or r.dataset == dataset)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        names = sorted({r.name for r in runs})
+        raise ConfigError(f"--run {run}: no such run in this sweep (seed {seed}, dataset "
+                          f"{dataset}); runs are named {', '.join(names[:8])}"
+                          f"{' ...' if len(names) > 8 else ''}")
+    raise ConfigError(f"--run {run}: {len(matches)} runs match ({', '.join(r.key for r in matches[:4])}); "
+                      f"add --seed and/or --dataset")
+
+
+def sweep_dir(cfg: SweepConfig) -> Path:
+    return Path(cfg.results_dir) / cfg.name
+
+
+def disk_state(run: SweepRun) -> str:
+    """done (DONE with this run's hash), conflict (DONE with other settings), partial (started:
+    the next attempt resumes from its checkpoint), or missing."""
+    done = run.plan.dir / DONE
+    if done.exists():
+        try:
+            found = json.loads(done.read_text()).get("hash")
+        except (OSError, ValueError):
+            found = None
+        return "done" if found == run.plan.hash else "conflict"
+    started = run.plan.dir / STARTED
+    if started.exists():
+        try:
+            if json.loads(started.read_text()).get("hash") == run.plan.hash:
+                return "partial"
+        except (OSError, ValueError):
+            pass
+    return "missing"
+
+
+def describe(cfg: SweepConfig, runs: list[SweepRun]) -> str:
+    """One line on the shape of the sweep."""
+    n_gt = sum(r.plan.kind == "gt" for r in runs)
+    losses = ", ".join(loss.tag for loss in cfg.losses)
+    return (f"sweep {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.seeds)} seed(s) x "
+            f"{len(cfg.models)} model(s) [{', '.join(m.short_name for m in cfg.models)}], losses "
+            f"[{losses}]: {n_gt} gt runs, {len(runs) - n_gt} transfer runs")
+
+
+def resources_text(res: Resources, world: Optional[int] = None) -> str:
+    gpus = f", {res.gpus_per_node} GPU/node" if res.gpus_per_node else ""
+    ranks = f" = {world} rank(s)" if world else ""
+    return f"{res.nodes} node(s){gpus}{ranks}, {res.time}"
