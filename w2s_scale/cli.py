@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                                        "whether it fits (no GPU needed)")
     add_config_args(plan)
     add_plan_args(plan)
+
+    from w2s_scale.sweep_cli import add_commands as add_sweep_commands
+
+    add_sweep_commands(sub, add_config_args)  # sweep, run, status, report
     return parser
 
 
@@ -80,6 +84,8 @@ def _rank_args(args: argparse.Namespace) -> list[str]:
     launchers' own parsers match abbreviations and would take them for theirs."""
     forwarded = [args.command, f"--config={Path(args.config).resolve()}"]
     forwarded += [f"--set={o}" for o in args.overrides]
+    if getattr(args, "run", None):  # `w2s run`: which run of the sweep (its key)
+        forwarded.append(f"--run={args.run}")
     return forwarded + (["--redo"] if getattr(args, "redo", False) else [])
 
 
@@ -142,6 +148,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     in_rank = "WORLD_SIZE" in os.environ
     try:
+        from w2s_scale import sweep_cli
+
+        if args.command in sweep_cli.COMMANDS:
+            return sweep_cli.main(args, in_rank)
         cfg = load_config(args.config, args.overrides)
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment

@@ -234,7 +234,7 @@ def submit_slurm(cfg: SweepConfig, runs: list[SweepRun], extra: Iterable[str] = 
         options = sbatch_options(cfg, run, log, extra)
         args = script_args(cfg, run, config)
         if dry_run:
-            dep = f" --dependency=afterok:{':'.join(deps)}" if deps else ""
+            dep = f" --dependency=afterok:{':'.join(deps)} --kill-on-invalid-dep=yes" if deps else ""
             print(f"  sbatch {_shell(options)}{dep} {RUN_SCRIPT.relative_to(REPO)} {_shell(args)}")
             job_of[run.key] = f"<{run.key}>"
             continue

@@ -1,0 +1,162 @@
+"""The sweep commands of `w2s` (registered by cli.py):
+
+  w2s sweep  -c S.yaml [--dry-run] [--executor local|slurm] [--wait]   plan, then run or submit
+  w2s run    -c S.yaml --run KEY|NAME [--seed K] [--dataset D]        one run (what a job runs)
+  w2s status -c S.yaml                                                 where every run stands
+  w2s report -c S.yaml                                                 tables and scaling plots
+
+An experiment YAML works wherever a sweep YAML does (the sweep of its two models).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from w2s_scale import distributed as dist
+from w2s_scale.config import ConfigError
+from w2s_scale.results import ResultsError
+
+COMMANDS = ("sweep", "run", "status", "report")
+
+
+def add_commands(sub, add_config_args) -> None:
+    sweep = sub.add_parser("sweep", help="a model-size sweep: plan the runs as a DAG, reuse the "
+                                         "finished ones, run the rest locally or as Slurm jobs")
+    add_config_args(sweep)
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the plan (runs, dependencies, what is reused) and stop")
+    sweep.add_argument("--executor", choices=["local", "slurm"], help="default: the config's `executor`")
+    sweep.add_argument("--nproc", type=int, help="local executor: ranks per run (default: launch.nproc)")
+    sweep.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
+                       help="local executor: how to start the ranks (default: launch.launcher)")
+    sweep.add_argument("--sbatch", dest="sbatch_options", action="append", default=[], metavar="OPTION",
+                       help="Slurm: an extra sbatch option for every job, e.g. --sbatch=--qos=high "
+                            "(repeatable; per model: resources.sbatch)")
+    sweep.add_argument("--wait", action="store_true",
+                       help="Slurm: wait for the jobs to end, then print the status and the summary")
+
+    run = sub.add_parser("run", help="one run of a sweep (or experiment) in this process / job")
+    add_config_args(run)
+    run.add_argument("--run", required=True, help="the run's key (dataset/seed<k>/<name>) or name")
+    run.add_argument("--seed", type=int, help="with a run name: its seed")
+    run.add_argument("--dataset", help="with a run name: its dataset")
+    run.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")
+    run.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
+                     help="how to start the ranks (default: launch.launcher)")
+    run.add_argument("--redo", action="store_true", help="redo the run even if it is complete")
+
+    status = sub.add_parser("status", help="where every run of a sweep stands (done, queued, "
+                                           "running, failed and why)")
+    add_config_args(status)
+
+    report = sub.add_parser("report", help="summary tables and scaling plots of a sweep")
+    add_config_args(report)
+    report.add_argument("--no-plots", action="store_true", help="tables only")
+
+
+def main(args: argparse.Namespace, in_rank: bool) -> int:
+    from w2s_scale.sweep import load_sweep, plan_sweep
+
+    cfg = load_sweep(args.config, args.overrides)
+    runs = plan_sweep(cfg)
+    if args.command == "run":
+        return _run(cfg, runs, args, in_rank)
+    if in_rank:
+        raise ConfigError(f"w2s {args.command} starts its own processes; run it outside a launcher")
+    if args.command == "sweep":
+        return _sweep(cfg, runs, args)
+    if args.command == "status":
+        from w2s_scale.executors import format_status, sweep_status
+
+        statuses = sweep_status(cfg, runs)
+        print(format_status(cfg, statuses), flush=True)
+        if all(s.state == "done" for s in statuses):
+            return 0
+        return 1 if any(s.failed for s in statuses) else 3
+    from w2s_scale.scaling import report
+
+    report(cfg, runs, plots=not args.no_plots)
+    return 0
+
+
+def _sweep(cfg, runs, args) -> int:
+    from w2s_scale import executors as ex
+    from w2s_scale.scaling import report
+    from w2s_scale.sweep import disk_state
+
+    executor = args.executor or cfg.executor
+    nproc = args.nproc or cfg.launch.nproc
+    launcher = args.launcher or cfg.launch.launcher
+    if executor == "slurm":
+        world = lambda run: ex.slurm_world_size(cfg, run)  # noqa: E731
+    else:
+        world = lambda run: nproc  # noqa: E731
+    print(ex.format_plan(cfg, runs, executor, world), flush=True)
+    todo = [r for r in runs if disk_state(r) != "done"]
+    if args.dry_run:
+        if executor == "slurm" and todo:
+            print("sbatch commands (job ids of dependencies shown as <run key>):")
+            ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True)
+        return 0
+    if todo:
+        if executor == "local" and launcher == "none" and nproc > 1:
+            raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; set launch.launcher "
+                              f"to torchrun or deepspeed")
+        ex.preflight(cfg, todo, world)
+    if executor == "local":
+        left = ex.execute_local(cfg, runs, launcher, nproc) if todo else 0
+        report(cfg, runs)
+        if left:
+            print(ex.format_status(cfg, ex.sweep_status(cfg, runs)), flush=True)
+        return 0 if not left else 1
+    ex.check_executor(executor)
+    jobs = ex.submit_slurm(cfg, runs, args.sbatch_options, report_job=not args.wait)
+    if not args.wait:
+        print(f"[w2s] {len(jobs)} job(s) queued or running; follow them with `w2s status -c "
+              f"{args.config}`; `w2s report -c {args.config}` summarizes what has finished", flush=True)
+        return 0
+    ex.wait_slurm(jobs.values())
+    statuses = ex.sweep_status(cfg, runs)
+    print(ex.format_status(cfg, statuses), flush=True)
+    report(cfg, runs)
+    return 0 if all(s.state == "done" for s in statuses) else 1
+
+
+def _run(cfg, runs, args, in_rank: bool) -> int:
+    from w2s_scale import cli
+    from w2s_scale.sweep import disk_state, find_run
+
+    run = find_run(runs, args.run, args.seed, args.dataset)
+    by_key = {r.key: r for r in runs}
+    for dep in run.deps:
+        if disk_state(by_key[dep]) != "done":
+            raise ResultsError(f"{run.key} trains on the weak labels of {dep}, which has not "
+                               f"finished; run it first (w2s run --run {dep})")
+    args.run, args.seed, args.dataset = run.key, None, None  # what the ranks are given
+    launcher = args.launcher or cfg.launch.launcher
+    nproc = args.nproc or cfg.launch.nproc
+    if not in_rank:
+        from w2s_scale.executors import preflight
+
+        preflight(cfg, [run], lambda _run: nproc)
+        if launcher != "none":
+            return cli._relaunch(args, launcher, nproc)
+        if nproc > 1:
+            raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; set launch.launcher "
+                              f"to torchrun or deepspeed")
+    from w2s_scale.data.splits import make_splits
+    from w2s_scale.engine import RunStopped
+    from w2s_scale.pipeline import execute
+
+    dist.init()
+    try:
+        execute(run.experiment, run.plan, make_splits(run.experiment.data, run.seed), force=args.redo)
+    except RunStopped as stop:
+        if dist.is_main():
+            print(f"w2s: {stop}", file=sys.stderr, flush=True)
+            if os.environ.get(cli.STATUS_ENV):
+                Path(os.environ[cli.STATUS_ENV]).write_text("stopped")
+        return cli.EXIT_STOPPED
+    return 0
