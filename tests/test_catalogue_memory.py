@@ -9,7 +9,7 @@ import torch
 
 from conftest import run_w2s, write_config
 from w2s_scale import catalogue, memory
-from w2s_scale.config import ExperimentConfig, ModelConfig, TrainConfig, load_config, to_yaml, train_for
+from w2s_scale.config import ModelConfig, TrainConfig, load_config, to_yaml, train_for
 from w2s_scale.ds_config import build as build_ds
 from w2s_scale.models import load_hf_config, resolve_name
 
@@ -128,13 +128,24 @@ def test_full_finetuning_model_states_equal_deepspeeds_estimators(name, cluster,
     assert plan.cpu_gb_per_node == pytest.approx(cpu / memory.GB)
 
 
-@pytest.mark.parametrize("kind", ["gpt2-strong", "qwen2", "llama"])
-def test_lora_trainable_count_matches_peft(tiny_models, kind):
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from transformers import AutoModel, BertConfig
+
+    folder = tmp_path_factory.mktemp("bert")
+    AutoModel.from_config(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["gpt2-strong", "qwen2", "llama", "bert"])
+def test_lora_trainable_count_matches_peft(tiny_models, tiny_bert, kind):
     from transformers import AutoModel
 
     from w2s_scale.models import apply_lora
 
-    model = ModelConfig(name=str(tiny_models[kind]), lora={"enabled": True, "r": 4})
+    folder = tiny_bert if kind == "bert" else tiny_models[kind]
+    model = ModelConfig(name=str(folder), lora={"enabled": True, "r": 4})
     shape = memory.model_shape(model)
     hf_config = load_hf_config(model)
     backbone = apply_lora(AutoModel.from_config(hf_config), model, hf_config)
@@ -188,3 +199,22 @@ def test_plan_command_prints_every_model(tmp_path):
     assert all(p["fits"] for p in plans)
     table = run_w2s(["plan", "-c", str(path), "--gpus-per-node", "8"], timeout=300)
     assert table.returncode == 0 and "qwen2.5-72b" in table.stdout and "ZeRO-3 LoRA" in table.stdout
+
+
+def test_qwen25_sweep_config_plans_every_rung_and_asks_slurm_for_the_catalogues_resources():
+    from conftest import REPO
+    from w2s_scale.sweep import experiment_for, load_sweep
+
+    sweep = load_sweep(REPO / "configs" / "qwen25_sweep.yaml")
+    assert [m.name for m in sweep.models] == [f"qwen2.5-{s}" for s in
+                                              ("0.5b", "1.5b", "3b", "7b", "14b", "32b", "72b")]
+    for model in sweep.models:
+        assert model.resources == catalogue.slurm_defaults(model.name)
+    plans = memory.plan_sweep_models(sweep)
+    assert all(p.fits and not p.notes for p in plans), memory.format_table(plans)
+    assert [p.cluster.gpus for p in plans] == [1, 1, 4, 8, 8, 8, 8]
+    # every rung, not only the two ends the experiment view names, gets its catalogue defaults
+    exp = experiment_for(sweep, 0)
+    middle = train_for(exp, sweep.models[3].model_config_only())
+    assert (middle.lr, middle.micro_batch_size, middle.zero_stage, middle.epochs) == (1e-5, 4, 3, 2)
+    assert sweep.models[-1].lora.enabled and sweep.models[-1].save == "adapters"

@@ -162,3 +162,19 @@ def test_zero3_saves_adapters_and_whole_models_where_naive_peft_saves_empty_tens
             naive = load_file(str(tmp_path / run / "naive" / "adapter_model.safetensors"))
             assert naive and all(t.numel() == 0 for t in naive.values())
             assert any("invalid shape" in w for w in info["naive_warnings"])
+
+
+def test_saving_works_under_zero_stages_0_and_2_too(tiny_models, tmp_path):
+    """Without ZeRO-3 nothing is partitioned, but stage 1-2 fp32 weights come back from
+    zero_to_fp32 as views into one flat buffer, which safetensors refuses unless copied."""
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "helpers" / "save_stages.py"),
+                           str(tiny_models["llama"]), str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in __import__("os").environ.items()
+                               if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [(r["stage"], r["save"]) for r in rows] == [
+        (s, k) for s in (0, 2) for k in ("adapters", "model16", "model32")]
+    assert all(r["max_diff"] < 1e-5 for r in rows), rows
+    assert {r["folder"] for r in rows} == {"adapters", "model"}

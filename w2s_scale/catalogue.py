@@ -130,6 +130,13 @@ class Entry:
         return {"dtype": self.dtype, "gradient_checkpointing": self.gradient_checkpointing,
                 "lora": lora, "train": self.train_defaults()}
 
+    def sweep_resources(self) -> dict[str, Any]:
+        """The Slurm request in the vocabulary of a sweep's `resources` (w2s_scale.sweep)."""
+        r = self.slurm
+        return {"nodes": r.nodes, "gpus_per_node": r.gpus_per_node,
+                "cpus_per_task": r.cpus_per_gpu * r.gpus_per_node, "mem": f"{r.mem_gb}G",
+                "time": r.time}
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "hf_id": self.hf_id, "params_b": self.nominal_params_b,
                 **self.model_defaults(), "slurm": asdict(self.slurm)}
@@ -260,6 +267,12 @@ def apply_train_defaults(raw: Any, explicit: Iterable[str] = ()) -> Any:
     skip = set(explicit) | set(given)
     out["train"] = {**{k: v for k, v in entry.train_defaults().items() if k not in skip}, **given}
     return out
+
+
+def slurm_defaults(name: str) -> dict[str, Any]:
+    """A model's catalogue Slurm request as sweep `resources` keys; {} for other models."""
+    entry = lookup(name)
+    return entry.sweep_resources() if entry is not None else {}
 
 
 def _entry_of(raw: Any) -> Optional[Entry]:

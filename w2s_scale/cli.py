@@ -84,8 +84,8 @@ def _rank_args(args: argparse.Namespace) -> list[str]:
     launchers' own parsers match abbreviations and would take them for theirs."""
     forwarded = [args.command, f"--config={Path(args.config).resolve()}"]
     forwarded += [f"--set={o}" for o in args.overrides]
-    if getattr(args, "run", None):  # `w2s run`: which run of the sweep (its key)
-        forwarded.append(f"--run={args.run}")
+    if getattr(args, "run", None):  # `w2s run`: which run of the sweep (its key); not spelt
+        forwarded.append(f"--run-key={args.run}")  # --run, which torchrun takes for --run-path
     return forwarded + (["--redo"] if getattr(args, "redo", False) else [])
 
 
@@ -152,6 +152,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         if args.command in sweep_cli.COMMANDS:
             return sweep_cli.main(args, in_rank)
+        if args.command == "plan":  # sweep or experiment YAMLs alike
+            from w2s_scale.memory import plan_command
+
+            return plan_command(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
@@ -159,10 +163,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
             return 0
-        if args.command == "plan":
-            from w2s_scale.memory import plan_command
-
-            return plan_command(cfg, args)
         launcher = args.launcher or cfg.launch.launcher
         nproc = args.nproc or cfg.launch.nproc
         if not in_rank:

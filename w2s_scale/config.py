@@ -217,8 +217,13 @@ class ExperimentConfig(Strict):
 
 
 def train_for(cfg: ExperimentConfig, model: ModelConfig, field: str = "train") -> TrainConfig:
-    """The experiment's train section with one model's overrides applied (and validated)."""
-    merged = {**cfg.train.model_dump(), **model.train}
+    """The experiment's train section with one model's overrides applied (and validated):
+    model.train > keys written in the experiment's train > the model's catalogue entry."""
+    from w2s_scale.catalogue import apply_train_defaults
+
+    model_train = apply_train_defaults(model.model_dump(include={"name", "train"}),
+                                       cfg.train.model_fields_set)["train"]
+    merged = {**cfg.train.model_dump(), **model_train}
     try:
         return TrainConfig(**merged)
     except ValidationError as err:

@@ -41,7 +41,9 @@ def say(message: str) -> None:
 
 def snapshot(cfg: SweepConfig) -> Path:
     """The resolved config, written once per distinct content; runs are started from it."""
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    # only what was set: catalogue defaults apply to the fields a config leaves unset, so
+    # writing the defaults out would change what a reloaded config means (and its run hashes)
+    text = yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     path = sweep_dir(cfg) / "sweep" / f"config.{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,8 @@ def preflight(cfg: SweepConfig, runs: list[SweepRun], world_size) -> None:
 
 def run_command(config: Path, run: SweepRun) -> list[str]:
     """The w2s arguments that carry out one run (each rank runs them)."""
-    return ["run", f"--config={config}", f"--run={run.key}"]
+    # --run-key, not --run: the launchers' parsers would take --run for their --run-path
+    return ["run", f"--config={config}", f"--run-key={run.key}"]
 
 
 # --- local ---------------------------------------------------------------------------------------
@@ -326,14 +329,27 @@ def sweep_status(cfg: SweepConfig, runs: list[SweepRun]) -> list[RunStatus]:
         elif entry.get("executor") == "local":
             if entry.get("status") == "skipped":
                 out.append(RunStatus(run, "cancelled", entry.get("reason", "")))
-            elif entry.get("status") == "running":
+            elif entry.get("status") == "running" and _alive(entry.get("pid")):
                 out.append(RunStatus(run, "running", f"locally, log {entry.get('log')}"))
+            elif entry.get("status") == "running":
+                out.append(RunStatus(run, "failed", f"the local sweep running it is gone: "
+                                                    f"{why(entry.get('log'))}{resume}"))
             else:
                 out.append(RunStatus(run, "failed", f"exit code {entry.get('rc')}: "
                                                     f"{why(entry.get('log'))}{resume}"))
         else:
             out.append(_slurm_status(run, entry, infos.get(entry["job_id"]), by_key, entries, infos, resume))
     return out
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
 
 
 def _slurm_status(run, entry, info, by_key, entries, infos, resume) -> RunStatus:
@@ -375,10 +391,9 @@ def format_status(cfg: SweepConfig, statuses: list[RunStatus]) -> str:
     lines = [describe(cfg, [s.run for s in statuses])]
     for s in statuses:
         lines.append(f"  {s.run.key.ljust(width)}  {s.state:<11} {s.detail}".rstrip())
-    counts: dict[str, int] = {}
-    for s in statuses:
-        counts[s.state] = counts.get(s.state, 0) + 1
-    lines.append("  " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    order = ["done", "running", "queued", "partial", "not started", "failed", "cancelled", "conflict"]
+    counts = {state: sum(s.state == state for s in statuses) for state in order}
+    lines.append("  " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
     if any(s.failed or s.state in ("not started", "partial") for s in statuses):
         lines.append("  rerun `w2s sweep` with the same config to run/resubmit only what is missing")
     return "\n".join(lines)

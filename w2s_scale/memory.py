@@ -302,20 +302,13 @@ def plan_model(cfg: ExperimentConfig, model: ModelConfig, cluster: Cluster,
     return plan
 
 
-def models_of(cfg: ExperimentConfig, extra: Iterable[str] = ()) -> list[ModelConfig]:
-    """Every distinct model of the experiment, then `extra` model names (catalogue names or hub
-    ids, with their catalogue defaults and the experiment's train section)."""
+def named_models(cfg: ExperimentConfig, names: Iterable[str]) -> list[ModelConfig]:
+    """Models given by name only (catalogue names or hub ids), with their catalogue defaults and
+    the experiment's train section, as a model section naming them would get."""
     from w2s_scale.catalogue import apply_train_defaults
 
-    named = [ModelConfig(**apply_train_defaults({"name": name}, cfg.train.model_fields_set))
-             for name in extra]
-    models, seen = [], set()
-    for model in [cfg.weak, cfg.strong, *named]:
-        key = model.model_dump_json()
-        if key not in seen:
-            seen.add(key)
-            models.append(model)
-    return models
+    return [ModelConfig(**apply_train_defaults({"name": name}, cfg.train.model_fields_set))
+            for name in names]
 
 
 def cluster_for(model: ModelConfig, nodes: Optional[int] = None, gpus_per_node: Optional[int] = None,
@@ -340,16 +333,40 @@ def add_plan_args(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON rather than a table")
 
 
-def plan_command(cfg: ExperimentConfig, args) -> int:
-    """`w2s plan`: print the plan of every model of the experiment (and of --model names)."""
+def plan_sweep_models(sweep, nodes: Optional[int] = None, gpus_per_node: Optional[int] = None,
+                      gpu_mem_gb: float = 80.0, cpu_mem_gb: Optional[float] = None,
+                      seq_len: Optional[int] = None, extra: Iterable[str] = ()) -> list[MemoryPlan]:
+    """The plan of every model of a sweep (w2s_scale.sweep.SweepConfig), on its first dataset's
+    max_length. The cluster shape: what is given, else the sweep's Slurm resources for the model
+    (when they name GPUs), else the model's catalogue resources, else one GPU."""
+    from w2s_scale.sweep import experiment_for, resources_for
+
+    cfg = experiment_for(sweep, 0)
+    plans = []
+    for model in list(sweep.models) + named_models(cfg, extra):
+        res = resources_for(sweep, model) if hasattr(model, "resources") else None
+        has_gpus = res is not None and res.gpus_per_node > 0
+        cluster = cluster_for(model, nodes or (res.nodes if has_gpus else None),
+                              gpus_per_node or (res.gpus_per_node if has_gpus else None),
+                              gpu_mem_gb, cpu_mem_gb)
+        plain = model.model_config_only() if hasattr(model, "model_config_only") else model
+        plans.append(plan_model(cfg, plain, cluster, seq_len))
+    return plans
+
+
+def plan_command(args) -> int:
+    """`w2s plan -c X.yaml`: the plan of every model of a sweep or experiment YAML (and of the
+    --model names), as a table or JSON; stdout carries nothing else."""
     import contextlib
     import json
     import sys
 
+    from w2s_scale.sweep import load_sweep
+
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout as it loads
-        plans = [plan_model(cfg, model, cluster_for(model, args.nodes, args.gpus_per_node,
-                                                     args.gpu_mem, args.cpu_mem), args.seq_len)
-                 for model in models_of(cfg, args.model)]
+        plans = plan_sweep_models(load_sweep(args.config, args.overrides), args.nodes,
+                                  args.gpus_per_node, args.gpu_mem, args.cpu_mem, args.seq_len,
+                                  args.model)
     print(json.dumps([p.as_dict() for p in plans], indent=1) if args.json else format_table(plans))
     return 0
 

@@ -40,11 +40,7 @@ def resolve_name(name: str) -> str:
     """Offline assets and catalogue entries to something from_pretrained accepts."""
     if name.startswith("offline:"):
         return assets.resolve(name)
-    try:
-        from w2s_scale.catalogue import CATALOGUE
-    except ImportError:  # the catalogue is optional
-        return name
-    entry = CATALOGUE.get(name)
+    entry = _catalogue_entry(name)  # by catalogue name or hub id, as the config defaults are
     return entry.hf_id if entry is not None else name
 
 

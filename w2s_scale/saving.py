@@ -110,7 +110,7 @@ def _write_meta(folder: Path, model: nn.Module, model_cfg: ModelConfig, kind: st
 def _save_head(folder: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    save_file({"weight": state["head.weight"].contiguous()}, str(folder / HEAD_FILE))
+    save_file({"weight": _own_storage(state["head.weight"])}, str(folder / HEAD_FILE))
 
 
 def _fresh(folder: Path) -> Path:
@@ -174,8 +174,15 @@ def _write_transformers_folder(folder: Path, backbone_state: dict[str, torch.Ten
     hf_config = hf_config.__class__.from_dict(hf_config.to_dict())
     hf_config.dtype = dtype  # noqa - transformers 5 name of torch_dtype
     hf_config.save_pretrained(str(folder))
-    save_torch_state_dict({n: t.to(dtype).contiguous() for n, t in backbone_state.items()},
+    save_torch_state_dict({n: _own_storage(t.to(dtype)) for n, t in backbone_state.items()},
                           str(folder), max_shard_size="5GB")
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """safetensors refuses views into a larger buffer (zero_to_fp32 returns such views for ZeRO
+    stages 1-2); copy only those."""
+    t = t.contiguous()
+    return t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
 
 
 def save_model(eng, model_cfg: ModelConfig, folder: Path, precision: str = "model16",

@@ -183,7 +183,8 @@ def plot(cfg: SweepConfig, gt: list[dict], transfer: list[dict], out_dir: Path) 
     order = [m.short_name for m in cfg.models]
     by_size = all(sizes[m] for m in order) and len(set(sizes.values())) == len(order)
     x_of = {m: (sizes[m] if by_size else i) for i, m in enumerate(order)}
-    colors = plt.get_cmap("viridis")
+    cmap = plt.get_cmap("viridis")
+    colors = lambda t: cmap(0.85 * t)  # noqa: E731 - the end of viridis is too pale on white
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
@@ -252,7 +253,8 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], pngs: list
     for name, rows in (("gt_table", gt), ("transfer_table", transfer)):
         if rows:
             columns = list(dict.fromkeys(k for r in rows for k in r))
-            logged[name] = wandb.Table(columns=columns, data=[[_plain(r.get(c)) for c in columns] for r in rows])
+            logged[name] = wandb.Table(columns=columns, allow_mixed_types=True,  # seed: 0, 1, "mean"
+                                       data=[[_plain(r.get(c)) for c in columns] for r in rows])
     for (dataset, loss), curve in curves(cfg, gt, transfer).items():
         keys, xs, ys, pgr_keys, pgr_xs, pgr_ys = [], [], [], [], [], []
         if curve["ceiling"]:
@@ -295,7 +297,12 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True) -> dict:
     _write_rows(out_dir / "summary", transfer)
     _write_rows(out_dir / "gt_summary", gt)
     atomic_write(out_dir / "summary.txt", text + "\n")
-    pngs = plot(cfg, gt, transfer, out_dir / "plots") if plots and gt else []
+    pngs = []
+    if plots and gt:
+        try:
+            pngs = plot(cfg, gt, transfer, out_dir / "plots")
+        except ImportError:
+            print("[w2s] no plots: matplotlib is missing (pip install 'w2s-scale[plot]')", flush=True)
     if cfg.tracking.wandb != "off":
         log_wandb(cfg, gt, transfer, pngs, out_dir)
     print(f"[w2s] summary written to {out_dir}/summary.{{txt,csv,json}} and gt_summary.{{csv,json}}"

@@ -39,7 +39,8 @@ def add_commands(sub, add_config_args) -> None:
 
     run = sub.add_parser("run", help="one run of a sweep (or experiment) in this process / job")
     add_config_args(run)
-    run.add_argument("--run", required=True, help="the run's key (dataset/seed<k>/<name>) or name")
+    run.add_argument("--run", "--run-key", dest="run", required=True,
+                     help="the run's key (dataset/seed<k>/<name>) or name")
     run.add_argument("--seed", type=int, help="with a run name: its seed")
     run.add_argument("--dataset", help="with a run name: its dataset")
     run.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")

@@ -2,7 +2,7 @@
 them every way w2s_scale.saving offers (and, for contrast, the naive peft way), and write the
 engine's own predictions on fixed inputs so that the test can reload each folder and compare.
 
-argv: OUT_DIR RUN_NAME=MODEL_DIR:lora|full ..."""
+argv: OUT_DIR RUN_NAME=MODEL_DIR:lora|full[:fp32|bf16] ..."""
 import json
 import sys
 from pathlib import Path
@@ -41,9 +41,10 @@ report = {}
 ids, mask, labels = fixed_inputs()
 for spec in sys.argv[2:]:
     run, rest = spec.split("=", 1)
-    model_dir, kind = rest.rsplit(":", 1)
+    model_dir, kind, *dtype = rest.split(":")
     torch.manual_seed(0)
-    model_cfg = ModelConfig(name=model_dir, lora={"enabled": kind == "lora", "r": 4, "alpha": 8})
+    model_cfg = ModelConfig(name=model_dir, lora={"enabled": kind == "lora", "r": 4, "alpha": 8},
+                            dtype=dtype[0] if dtype else "fp32")
     train = TrainConfig(zero_stage=3, batch_size=8, micro_batch_size=4, lr=1e-2, ds_config=str(template))
     eng = build_engine(model_cfg, train, total_steps=3, tokenizer=load_tokenizer(model_cfg))
     rows = slice(4 * dist.rank(), 4 * dist.rank() + 4)  # each rank its half of the batch
@@ -56,7 +57,7 @@ for spec in sys.argv[2:]:
         probs = torch.softmax(eng.engine(ids, mask).float(), -1)[:, 1]
     folder = out_dir / run
     eng.engine.empty_partition_cache()  # re-partition what the forward left gathered
-    info = {"probs": probs.tolist(), "model_dir": model_dir, "kind": kind}
+    info = {"probs": probs.tolist(), "model_dir": model_dir, "kind": kind, "dtype": model_cfg.dtype}
     backbone = eng.engine.module.backbone
     if kind == "lora":
         if dist.is_main():  # the naive way (peft #2450): save_pretrained on a ZeRO-3 model
