@@ -63,13 +63,16 @@ def ranks_per_node(explicit: int | None) -> int:
         return explicit
     if os.environ.get("W2S_NPROC_PER_NODE"):
         return int(os.environ["W2S_NPROC_PER_NODE"])
-    gpus = os.environ.get("SLURM_GPUS_ON_NODE", "")  # e.g. "4"; some sites give "gpu:4"
-    return int(gpus.split(":")[-1]) if gpus.split(":")[-1].isdigit() and int(gpus.split(":")[-1]) else 1
+    gpus = os.environ.get("SLURM_GPUS_ON_NODE", "").split(":")[-1]  # "4"; some sites: "gpu:4"
+    return int(gpus) if gpus.isdigit() and int(gpus) > 0 else 1
 
 
 def launcher_command(launcher: str, rdzv: str, nnodes: int, node_rank: int, nproc: int,
                      w2s_args: list[str], workdir: Path) -> list[str]:
     addr, port = slurm.master_addr_port()
+    # the launchers' parsers take `--run` for their own --run-path: say --run-key, the same option
+    w2s_args = ["--run-key" + a[len("--run"):] if a == "--run" or a.startswith("--run=") else a
+                for a in w2s_args]
     entry = [str(RANK_ENTRY), *w2s_args]
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
@@ -85,8 +88,9 @@ def launcher_command(launcher: str, rdzv: str, nnodes: int, node_rank: int, npro
         return cmd + entry
     if launcher == "deepspeed":
         hosts = slurm.hostnames(os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or "")
-        if len(hosts) != nnodes:  # outside an allocation: this machine only
-            hosts = ["localhost"] * nnodes if nnodes == 1 else hosts
+        hosts = hosts or ["localhost"]  # outside an allocation: this machine
+        if len(hosts) != nnodes:
+            raise SystemExit(f"slurm_node.py: the node list {hosts} does not have {nnodes} nodes")
         hostfile = slurm.write_deepspeed_hostfile(workdir / "hostfile", hosts, nproc)
         ds_bin = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
         return [ds_bin, f"--hostfile={hostfile}", "--no_ssh", f"--node_rank={node_rank}",
@@ -132,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items()  # a stale rank identity must not leak into the ranks
            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
     env[STATUS_ENV] = str(status_file)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # threads per rank from the CPUs Slurm gave this job on the node, not the node's count: a
+    # node shared by several jobs is otherwise oversubscribed (OpenMP threads then spin-wait
+    # for each other, and everything runs many times slower)
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or ""
+    cpus = int(cpus) if cpus.isdigit() else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // nproc)))
     if args.launcher == "none":
         addr, port = slurm.master_addr_port()
         env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
@@ -140,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     cmd = launcher_command(args.launcher, args.rdzv, nnodes, node_rank, nproc, w2s_args, workdir)
     say(f"node {node_rank + 1} of {nnodes} ({os.environ.get('SLURMD_NODENAME', 'this host')}), "
         f"{nproc} rank(s): {' '.join(cmd)}")
-    child = subprocess.Popen(cmd, env=env, start_new_session=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
+    # handlers first: a warning that comes while the launcher starts is kept for it
+    child: subprocess.Popen | None = None
     exited = threading.Event()
     requested: list[str] = []
 
     def signal_ranks() -> None:
+        if child is None:
+            return
         for pid in descendants(child.pid) + ([child.pid] if args.launcher == "none" else []):
             try:
                 os.kill(pid, signal.SIGUSR1)
@@ -159,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_stop(signum, _frame) -> None:
         name = signal.Signals(signum).name
         if signum == signal.SIGINT:  # interactive ^C: the launcher's own clean-up
-            try:
-                os.killpg(child.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            if child is not None:
+                try:
+                    os.killpg(child.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
             return
         say(f"{name}: asking the ranks to checkpoint and stop")
         signal_ranks()
@@ -172,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_stop)
+    child = subprocess.Popen(cmd, env=env, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
     rc = child.wait()
     exited.set()
     stopped = status_file.exists() and status_file.read_text().strip() == "stopped"

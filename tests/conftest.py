@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# the two-node Slurm test cluster, one for the whole session (tests/slurm_cluster/fixture.py); a
+# test module must not import it itself, or it gets a cluster of its own
+from slurm_cluster.fixture import slurm_cluster  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

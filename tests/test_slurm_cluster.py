@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_cluster.fixture import slurm_cluster  # noqa: E402,F401  (pytest fixture)
 
 from w2s_scale import slurm  # noqa: E402
 

@@ -14,7 +14,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import run_w2s, tiny_config, write_config  # noqa: E402
-from slurm_cluster.fixture import slurm_cluster  # noqa: E402,F401  (pytest fixture)
 
 WEAK, STRONG = "gpt2-weak", "gpt2-strong"
 
@@ -23,7 +22,7 @@ def sweep_config(root: Path, models: dict, data: Path) -> Path:
     base = tiny_config(root / "results", models, data)
     cfg = {k: base[k] for k in ("results_dir", "data", "train", "tracking")}
     cfg["data"]["n_train"] = 320
-    cfg["train"].update(epochs=4, lr=3e-3, zero_stage=0)
+    cfg["train"].update(epochs=2, lr=3e-3, zero_stage=0)
     cfg.update(name="sweep", seeds=[0], losses=["xent"], executor="slurm",
                models=[{"name": str(models[WEAK]), "label": WEAK},
                        {"name": str(models[STRONG]), "label": STRONG}],

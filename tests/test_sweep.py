@@ -40,7 +40,7 @@ def load(tmp_path, cfg: dict, overrides=()):
     return load_sweep(write_config(tmp_path / "sweep.yaml", cfg), list(overrides))
 
 
-def mark_done(run, accuracy: float = 0.5) -> None:
+def mark_done(run) -> None:
     run.plan.dir.mkdir(parents=True, exist_ok=True)
     (run.plan.dir / "DONE").write_text(json.dumps({"hash": run.plan.hash}))
 
@@ -180,7 +180,8 @@ def test_slurm_node_launcher_commands(tmp_path, monkeypatch):
     assert cmd[1:] == ["-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4",
                        "--rdzv_backend=c10d", f"--rdzv_endpoint=gpu07:{port}", "--rdzv_id=4242",
                        "--rdzv_conf=is_host=0", str(REPO / "launch" / "rank.py"), "run", "--config=x"]
-    cmd = slurm_node.launcher_command("torchrun", "static", 2, 1, 4, ["run"], tmp_path)
+    cmd = slurm_node.launcher_command("torchrun", "static", 2, 1, 4, ["run", "--run", "gt-x"], tmp_path)
+    assert cmd[-3:] == ["run", "--run-key", "gt-x"]  # not --run: torchrun's --run-path
     assert {"--node_rank=1", "--master_addr=gpu07", f"--master_port={port}"} <= set(cmd)
     cmd = slurm_node.launcher_command("deepspeed", "c10d", 2, 0, 4, ["run"], tmp_path)
     assert {f"--hostfile={tmp_path / 'hostfile'}", "--no_ssh", "--node_rank=0",

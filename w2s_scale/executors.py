@@ -320,7 +320,8 @@ def sweep_status(cfg: SweepConfig, runs: list[SweepRun]) -> list[RunStatus]:
             out.append(RunStatus(run, "done"))
             continue
         if state == "conflict":
-            out.append(RunStatus(run, "conflict", f"{run.plan.dir} finished with other settings"))
+            out.append(RunStatus(run, "conflict", f"{run.plan.dir} holds a run finished with other "
+                                                  f"settings; change `name` or `results_dir`, or delete it"))
             continue
         resume = " (resumes from its checkpoint)" if state == "partial" else ""
         if entry is None:
@@ -372,6 +373,9 @@ def _slurm_status(run, entry, info, by_key, entries, infos, resume) -> RunStatus
     if info.state == "TIMEOUT":
         return RunStatus(run, "failed", f"job {job} reached its time limit{resume}; raise "
                                         f"resources.time or rerun the sweep to resume")
+    if info.exit_code == 75:
+        return RunStatus(run, "failed", f"job {job} stopped by a signal after a checkpoint (exit 75) "
+                                        f"and was not requeued; rerun the sweep to resume it")
     code = f" (exit code {info.exit_code})" if info.exit_code else ""
     return RunStatus(run, "failed" if info.state != "CANCELLED" else "cancelled",
                      f"job {job} {info.state.lower()}{code}: {why(entry.get('log'))}{resume}")
@@ -394,7 +398,7 @@ def format_status(cfg: SweepConfig, statuses: list[RunStatus]) -> str:
     order = ["done", "running", "queued", "partial", "not started", "failed", "cancelled", "conflict"]
     counts = {state: sum(s.state == state for s in statuses) for state in order}
     lines.append("  " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
-    if any(s.failed or s.state in ("not started", "partial") for s in statuses):
+    if any(s.state in ("failed", "cancelled", "not started", "partial") for s in statuses):
         lines.append("  rerun `w2s sweep` with the same config to run/resubmit only what is missing")
     return "\n".join(lines)
 

@@ -19,8 +19,8 @@ from typing import Optional
 
 from w2s_scale.metrics import mean_interval
 from w2s_scale.report import summarize
-from w2s_scale.results import DONE, RunDir, atomic_write
-from w2s_scale.sweep import SweepConfig, SweepRun, sweep_dir
+from w2s_scale.results import RunDir, atomic_write
+from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ from w2s_scale.sweep import SweepConfig, SweepRun, sweep_dir
 def gt_rows(runs: list[SweepRun]) -> list[dict]:
     """One row per finished ground-truth run, then one per (dataset, model) over seeds."""
     rows = []
-    for run in (r for r in runs if r.plan.kind == "gt" and (r.plan.dir / DONE).exists()):
+    for run in (r for r in runs if r.plan.kind == "gt" and disk_state(r) == "done"):
         metrics = RunDir(run.plan.dir, run.plan.hash).read_json("metrics.json")
         rows.append({"dataset": run.dataset, "model": run.plan.model.short_name, "seed": run.seed,
                      "accuracy": metrics["accuracy"], "auc": metrics.get("auc"),
@@ -48,8 +48,12 @@ def transfer_rows(runs: list[SweepRun]) -> list[dict]:
     """report.summarize per dataset (per-seed rows with a bootstrap PGR interval, then mean rows
     with a t-interval over seeds), with the dataset and an interval on transfer accuracy added."""
     rows = []
+    # only runs finished with this sweep's settings (a DONE marker of another hash is another
+    # run's result); a transfer row needs its teacher's and its ceiling's runs too
+    done = {r.plan.dir for r in runs if disk_state(r) == "done"}
     for dataset in dict.fromkeys(r.dataset for r in runs):
-        part = summarize([r.plan for r in runs if r.dataset == dataset])
+        part = summarize([r.plan for r in runs if r.dataset == dataset and r.plan.dir in done
+                          and (r.plan.weak is None or r.plan.weak.dir in done)])
         per_seed = defaultdict(list)
         for row in part:
             if row["seed"] != "mean":
