@@ -38,10 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # a source checkout works without installing
 
 from w2s_scale import slurm  # noqa: E402
+from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants  # noqa: E402
 
 RANK_ENTRY = REPO / "launch" / "rank.py"
-STATUS_ENV = "W2S_STATUS_FILE"  # rank 0 writes "stopped" there after a checkpointed stop (cli.py)
-EXIT_STOPPED = 75
 RESEND_EVERY_S = 3.0
 
 
@@ -99,23 +98,6 @@ def launcher_command(launcher: str, rdzv: str, nnodes: int, node_rank: int, npro
         raise SystemExit(f"slurm_node.py: --launcher none runs one rank, but the job has "
                          f"{nnodes} node(s) x {nproc} rank(s); use torchrun or deepspeed")
     return [sys.executable, *entry]
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process under `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def say(message: str) -> None:

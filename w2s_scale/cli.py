@@ -24,12 +24,11 @@ from w2s_scale.config import ConfigError, ExperimentConfig, load_config, train_f
 from w2s_scale.data.sources import DataError
 from w2s_scale.ds_config import DSConfigError
 from w2s_scale.models import ModelError
+from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants
 from w2s_scale.results import ResultsError
 
 USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError)
 EXIT_USER_ERROR = 2
-EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun resumes
-STATUS_ENV = "W2S_STATUS_FILE"
 RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
 
 
@@ -87,21 +86,6 @@ def _rank_args(args: argparse.Namespace) -> list[str]:
     if getattr(args, "run", None):  # `w2s run`: which run of the sweep (its key); not spelt
         forwarded.append(f"--run-key={args.run}")  # --run, which torchrun takes for --run-path
     return forwarded + (["--redo"] if getattr(args, "redo", False) else [])
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
@@ -181,13 +165,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         dist.shutdown()
 
 
-def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+def run_until_stopped(work) -> int:
+    """Join the process group and call `work()` on this rank. A stop signal ends it with a
+    checkpoint: exit 75, and rank 0 tells the parent process so (see processes.STATUS_ENV)."""
     from w2s_scale.engine import RunStopped
-    from w2s_scale.pipeline import run_experiment
 
     dist.init()
     try:
-        run_experiment(cfg, force=args.redo)
+        work()
     except RunStopped as stop:
         if dist.is_main():
             print(f"w2s: {stop}", file=sys.stderr, flush=True)
@@ -195,6 +180,12 @@ def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
                 Path(os.environ[STATUS_ENV]).write_text("stopped")
         return EXIT_STOPPED
     return 0
+
+
+def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from w2s_scale.pipeline import run_experiment
+
+    return run_until_stopped(lambda: run_experiment(cfg, force=args.redo))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,7 @@ An experiment YAML works wherever a sweep YAML does (the sweep of its two models
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from pathlib import Path
 
-from w2s_scale import distributed as dist
 from w2s_scale.config import ConfigError
 from w2s_scale.results import ResultsError
 
@@ -148,16 +144,7 @@ def _run(cfg, runs, args, in_rank: bool) -> int:
             raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; set launch.launcher "
                               f"to torchrun or deepspeed")
     from w2s_scale.data.splits import make_splits
-    from w2s_scale.engine import RunStopped
     from w2s_scale.pipeline import execute
 
-    dist.init()
-    try:
-        execute(run.experiment, run.plan, make_splits(run.experiment.data, run.seed), force=args.redo)
-    except RunStopped as stop:
-        if dist.is_main():
-            print(f"w2s: {stop}", file=sys.stderr, flush=True)
-            if os.environ.get(cli.STATUS_ENV):
-                Path(os.environ[cli.STATUS_ENV]).write_text("stopped")
-        return cli.EXIT_STOPPED
-    return 0
+    return cli.run_until_stopped(lambda: execute(
+        run.experiment, run.plan, make_splits(run.experiment.data, run.seed), force=args.redo))

@@ -3,7 +3,6 @@ head's gathered values and how many parameter elements this rank holds."""
 import json
 import sys
 
-import torch
 
 from w2s_scale import distributed as dist
 from w2s_scale.config import ModelConfig, TrainConfig
