@@ -18,6 +18,14 @@ RUNS = ["gt-gpt2-weak", "gt-gpt2-strong", "w2s-gpt2-weak-to-gpt2-strong-xent",
         "w2s-gpt2-weak-to-gpt2-strong-logconf"]
 
 
+def e2e_config(results: Path, models, data) -> dict:
+    """The weak model is initialised at random (its architecture from the tiny GPT-2 folder):
+    equal results on 1 and 2 ranks then also show the per-run seed reaches every rank."""
+    config = tiny_config(results, models, data)
+    config["weak"].update(init="random")
+    return config
+
+
 def w2s(args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "w2s_scale.cli", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=900, **kw)
@@ -32,7 +40,7 @@ def predictions(results: Path, run: str) -> np.ndarray:
 def one_rank(tiny_models, tiny_data, tmp_path_factory):
     """The reference result: the same experiment on one rank (same global batch of 8)."""
     out = tmp_path_factory.mktemp("one-rank")
-    cfg = write_config(out / "cfg.yaml", tiny_config(out / "results", tiny_models, tiny_data))
+    cfg = write_config(out / "cfg.yaml", e2e_config(out / "results", tiny_models, tiny_data))
     proc = w2s(["experiment", "-c", str(cfg)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "results"
@@ -40,7 +48,7 @@ def one_rank(tiny_models, tiny_data, tmp_path_factory):
 
 @pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
 def test_zero3_two_ranks_whole_experiment(launcher, tiny_models, tiny_data, tmp_path, one_rank):
-    cfg = write_config(tmp_path / "cfg.yaml", tiny_config(tmp_path / "results", tiny_models, tiny_data))
+    cfg = write_config(tmp_path / "cfg.yaml", e2e_config(tmp_path / "results", tiny_models, tiny_data))
     proc = w2s(["experiment", "-c", str(cfg), "--launcher", launcher, "--nproc", "2"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     seed_dir = tmp_path / "results/tiny/jsonl/seed0"

@@ -122,6 +122,11 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, force: bool = 
                       config={"experiment": cfg.model_dump(mode="json"), "run": plan.name})
     tracker.log({"event": "start", "run": plan.name, "resumed": resumed, "world_size": dist.world_size(),
                  "n_train": len(train_set), "n_test": len(test_set), "total_steps": total_steps})
+    # random initialisation (a from-scratch weak model, the head before it is zeroed) must not
+    # depend on what ran before in this process: seeded per run, the same on every rank
+    from transformers import set_seed
+
+    set_seed(plan.seed)
     eng = build_engine(plan.model, plan.train, total_steps, tokenizer)
     with StopFlag() as stop:
         train(eng, train_set, targets, plan.loss, plan.seed, run_dir.checkpoints, tracker, stop)
