@@ -32,8 +32,11 @@ GT_LOSS = LossConfig(name="xent")  # ground truth runs: cross-entropy against on
 NOT_IN_HASH = {"checkpoint_every", "keep_checkpoints", "eval_batch_size"}
 
 
-def _results_settings(train_cfg: TrainConfig) -> dict:
-    return train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
+def _results_identity(model: ModelConfig, train_cfg: TrainConfig) -> tuple:
+    """What of a model and its training changes results: not its display label, where its
+    train overrides came from (train_cfg holds them resolved), what is saved, or NOT_IN_HASH."""
+    model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
+    return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
 
 
 @dataclass(frozen=True)
@@ -55,21 +58,19 @@ def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
 
 def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> RunPlan:
     train_cfg = train_for(cfg, model)
-    model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
     return RunPlan(name=f"gt-{model.short_name}", kind="gt", model=model, train=train_cfg,
                    loss=GT_LOSS, seed=seed, dir=seed_dir(cfg, seed) / f"gt-{model.short_name}",
-                   hash=stable_hash("gt", model_id, _results_settings(train_cfg), cfg.data, seed))
+                   hash=stable_hash("gt", *_results_identity(model, train_cfg), cfg.data, seed))
 
 
 def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
                   seed: int) -> RunPlan:
     train_cfg = train_for(cfg, strong)
     name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
-    model_id = strong.model_copy(update={"train": {}, "label": None, "save": "none"})
     return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
                    seed=seed, dir=seed_dir(cfg, seed) / name,
-                   hash=stable_hash("transfer", model_id, _results_settings(train_cfg), cfg.data, seed,
-                                   loss, weak.hash),
+                   hash=stable_hash("transfer", *_results_identity(strong, train_cfg), cfg.data,
+                                    seed, loss, weak.hash),
                    weak=weak)
 
 
