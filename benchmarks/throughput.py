@@ -154,3 +154,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from w2s_scale import distributed
+
+    distributed.exit_process(0)  # this process joined a group of one: see exit_process

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -125,6 +126,23 @@ def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The `w2s` command. A process that ran a rank does not return: it ends in
+    distributed.exit_process (why: see there), with this exit status."""
+    try:
+        code = _command(argv)
+    except BaseException:
+        if not dist.has_joined():
+            raise  # the parent process or a check before any rank: Python reports it
+        traceback.print_exc()
+        code = 1
+    finally:
+        dist.shutdown(clean=False)  # after an error; a finished rank has left already
+    if dist.has_joined():
+        dist.exit_process(code)
+    return code
+
+
+def _command(argv: Optional[list[str]]) -> int:
     # DeepSpeed's ZeRO still calls collectives that torch marks deprecated, once per step
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use `torch\.distributed")
@@ -161,8 +179,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         if dist.is_main():
             print(f"w2s: error: {err}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    finally:
-        dist.shutdown()
 
 
 def run_until_stopped(work) -> int:
@@ -173,13 +189,15 @@ def run_until_stopped(work) -> int:
     dist.init()
     try:
         work()
+        code = 0
     except RunStopped as stop:
         if dist.is_main():
             print(f"w2s: {stop}", file=sys.stderr, flush=True)
             if os.environ.get(STATUS_ENV):
                 Path(os.environ[STATUS_ENV]).write_text("stopped")
-        return EXIT_STOPPED
-    return 0
+        code = EXIT_STOPPED
+    dist.shutdown(clean=True)  # every rank finished or stopped at the same step
+    return code
 
 
 def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:

@@ -8,15 +8,25 @@ input tensor's device. They carry no gradient.
 """
 from __future__ import annotations
 
+import datetime
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["is_initialized", "rank", "world_size", "local_rank", "is_main", "barrier",
            "all_gather_tensor", "all_gather_objects", "any_rank", "all_reduce_sum",
-           "broadcast_object", "init", "shutdown"]
+           "broadcast_object", "init", "shutdown", "exit_process", "finish",
+           "has_joined", "collective_timeout_s", "TIMEOUT_ENV"]
+
+# How long a collective waits for the other ranks before it fails (seconds). A rank that died or
+# hangs otherwise keeps the others waiting; torch's own default is 30 minutes for gloo and 10 for
+# nccl. `w2s` sets it from launch.collective_timeout_s; scripts may set the variable themselves.
+TIMEOUT_ENV = "W2S_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 1800.0
+_joined = False  # this process has been part of a process group (its gloo/nccl threads exist)
 
 
 def is_initialized() -> bool:
@@ -134,14 +144,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def has_joined() -> bool:
+    """Whether this process has been part of a process group (and must end in exit_process)."""
+    return _joined
+
+
+def collective_timeout_s() -> float:
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_COLLECTIVE_TIMEOUT_S
+    return value if value > 0 else DEFAULT_COLLECTIVE_TIMEOUT_S
+
+
 def init() -> None:
     """Join (or, for a lone process, form) the process group every run uses.
 
     Launchers (torchrun, the deepspeed launcher, our Slurm wrapper) set RANK, WORLD_SIZE and
     MASTER_ADDR/PORT; a process started without one becomes a group of one, since DeepSpeed
     needs a process group even then. gloo on CPU machines (no oneCCL here), nccl on GPUs.
+    A process that joins must end with `finish` (or `shutdown` then `exit_process`).
     """
+    global _joined
     if is_initialized():
+        _joined = True
         return
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
@@ -155,11 +181,67 @@ def init() -> None:
         # ranks on one machine share its cores; oversubscribed threads slow every rank down
         per_rank = max(1, (os.cpu_count() or 1) // _env_int("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(min(torch.get_num_threads(), per_rank))
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False,
+                               timeout=datetime.timedelta(seconds=collective_timeout_s()))
+    _joined = True
 
 
-def shutdown() -> None:
-    """Leave the process group; without this a rank aborts at exit and the launcher reports
-    a failure (see notes/environment.md)."""
-    if is_initialized():
-        dist.destroy_process_group()
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group. `clean`: every rank got here the same way (its work finished
+    or stopped at the same step), so all wait for each other first and no rank closes its
+    connections (or, under the deepspeed launcher, rank 0 the rendezvous store) while another
+    still uses them. After an error on one rank only, a barrier would pair with some other
+    collective of the healthy ranks, so it is skipped."""
+    if not is_initialized():
+        return
+    if clean and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is gone; leaving is all that is left to do
+            pass
+    dist.destroy_process_group()
+
+
+def exit_process(code: Any = 0) -> NoReturn:
+    """End a process that joined a process group, without tearing the interpreter down.
+
+    Why: DeepSpeed keeps the world group alive past `destroy_process_group` (every ZeRO-3
+    parameter's `ds_process_group`, the `zero.Init` contexts), so gloo's worker threads
+    ("pt_gloo_runloop") are never joined. A worker that frees a finished collective's
+    tensors must take the GIL to drop their Python objects; when the main thread is
+    already in Py_FinalizeEx, Python (3.11) ends such a thread with pthread_exit, whose
+    forced unwind meets a noexcept destructor (~AsyncWork): std::terminate, "terminate
+    called without an active exception", SIGABRT after the work is done. Under CPU load
+    the worker lags the main thread and this happens in a few percent of runs (core dump
+    and reproduction: benchmarks/stress_exit.py, tests/test_clean_exit.py).
+    So the steps of a normal exit that matter run here while the interpreter is whole
+    (non-daemon threads joined, atexit handlers: W&B, logging, temporary files; streams
+    flushed), then os._exit ends the process with no finalization left to race.
+    A process that never joined a group exits the ordinary way.
+    """
+    if code is None or isinstance(code, bool):
+        code = int(bool(code))
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    if not _joined:
+        sys.exit(code)
+    import atexit
+    import threading
+
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # Py_FinalizeEx's first step
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(code)
+
+
+def finish(code: Any = 0) -> NoReturn:
+    """The end of a script whose ranks all got here: leave the group together, then exit."""
+    shutdown(clean=True)
+    exit_process(code)

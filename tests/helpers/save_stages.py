@@ -39,4 +39,4 @@ for stage in (0, 2):
             probs = torch.softmax(load_classifier(folder)(ids, mask), -1)[:, 1]
         print(json.dumps({"stage": stage, "save": save, "folder": folder.name,
                           "max_diff": float((probs - expected).abs().max())}), flush=True)
-dist.shutdown()
+dist.finish()

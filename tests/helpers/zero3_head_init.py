@@ -27,4 +27,4 @@ gathered = dist.all_gather_objects(report)
 if dist.is_main():
     with open(out_path, "w") as f:
         json.dump(gathered, f)
-dist.shutdown()
+dist.finish()

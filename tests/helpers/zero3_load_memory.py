@@ -79,4 +79,4 @@ report = {
 gathered = dist.all_gather_objects(report)
 if dist.is_main():
     Path(out_path).write_text(json.dumps(gathered, indent=1))
-dist.shutdown()
+dist.finish()

@@ -83,4 +83,4 @@ for spec in sys.argv[2:]:
 if dist.is_main():
     torch.save({"ids": ids, "mask": mask}, out_dir / "inputs.pt")
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-dist.shutdown()
+dist.finish()
