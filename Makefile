@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-results
+.PHONY: setup demo test bench stress clean-results
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/throughput.py
+
+# the way 2-rank runs end, 30 times under CPU load (several minutes; not part of `make test`)
+stress: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/stress_exit.py --runs 30
 
 clean-results:
 	rm -rf results

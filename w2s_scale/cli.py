@@ -25,7 +25,7 @@ from w2s_scale.config import ConfigError, ExperimentConfig, load_config, train_f
 from w2s_scale.data.sources import DataError
 from w2s_scale.ds_config import DSConfigError
 from w2s_scale.models import ModelError
-from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants
+from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants, rank_beacon, watch_ranks
 from w2s_scale.results import ResultsError
 
 USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError)
@@ -119,10 +119,14 @@ def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
 
     for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    code = child.wait()
+    code, failure = watch_ranks(child, status_file, dist.collective_timeout_s())
     outcome = status_file.read_text().strip()
     status_file.unlink(missing_ok=True)
-    return EXIT_STOPPED if outcome == "stopped" else code
+    if outcome == "stopped":
+        return EXIT_STOPPED
+    if code != 0 and failure:
+        print(f"w2s: error: {failure}", file=sys.stderr, flush=True)
+    return code
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -159,6 +163,8 @@ def _command(argv: Optional[list[str]]) -> int:
 
             return plan_command(args)
         cfg = load_config(args.config, args.overrides)
+        # the ranks read it when they join the process group (inherited through the launcher)
+        os.environ.setdefault(dist.TIMEOUT_ENV, f"{cfg.launch.collective_timeout_s:g}")
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
             from w2s_scale.report import summarize, write_summary
@@ -187,6 +193,9 @@ def run_until_stopped(work) -> int:
     from w2s_scale.engine import RunStopped
 
     dist.init()
+    beacon = rank_beacon(dist.rank())  # what this rank is doing, for the parent (watch_ranks)
+    if beacon:
+        beacon.write_text(f"{os.getpid()} running")
     try:
         work()
         code = 0
@@ -196,7 +205,14 @@ def run_until_stopped(work) -> int:
             if os.environ.get(STATUS_ENV):
                 Path(os.environ[STATUS_ENV]).write_text("stopped")
         code = EXIT_STOPPED
+    except BaseException as err:
+        if beacon and not isinstance(err, USER_ERRORS):  # those the rank reports itself
+            reason = (str(err).strip().splitlines() or [""])[0][:300]
+            beacon.write_text(f"{os.getpid()} failed {type(err).__name__}: {reason}")
+        raise
     dist.shutdown(clean=True)  # every rank finished or stopped at the same step
+    if beacon:
+        beacon.write_text(f"{os.getpid()} done")
     return code
 
 

@@ -147,6 +147,9 @@ class TrackingConfig(Strict):
 class LaunchConfig(Strict):
     launcher: Literal["none", "torchrun", "deepspeed"] = "none"
     nproc: int = Field(1, gt=0)
+    # how long a collective waits for the other ranks before this rank gives up (a rank that
+    # died or hangs then ends the run within this time; see README "When a rank dies")
+    collective_timeout_s: float = Field(1800.0, gt=0)
 
 
 class ExperimentConfig(Strict):
