@@ -71,6 +71,7 @@ def test_a_rank_that_dies_or_hangs_ends_the_run_with_one_line_naming_it(how, tin
             for pid in [proc.pid, *descendants(proc.pid)]:
                 os.kill(pid, signal.SIGKILL)
     errors = [line for line in err.splitlines() if line.startswith("w2s: error:")]
+    print(f"rank 1 {how}: exit {proc.returncode} {elapsed:.1f} s later: {errors}")
     assert proc.returncode != 0
     assert len(errors) == 1 and "rank 1 (pid" in errors[0], err[-3000:]
     if how == "hangs":
