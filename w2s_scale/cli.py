@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                      help="how to start the ranks (default: launch.launcher)")
     exp.add_argument("--redo", action="store_true", help="redo runs that are already complete")
+    exp.add_argument("--dry-run", action="store_true",
+                     help="print the runs and the resolved settings (lr, dtype, clipping, batch "
+                          "order, loss parameters, ...) and stop; loads no model")
 
     summ = sub.add_parser("summary", help="print and save the summary of finished runs")
     add_config_args(summ)
@@ -147,6 +150,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
             return 0
+        if args.command == "experiment" and args.dry_run:
+            return _dry_run(cfg, args)
         launcher = args.launcher or cfg.launch.launcher
         nproc = args.nproc or cfg.launch.nproc
         if not in_rank:
@@ -179,6 +184,18 @@ def run_until_stopped(work) -> int:
             if os.environ.get(STATUS_ENV):
                 Path(os.environ[STATUS_ENV]).write_text("stopped")
         return EXIT_STOPPED
+    return 0
+
+
+def _dry_run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    """`w2s experiment --dry-run`: the experiment read as the sweep of its two models."""
+    from w2s_scale.sweep import from_experiment, plan_sweep
+    from w2s_scale.sweep_cli import dry_run_text
+
+    sweep = from_experiment(cfg)
+    runs = plan_sweep(sweep)
+    print("runs: " + ", ".join(run.key for run in runs))
+    print(dry_run_text(sweep, runs, args), flush=True)
     return 0
 
 
