@@ -9,7 +9,9 @@ attention width, s the example's tokens):
   prediction         F per token (test set; B for weak labels or train agreement)
 A gt run trains on A (epochs x |A| examples) and predicts test and B; a transfer run trains on B
 and predicts test and B. Time = FLOPs / (MFU x peak); the peak is an H100 SXM's dense peak for the
-model's dtype. Dataset sizes and mean tokens per example are ESTIMATES (below), stated as such.
+model's dtype. Each job also pays a fixed start-up (process start, DeepSpeed init, reading the
+weights; STARTUP_S + weight bytes / READ_BYTES_PER_S) on all its GPUs. Dataset sizes and mean
+tokens per example are ESTIMATES (below), stated as such; queueing is not counted.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from typing import Optional
 # H100 SXM dense peak, TFLOP/s, per training dtype (fp32 without TF32, torch's matmul default)
 PEAK_TFLOPS = {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}
 DEFAULT_MFU = 0.35            # assumed model-FLOPs utilisation (typical of ZeRO fine-tuning)
+STARTUP_S = 120.0             # assumed per-job start-up besides reading the weights
+READ_BYTES_PER_S = 2e9        # assumed read speed of the weights from shared storage, per job
+BYTES_PER_PARAM = {"bf16": 2, "fp16": 2, "fp32": 4}
 DEFAULT_CLUSTER_GPUS = 64
 DEFAULT_CLUSTER_HOURS = 48.0
 
@@ -124,8 +129,11 @@ def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
         half = n_train // 2
         flops = run_flops(entry, plan.model, plan.kind, half, n_test + half, tokens,
                           plan.train.epochs, needs_global_stats(plan.loss.name, plan.loss.params))
-        seconds = flops / (mfu * PEAK_TFLOPS[plan.model.dtype] * 1e12)
-        out.append(RunCost(run.key, plan.model.short_name, plan.kind, gpus, seconds / 3600.0))
+        compute_s = flops / (mfu * PEAK_TFLOPS[plan.model.dtype] * 1e12)
+        startup_s = STARTUP_S + (entry.arch.total_params() * BYTES_PER_PARAM[plan.model.dtype]
+                                 / READ_BYTES_PER_S)
+        out.append(RunCost(run.key, plan.model.short_name, plan.kind, gpus,
+                           (compute_s + startup_s * gpus) / 3600.0))
     return out
 
 
@@ -145,8 +153,10 @@ def format_costs(cfg, runs, mfu: float = DEFAULT_MFU, cluster_gpus: int = DEFAUL
     by_model: dict[str, list[RunCost]] = {}
     for cost in costs:
         by_model.setdefault(cost.model, []).append(cost)
-    lines = [f"compute estimate: MFU {mfu:g} of an H100's dense peak ({', '.join(f'{k} {v:g}' for k, v in PEAK_TFLOPS.items())} "
-             f"TFLOP/s); FLOPs and data sizes per w2s_scale/costs.py (token counts are estimates)"]
+    peaks = ", ".join(f"{k} {v:g}" for k, v in PEAK_TFLOPS.items())
+    lines = [f"compute estimate: {len(costs)} jobs; MFU {mfu:g} of an H100's dense peak ({peaks} "
+             f"TFLOP/s), {STARTUP_S:g} s + weights at {READ_BYTES_PER_S / 1e9:g} GB/s start-up per "
+             f"job; FLOPs, dataset sizes and tokens per example (estimates) in w2s_scale/costs.py"]
     header = ["model", "runs", "GPUs/run", "GPU-hours", "longest run (h)"]
     table = [header]
     unknown = []
