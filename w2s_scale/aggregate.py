@@ -59,6 +59,18 @@ def pgr_against_means(row: dict, means: dict[tuple, Optional[float]], metric: st
     return (float(t) - w) / (c - w), None
 
 
+def _kept(rows: Iterable[dict], means: dict, metric: str) -> tuple[list[tuple[dict, float]], dict]:
+    """The runs kept with their PGR against the means, and {why dropped: how many}."""
+    kept, reasons = [], defaultdict(int)
+    for r in rows:
+        value, why = pgr_against_means(r, means, metric)
+        if why:
+            reasons[why] += 1
+        else:
+            kept.append((r, value))
+    return kept, reasons
+
+
 def _dropped_text(reasons: dict[str, int]) -> str:
     return "; ".join(f"{n} {why}" for why, n in sorted(reasons.items()) if n) or "none"
 
@@ -74,13 +86,7 @@ def paper_pgr(rows: Iterable[dict]) -> list[dict]:
         for r in rows:
             groups[(r.get("dataset"), r["loss"])].append(r)
         for (dataset, loss), members in groups.items():
-            kept, reasons = [], defaultdict(int)
-            for r in members:
-                value, why = pgr_against_means(r, means, metric)
-                if why:
-                    reasons[why] += 1
-                else:
-                    kept.append((r, value))
+            kept, reasons = _kept(members, means, metric)
             paired_key = "pgr" if metric == "acc" else "pgr_auc"
             paired = [r.get(paired_key) for r, _ in kept]
             paired_defined = [p for p in paired if p is not None]
@@ -103,13 +109,8 @@ def pair_paper_pgr(rows: Iterable[dict], dataset, weak: str, strong: str, loss: 
     rows = [r for r in per_seed(rows) if r.get("dataset") == dataset and r["weak"] == weak
             and r["strong"] == strong and r["loss"] == loss]
     means = model_means(rows, metric) if means is None else means
-    values, reasons = [], defaultdict(int)
-    for r in rows:
-        value, why = pgr_against_means(r, means, metric)
-        if why:
-            reasons[why] += 1
-        else:
-            values.append(value)
+    kept, reasons = _kept(rows, means, metric)
+    values = [v for _, v in kept]
     return (float(np.median(values)) if values else None), len(values), _dropped_text(reasons)
 
 
