@@ -184,4 +184,7 @@ def format_costs(cfg, runs, mfu: float = DEFAULT_MFU, cluster_gpus: int = DEFAUL
                  f"GPU-hours): total / GPUs = {ideal:.1f} h, longest dependency chain = {path:.1f} h "
                  f"-> at least {wall:.1f} h: {'FITS' if fits else 'DOES NOT FIT'}"
                  + ("" if widest <= cluster_gpus else f" (a run asks for {widest} GPUs)"))
+    if cfg.executor == "local":
+        lines.append(f"  executor local: one run after another, about "
+                     f"{sum(c.wall_hours for c in known):.1f} h on one H100 per run")
     return "\n".join(lines)
