@@ -91,4 +91,8 @@ def test_dry_runs_print_the_resolved_settings(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "runs: sciq/seed0/gt-gpt2, sciq/seed0/gt-gpt2-large" in result.stdout
     assert "max_grad_norm           0  " in result.stdout
+    # the spelling: `w2s experiment --dry-run` on a reference (sweep) config
+    result = run_w2s(["experiment", "-c", str(REFERENCE[-1]), "--dry-run"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "warmup reference" in result.stdout and "gt-gpt2-xl" in result.stdout
     assert not (REPO / "results" / "reference-sciq-gpt2").exists()  # a dry run writes nothing

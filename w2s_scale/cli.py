@@ -143,6 +143,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             from w2s_scale.memory import plan_command
 
             return plan_command(args)
+        if args.command == "experiment" and args.dry_run:
+            return _dry_run(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
@@ -150,8 +152,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
             return 0
-        if args.command == "experiment" and args.dry_run:
-            return _dry_run(cfg, args)
         launcher = args.launcher or cfg.launch.launcher
         nproc = args.nproc or cfg.launch.nproc
         if not in_rank:
@@ -187,12 +187,13 @@ def run_until_stopped(work) -> int:
     return 0
 
 
-def _dry_run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    """`w2s experiment --dry-run`: the experiment read as the sweep of its two models."""
-    from w2s_scale.sweep import from_experiment, plan_sweep
+def _dry_run(args: argparse.Namespace) -> int:
+    """`w2s experiment --dry-run`: an experiment YAML read as the sweep of its two models (a
+    sweep YAML, such as configs/reference/*.yaml, as itself)."""
+    from w2s_scale.sweep import load_sweep, plan_sweep
     from w2s_scale.sweep_cli import dry_run_text
 
-    sweep = from_experiment(cfg)
+    sweep = load_sweep(args.config, args.overrides)
     runs = plan_sweep(sweep)
     print("runs: " + ", ".join(run.key for run in runs))
     print(dry_run_text(sweep, runs, args), flush=True)
