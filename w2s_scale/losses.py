@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "GlobalBatchStats", "LossSpec", "LOSSES", "PredictionHistory", "compute_loss",
-    "gather_global_stats", "label_logodds_mean", "needs_global_stats", "resolve_params", "logconf_coef",
-    "logconf_threshold", "xent_loss", "product_loss", "logconf_loss", "logconf_eleuther_loss",
+    "gather_global_stats", "label_logodds_mean", "needs_global_stats", "resolve_params",
+    "logconf_coef", "logconf_threshold", "xent_loss", "product_loss", "logconf_loss", "logconf_eleuther_loss",
     "entropy_loss", "entropy_min_loss", "window_loss", "kl_loss",
 ]
 
@@ -89,7 +89,8 @@ class PredictionHistory:
         self.values = torch.tensor(list(values)[-capacity:], dtype=torch.float32)
 
     def push(self, probs0: torch.Tensor) -> None:
-        self.values = torch.cat([self.values, probs0.detach().float().cpu().reshape(-1)])[-self.capacity:]
+        new = probs0.detach().float().cpu().reshape(-1)
+        self.values = torch.cat([self.values, new])[-self.capacity:]
 
     def state(self) -> list[float]:
         return self.values.tolist()
@@ -274,9 +275,11 @@ def logconf_eleuther_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac
         prior = stats.target_mean1
     else:
         prior = 0.5
+    size = int(buffer_size)
+    if not 1 <= size <= MAX_BUFFER:
+        raise ValueError(f"logconf_eleuther: buffer_size must be in [1, {MAX_BUFFER}]; got {buffer_size}")
     history = stats.history0 if stats.history0 is not None else torch.zeros(0)
     stream = torch.cat([history.float().cpu(), stats.probs0.float().cpu()])
-    size = int(buffer_size)
     thresholds = torch.stack([logconf_threshold(stream[max(0, len(history) + int(i) + 1 - size):
                                                        len(history) + int(i) + 1], prior)
                               for i in positions]).to(z.device)
