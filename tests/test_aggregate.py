@@ -77,7 +77,7 @@ def test_cross_dataset_table_and_its_median():
     assert d1["transfer_acc"] == pytest.approx(0.725)
     assert d1["pgr"] == pytest.approx(np.median([0.65, 0.4]))
     assert d2["pgr"] == pytest.approx(np.median([(0.81 - 0.62) / 0.2, (0.83 - 0.62) / 0.2]))
-    assert median["dataset"] == "median of 2"
+    assert median["dataset"] == "median of 2" and median["n_datasets"] == 2
     assert median["pgr"] == pytest.approx(np.median([d1["pgr"], d2["pgr"]]))
     assert median["transfer_acc"] == pytest.approx(np.median([0.725, 0.82]))
     # without an order: the pair with the largest gap (s -> l)
