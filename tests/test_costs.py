@@ -92,3 +92,18 @@ def test_paper_suite_dry_run_after_the_registry_has_the_22():
     assert len(runs) == 22 * 3 * (7 + 21 * 2) == 3234
     text = costs.format_costs(cfg, runs)
     assert "compute estimate: 3234 jobs" in text and "FITS" in text
+
+
+def test_tokens_per_example_measured_on_local_rows(tiny_data, gpt2_tokenizer_dir):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from w2s_scale.config import DataConfig
+
+    value, how = costs.tokens_per_example(DataConfig(dataset="jsonl", path=str(tiny_data)))
+    texts = [json.loads(line)["text"] for line in tiny_data.read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    mean = sum(len(ids) for ids in tokenizer(texts)["input_ids"]) / len(texts)
+    assert how == "measured" and value == pytest.approx(mean, rel=0.05)
+    assert costs.tokens_per_example(DataConfig(dataset="sciq")) == (30.0, "estimate")

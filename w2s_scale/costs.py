@@ -15,6 +15,7 @@ tokens per example are ESTIMATES (below), stated as such; queueing is not counte
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -78,6 +79,35 @@ def rows_used(dataset: str, n_train: int, n_test: int) -> tuple[int, int]:
     return train, test
 
 
+MEASURE_ROWS = 2000  # documents tokenized to measure a local dataset's mean length
+
+
+@functools.lru_cache(maxsize=None)
+def tokens_per_example(data) -> tuple[float, str]:
+    """(mean tokens per example, where the number comes from): measured with the GPT-2 tokenizer
+    on up to MEASURE_ROWS documents when the data is in local files (`data.path`), else the
+    estimate of DATA_SHAPES."""
+    estimate = float(DATA_SHAPES.get(data.dataset, UNKNOWN_SHAPE).mean_tokens)
+    if not data.path:
+        return estimate, "estimate"
+    try:
+        return _measured(data.model_copy(update={"n_train": MEASURE_ROWS, "n_test": 2})), "measured"
+    except Exception:  # noqa: BLE001 - unreadable data: preflight reports it; the plan estimates
+        return estimate, "estimate"
+
+
+def _measured(data) -> float:
+    from transformers import AutoTokenizer
+
+    from w2s_scale.assets import gpt2_tokenizer
+    from w2s_scale.data.splits import make_splits
+
+    splits = make_splits(data, seed=0)
+    texts = [ex.text for ex in splits.a + splits.b]
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer())
+    return sum(min(len(ids), data.max_length) for ids in tokenizer(texts)["input_ids"]) / len(texts)
+
+
 def forward_flops_per_token(entry, tokens: float) -> float:
     arch = entry.arch
     embeddings = arch.vocab * arch.hidden + (arch.max_positions * arch.hidden
@@ -117,6 +147,7 @@ def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
     from w2s_scale.losses import needs_global_stats
 
     out = []
+    tokens_of = {d.dataset: tokens_per_example(d)[0] for d in cfg.datasets}
     for run in runs:
         plan, data = run.plan, run.experiment.data
         entry = lookup(plan.model.name)
@@ -125,7 +156,7 @@ def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
             out.append(RunCost(run.key, plan.model.short_name, plan.kind, gpus, None))
             continue
         n_train, n_test = rows_used(data.dataset, data.n_train, data.n_test)
-        tokens = min(DATA_SHAPES.get(data.dataset, UNKNOWN_SHAPE).mean_tokens, data.max_length)
+        tokens = min(tokens_of[data.dataset], data.max_length)
         half = n_train // 2
         flops = run_flops(entry, plan.model, plan.kind, half, n_test + half, tokens,
                           plan.train.epochs, needs_global_stats(plan.loss.name, plan.loss.params))
@@ -175,6 +206,9 @@ def format_costs(cfg, runs, mfu: float = DEFAULT_MFU, cluster_gpus: int = DEFAUL
                                enumerate(zip(row, widths))) for row in table]
     if unknown:
         lines.append(f"  not estimated (not in the catalogue, no architecture numbers): {', '.join(unknown)}")
+    lines.append("  tokens per example: " + ", ".join(
+        f"{d.dataset} {value:.0f} ({how})" for d in cfg.datasets
+        for value, how in [tokens_per_example(d)]))
     path = critical_path_hours(runs, known)
     widest = max((c.gpus for c in costs), default=1)
     ideal = total / cluster_gpus
