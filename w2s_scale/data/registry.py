@@ -95,14 +95,14 @@ def register(source: DatasetSource) -> DatasetSource:
     return source
 
 
-def _check_columns(raw: RawRows, needed: Sequence[str], source: str, hint: str) -> None:
+def _check_columns(raw: RawRows, needed: Sequence[str], name: str) -> None:
     for col in needed:
         if col not in raw.columns:
-            raise DataError(f"{raw.field}: {raw.where} has no column '{col}' ({source} needs "
-                            f"{list(needed)}, found {raw.columns}); {hint}")
+            raise DataError(f"{raw.field}: {raw.where} has no column '{col}' ({name} needs "
+                            f"{list(needed)}, found {raw.columns}); give files of the hub's schema")
 
 
-def _hub_open(hub_id: str, config: Optional[str], splits: tuple[str, str], revision: Optional[str],
+def _hub_open(name: str, hub_id: str, config: Optional[str], splits: tuple[str, str], revision: Optional[str],
               columns: Sequence[str]) -> Callable[[DataConfig, Split], Optional[RawRows]]:
     hint = layout_hint(splits[0], splits[1], columns)
 
@@ -113,7 +113,7 @@ def _hub_open(hub_id: str, config: Optional[str], splits: tuple[str, str], revis
             raw = hub_split(hub_id, config, splits[0] if split == "train" else splits[1],
                             revision, hint)
         if raw is not None:
-            _check_columns(raw, columns, hub_id, hint)
+            _check_columns(raw, columns, name)
         return raw
 
     return open_
@@ -133,7 +133,7 @@ def hub_task(name: str, hub_id: str, *, family: Family, formulation: str, column
     source = f"{hub_id}" + (f" ({config})" if config else "") + (" @parquet" if script else "")
     return register(DatasetSource(
         name=name, family=family, formulation=formulation,
-        open=_hub_open(hub_id, config, splits, revision, columns),
+        open=_hub_open(name, hub_id, config, splits, revision, columns),
         format=format or choice_format(question),  # type: ignore[arg-type]
         columns=tuple(columns), random_format=random_format or question is not None,
         hub_id=hub_id, hub_config=config, hub_splits=splits, revision=revision, sizes=sizes,
