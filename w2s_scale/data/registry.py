@@ -80,10 +80,6 @@ class DatasetSource:
     question: Optional[Callable[[dict, str], Optional[Choice]]] = None
     source_text: str = ""  # where the rows come from, for `w2s datasets`
 
-    @property
-    def description(self) -> str:
-        return f"{self.source_text}: {self.formulation}"
-
 
 DATASETS: dict[str, DatasetSource] = {}
 
