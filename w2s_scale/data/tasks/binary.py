@@ -4,7 +4,7 @@ Each entry: one `hub_task(...)` plus its formatter. The templates are ours (not 
 amazon_polarity and boolq are the reference's (openai/weak-to-strong) exactly."""
 from __future__ import annotations
 
-from w2s_scale.data.registry import hub_task
+from w2s_scale.data.registry import FormatFn, hub_task
 from w2s_scale.data.values import (Formatted, as_index, as_label, as_text_or_empty, fields, get)
 
 
@@ -140,26 +140,24 @@ hub_task("boolq", "google/boolq", splits=("train", "validation"), family="binary
          columns=("passage", "question", "answer"), format=format_boolq, sizes=(9_427, 3_270))
 
 
-def format_multirc(row: dict, rng, where: str) -> Formatted:
-    paragraph, question, answer = fields(row, ["paragraph", "question", "answer"], where)
-    return (f"Passage: {paragraph}\nQuestion: {question}\nCandidate answer: {answer}\n"
-            f"Is the candidate answer correct?", _label(row, where))
+def candidate_answer(context: str, lead: str, verdict: str) -> FormatFn:
+    """'<lead><context>\nQuestion: ...\nCandidate answer: ...\nIs the candidate answer <verdict>?'"""
+    def format_(row: dict, rng, where: str) -> Formatted:
+        text, question, answer = fields(row, [context, "question", "answer"], where)
+        return (f"{lead}{text}\nQuestion: {question}\nCandidate answer: {answer}\n"
+                f"Is the candidate answer {verdict}?", _label(row, where))
+
+    return format_
 
 
 hub_task("multirc", "aps/super_glue", config="multirc", splits=("train", "validation"),
          script=True, family="binary", formulation="passage + question + candidate answer; label: "
          "the candidate is correct (the dataset's label)",
-         columns=("paragraph", "question", "answer", "label"), format=format_multirc)
-
-
-def format_mc_taco(row: dict, rng, where: str) -> Formatted:
-    sentence, question, answer = fields(row, ["sentence", "question", "answer"], where)
-    return (f"{sentence}\nQuestion: {question}\nCandidate answer: {answer}\n"
-            f"Is the candidate answer plausible?", _label(row, where))
+         columns=("paragraph", "question", "answer", "label"), format=candidate_answer("paragraph", "Passage: ", "correct"))
 
 
 # the hub's test split (9k rows) trains and its validation split tests, as EleutherAI does
 hub_task("mc_taco", "CogComp/mc_taco", config="plain_text", splits=("test", "validation"),
          script=True, family="binary", formulation="sentence + temporal question + candidate "
          "answer; label: the candidate is plausible (the dataset's label)",
-         columns=("sentence", "question", "answer", "label"), format=format_mc_taco)
+         columns=("sentence", "question", "answer", "label"), format=candidate_answer("sentence", "", "plausible"))
