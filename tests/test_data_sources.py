@@ -94,6 +94,9 @@ def test_boolq_csv_and_validation_as_test(tmp_path):
                                        "Passage: Fire is hot.\nQuestion: is fire cold"]
     assert [e.label for e in train] == [1, 0]
     assert [e.label for e in load_split(c, "test", 0)] == [1]
+    # a folder naming its test file test.* works too (the hub's name, validation, comes first)
+    (tmp_path / "validation.jsonl").rename(tmp_path / "test.jsonl")
+    assert [e.label for e in load_split(c, "test", 0)] == [1]
 
 
 def cosmos_rows(n: int) -> list[dict]:

@@ -102,9 +102,13 @@ def _hub_open(name: str, hub_id: str, config: Optional[str], splits: tuple[str, 
               columns: Sequence[str]) -> Callable[[DataConfig, Split], Optional[RawRows]]:
     hint = layout_hint(splits[0], splits[1], columns)
 
+    # a local folder's test split: the hub's name for it, else test / validation files (never the
+    # split that serves as train: mc_taco trains on the hub's "test")
+    test_names = [splits[1], *(n for n in ("test", "validation") if n not in splits)]
+
     def open_(cfg: DataConfig, split: Split) -> Optional[RawRows]:
         if cfg.path:
-            raw = local_split(cfg, split, splits[0], [splits[1]])
+            raw = local_split(cfg, split, splits[0], test_names)
         else:
             raw = hub_split(hub_id, config, splits[0] if split == "train" else splits[1],
                             revision, hint)
