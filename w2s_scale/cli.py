@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     from w2s_scale.sweep_cli import add_commands as add_sweep_commands
 
     add_sweep_commands(sub, add_config_args)  # sweep, run, status, report
+    sub.add_parser("datasets", help="list the dataset registry: name, source, task family, "
+                                    "formulation, train/test sizes")
     return parser
 
 
@@ -139,6 +141,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         if args.command in sweep_cli.COMMANDS:
             return sweep_cli.main(args, in_rank)
+        if args.command == "datasets":
+            from w2s_scale.data.registry import registry_table
+
+            print(registry_table())
+            return 0
         if args.command == "plan":  # sweep or experiment YAMLs alike
             from w2s_scale.memory import plan_command
 
