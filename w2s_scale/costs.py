@@ -31,8 +31,9 @@ DEFAULT_CLUSTER_HOURS = 48.0
 
 @dataclass(frozen=True)
 class DataShape:
-    """Rows of the split serving as train and as test (None: unknown, taken as at least the
-    config's n_train / n_test), and mean tokens per formatted example (GPT-2 BPE; Qwen's
+    """Rows of the split serving as train and as test where the dataset registry has no sizes
+    (None: unknown, taken as at least the config's n_train / n_test), and mean tokens per
+    formatted example (GPT-2 BPE; Qwen's
     tokenizer gives similar counts on English). Sizes from the datasets' cards; token means are
     estimates from the formats (words x 1.3 plus the template), not measurements."""
     train_rows: Optional[int]
@@ -71,11 +72,22 @@ DATA_SHAPES: dict[str, DataShape] = {
 UNKNOWN_SHAPE = DataShape(None, None, 100)
 
 
+def split_rows(dataset: str) -> tuple[Optional[int], Optional[int]]:
+    """Rows of the train and test splits: the dataset registry's sizes where it knows them, else
+    DATA_SHAPES (None: unknown)."""
+    from w2s_scale.data.sources import DATASETS
+
+    known = getattr(DATASETS.get(dataset), "sizes", (None, None)) or (None, None)
+    shape = DATA_SHAPES.get(dataset, UNKNOWN_SHAPE)
+    return (known[0] if known[0] is not None else shape.train_rows,
+            known[1] if known[1] is not None else shape.test_rows)
+
+
 def rows_used(dataset: str, n_train: int, n_test: int) -> tuple[int, int]:
     """(A + B, test) rows a run of this dataset uses: the config's counts capped by the split."""
-    shape = DATA_SHAPES.get(dataset, UNKNOWN_SHAPE)
-    train = n_train if shape.train_rows is None else min(n_train, shape.train_rows)
-    test = n_test if shape.test_rows is None else min(n_test, shape.test_rows)
+    train_rows, test_rows = split_rows(dataset)
+    train = n_train if train_rows is None else min(n_train, train_rows)
+    test = n_test if test_rows is None else min(n_test, test_rows)
     return train, test
 
 
