@@ -19,21 +19,30 @@ from pathlib import Path
 from typing import Optional
 
 from w2s_scale import distributed as dist
-from w2s_scale.assets import AssetError
-from w2s_scale.config import ConfigError, ExperimentConfig, load_config, train_for
+from w2s_scale.config import ConfigError, ExperimentConfig, load_config
 from w2s_scale.data.sources import DataError
-from w2s_scale.ds_config import DSConfigError
-from w2s_scale.models import ModelError
+from w2s_scale.errors import UserError
+from w2s_scale.preflight import positive_int, preflight  # noqa: F401 - preflight: cli.preflight
 from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants
 from w2s_scale.results import ResultsError
 
-USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError)
+# every user mistake is a UserError (w2s_scale/errors.py); DataError and ResultsError predate it
+USER_ERRORS = (UserError, DataError, ResultsError)
 EXIT_USER_ERROR = 2
+MESSAGE_LIMIT = 600  # characters of one error line; values inside are already cut (errors.shorten)
 RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error line: usage, then one `w2s: error:` line, exit 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER_ERROR, f"w2s: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="w2s", description="weak-to-strong experiments on DeepSpeed")
+    parser = _Parser(prog="w2s", description="weak-to-strong experiments on DeepSpeed")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("experiment", help="run one weak-to-strong experiment (all stages)")
     add_config_args(exp)
-    exp.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")
+    exp.add_argument("--nproc", type=positive_int, help="ranks on this machine (default: launch.nproc)")
     exp.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                      help="how to start the ranks (default: launch.launcher)")
     exp.add_argument("--redo", action="store_true", help="redo runs that are already complete")
@@ -67,20 +76,6 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list the dataset registry: name, source, task family, "
                                     "formulation, train/test sizes")
     return parser
-
-
-def preflight(cfg: ExperimentConfig, world_size: int) -> None:
-    """Everything that can fail on bad input, checked before any rank starts."""
-    from w2s_scale import ds_config
-    from w2s_scale.data.splits import make_splits
-    from w2s_scale.models import load_hf_config, load_tokenizer
-
-    for model in (cfg.weak, cfg.strong):
-        train = train_for(cfg, model)
-        ds_config.build(train, model.dtype, world_size)
-        load_hf_config(model)
-        load_tokenizer(model)
-    make_splits(cfg.data, cfg.seeds[0])
 
 
 def _rank_args(args: argparse.Namespace) -> list[str]:
@@ -160,7 +155,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
             return 0
         launcher = args.launcher or cfg.launch.launcher
-        nproc = args.nproc or cfg.launch.nproc
+        nproc = args.nproc or cfg.launch.nproc  # --nproc is >= 1 when given (positive_int)
         if not in_rank:
             preflight(cfg, nproc)
             if launcher != "none":
@@ -171,7 +166,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _run_in_rank(cfg, args)
     except USER_ERRORS as err:
         if dist.is_main():
-            print(f"w2s: error: {err}", file=sys.stderr, flush=True)
+            message = " ".join(str(err).split())  # one line, whatever the message holds
+            if len(message) > MESSAGE_LIMIT:
+                message = message[:MESSAGE_LIMIT - 1] + "…"
+            print(f"w2s: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     finally:
         dist.shutdown()

@@ -13,9 +13,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the message is one line naming the field and the fix."""
+from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorten  # noqa: F401
 
 
 class Strict(BaseModel):
@@ -199,7 +197,7 @@ class ExperimentConfig(Strict):
 
         for i, loss in enumerate(self.losses):
             if loss.name not in LOSSES:
-                raise ValueError(f"losses.{i}.name: unknown loss {loss.name!r}; "
+                raise ValueError(f"losses.{i}.name: unknown loss {shorten(loss.name)}; "
                                  f"choose one of {sorted(LOSSES)}")
             unknown = set(loss.params) - set(LOSSES[loss.name].defaults)
             if unknown:
@@ -210,7 +208,7 @@ class ExperimentConfig(Strict):
             except ValueError as err:
                 raise ValueError(f"losses.{i}.params: {err}") from None
         if self.data.dataset not in DATASETS:
-            raise ValueError(f"data.dataset: unknown dataset {self.data.dataset!r}; "
+            raise ValueError(f"data.dataset: unknown dataset {shorten(self.data.dataset)}; "
                              f"choose one of {sorted(DATASETS)}")
         for role in ("weak", "strong"):
             train = train_for(self, getattr(self, role), field=f"{role}.train")
@@ -245,31 +243,87 @@ def _one_line(err: ValidationError, prefix: str = "") -> str:
     elif first["type"] == "missing":
         msg = "required field is missing; add it to the config"
     elif "input" in first and first["type"] not in ("value_error",):
-        msg = f"{msg} (got {first['input']!r})"
+        msg = f"{msg} (got {shorten(first['input'])})"
     return f"{loc}: {msg}" if loc else msg
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.lr=1e-4' -> (['train', 'lr'], 1e-4); values are read as YAML."""
+    shown = shorten(text)
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: write it as key.path=value, e.g. train.lr=1e-4")
+        raise OverrideError(f"override {shown}: write it as key.path=value, e.g. train.lr=1e-4")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise OverrideError(f"override {shown}: the key before '=' has an empty part; write "
+                            f"key.path=value, e.g. train.lr=1e-4")
+    if not raw.strip():
+        return path, ""
+    try:
+        return path, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise OverrideError(f"override {shown}: the value is not valid YAML "
+                            f"({str(err).splitlines()[0]}); quote it as YAML text, e.g. --set '{key}=\"...\"'") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     raw = json.loads(json.dumps(raw))  # deep copy of plain data
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = raw
+        for depth, part in enumerate(path):
+            where = ".".join(path[:depth + 1])
+            last = depth == len(path) - 1
+            if isinstance(node, list):  # losses.0.params.radius=0.2
+                if not part.isdigit() or int(part) >= len(node):
+                    raise OverrideError(f"override {shorten(text)}: {where} is not an index of "
+                                        f"the {len(node)}-entry list {'.'.join(path[:depth])}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise OverrideError(f"override {shorten(text)}: {'.'.join(path[:depth])} is a "
+                                    f"value, not a section; set it directly")
+            if last:
+                current = node[part] if isinstance(node, list) else node.get(part)
+                if isinstance(current, dict) and not isinstance(value, dict):
+                    raise OverrideError(f"override {shorten(text)} would replace the whole section "
+                                        f"{where} with {shorten(value)}; set a field inside it, "
+                                        f"e.g. {where}.FIELD=VALUE")
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping of sections; every way it can fail is one line."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigFileError(f"config file {path} does not exist; pass an existing YAML file")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.y*ml"))[:3]
+        hint = f", e.g. {path / inside[0]}" if inside else ""
+        raise ConfigFileError(f"config file {path} is a folder; pass the YAML file itself{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"config file {path} is not a text file (not UTF-8); pass the "
+                              f"experiment's YAML file") from None
+    except OSError as err:
+        raise ConfigFileError(f"config file {path} cannot be read ({err.strerror}); check the "
+                              f"path and its permissions") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"config file {path} is not valid YAML: "
+                              f"{str(err).splitlines()[0]}") from None
+    if raw is None:
+        raise ConfigFileError(f"config file {path} is empty; write the experiment's sections "
+                              f"(name, data, weak, strong, ...)")
+    if not isinstance(raw, dict):
+        raise ConfigFileError(f"config file {path}: the top level is a {type(raw).__name__}, not a "
+                              f"mapping of sections (name:, data:, weak:, ...)")
     return raw
 
 
@@ -277,20 +331,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
                 raw: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read a YAML file (or a dict), apply `key=value` overrides, validate."""
     if raw is None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist; pass an existing YAML file") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: "
-                              f"{str(err).splitlines()[0]}") from None
+        raw = read_config_file(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+        raise ConfigFileError(f"config file {path}: expected a mapping of sections at the top level")
     raw = apply_overrides(raw, list(overrides))
     try:
-        return ExperimentConfig(**raw)
+        cfg = ExperimentConfig(**raw)
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
+    from w2s_scale.preflight import check_settings  # preflight imports this module
+
+    check_settings(cfg)
+    return cfg
 
 
 def to_yaml(model: BaseModel) -> str:

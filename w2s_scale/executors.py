@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 import yaml
 
 from w2s_scale import slurm
-from w2s_scale.config import ConfigError, train_for
+from w2s_scale.config import ConfigError
 from w2s_scale.results import atomic_write
 from w2s_scale.sweep import (Resources, SweepConfig, SweepRun, describe, disk_state,
                              resources_text, sweep_dir)
@@ -82,24 +82,11 @@ def slurm_world_size(cfg: SweepConfig, run: SweepRun) -> int:
     return run.resources.nodes * ranks_per_node(cfg, run.resources)
 
 
-def preflight(cfg: SweepConfig, runs: list[SweepRun], world_size) -> None:
-    """What can fail on bad input, before anything starts: DeepSpeed configs for each run's
-    world size, model configs and tokenizers, the data splits."""
-    from w2s_scale import ds_config
-    from w2s_scale.data.splits import make_splits
-    from w2s_scale.models import load_hf_config, load_tokenizer
+def preflight(cfg: SweepConfig, runs: list[SweepRun], world_size, local: bool = True) -> None:
+    """What can fail on bad input, before anything starts (see w2s_scale/preflight.py)."""
+    from w2s_scale.preflight import preflight_runs
 
-    checked = set()
-    for run in runs:
-        world = world_size(run)
-        if (run.plan.model.short_name, world) not in checked:
-            ds_config.build(train_for(run.experiment, run.plan.model), run.plan.model.dtype, world)
-            checked.add((run.plan.model.short_name, world))
-    for model in {r.plan.model.short_name: r.plan.model for r in runs}.values():
-        load_hf_config(model)
-        load_tokenizer(model)
-    for data in {r.dataset: r.experiment.data for r in runs}.values():
-        make_splits(data, cfg.seeds[0])
+    preflight_runs(cfg, runs, world_size, local)
 
 
 def run_command(config: Path, run: SweepRun) -> list[str]:

@@ -360,34 +360,45 @@ class LossSpec:
     # the words a parameter may take instead of (or, with a word default, as) its number
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     uses_step: bool = False  # fn also takes step= (the optimizer step, from 0)
+    # the numbers each param may take, in interval notation ("[0, 1)", "[0, inf)") or as a set
+    # ("{0, 1}"); checked before any run starts (w2s_scale/preflight.py)
+    ranges: Mapping[str, str] = field(default_factory=dict)
 
 
 LOSSES: dict[str, LossSpec] = {
     "xent": LossSpec(xent_loss, False, {}, "cross-entropy against the soft weak labels"),
     "product": LossSpec(product_loss, False, {"alpha": 1.0, "beta": 1.0},
-                        "CE against q ∝ p^beta y^alpha (detached)"),
+                        "CE against q ∝ p^beta y^alpha (detached)",
+                        ranges={"alpha": "[0, inf)", "beta": "[0, inf)"}),
     "logconf": LossSpec(logconf_loss, True,
                         {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"},
                         "auxiliary confidence loss (Burns et al.), global-batch hardening threshold",
-                        choices={"warmup": WARMUPS}),
+                        choices={"warmup": WARMUPS},
+                        ranges={"aux_coef": "[0, 1]", "warmup_frac": "[0, 1)"}),
     "logconf_eleuther": LossSpec(
         logconf_eleuther_loss, True,
         {"aux_coef": 0.5, "warmup_steps": 100, "buffer_size": 32, "balance_batch": 0,
          "batch_prior": 0},
         "EleutherAI's logconf: threshold from a rolling buffer of the last predictions",
-        uses_step=True),
+        uses_step=True, ranges={"aux_coef": "[0, 1]", "warmup_steps": "[0, inf)",
+                                "buffer_size": "[1, inf)", "balance_batch": "{0, 1}",
+                                "batch_prior": "{0, 1}"}),
     "entropy": LossSpec(entropy_loss, False,
                         {"aux_coef": 0.5, "warmup_steps": 100, "balance_batch": 0},
                         "EleutherAI's entropy: CE against (1-coef) y + coef stopgrad(p); trains "
-                        "like (1-coef) xent", uses_step=True),
+                        "like (1-coef) xent", uses_step=True,
+                        ranges={"aux_coef": "[0, 1]", "warmup_steps": "[0, inf)",
+                                "balance_batch": "{0, 1}"}),
     "entropy_min": LossSpec(entropy_min_loss, False,
                             {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"},
                             "entropy minimisation: (1-coef) CE(y, p) + coef H(p), gradient "
-                            "through H", choices={"warmup": WARMUPS}),
+                            "through H", choices={"warmup": WARMUPS},
+                            ranges={"aux_coef": "[0, 1]", "warmup_frac": "[0, 1)"}),
     "window": LossSpec(window_loss, False, {"radius": 0.15},
                        "CE only where the student's max p < 0.5 + radius, divided by B; radius "
                        "midweak = median |weak p1 - 0.5| over the training set",
-                       choices={"radius": ("midweak",)}),
+                       choices={"radius": ("midweak",)},
+                       ranges={"radius": "(0, 0.5)"}),  # 0: max p < 0.5 never holds
     "kl": LossSpec(kl_loss, False, {}, "KL(y || p)"),
 }
 

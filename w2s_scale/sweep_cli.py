@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from w2s_scale.config import ConfigError
+from w2s_scale.preflight import positive_int
 from w2s_scale.results import ResultsError
 
 COMMANDS = ("sweep", "run", "status", "report")
@@ -31,7 +32,7 @@ def add_commands(sub, add_config_args) -> None:
     sweep.add_argument("--cluster-hours", type=float, default=None,
                        help="dry run: hours to fit in (default 48)")
     sweep.add_argument("--executor", choices=["local", "slurm"], help="default: the config's `executor`")
-    sweep.add_argument("--nproc", type=int, help="local executor: ranks per run (default: launch.nproc)")
+    sweep.add_argument("--nproc", type=positive_int, help="local executor: ranks per run (default: launch.nproc)")
     sweep.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                        help="local executor: how to start the ranks (default: launch.launcher)")
     sweep.add_argument("--sbatch", dest="sbatch_options", action="append", default=[], metavar="OPTION",
@@ -46,7 +47,7 @@ def add_commands(sub, add_config_args) -> None:
                      help="the run's key (dataset/seed<k>/<name>) or name")
     run.add_argument("--seed", type=int, help="with a run name: its seed")
     run.add_argument("--dataset", help="with a run name: its dataset")
-    run.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")
+    run.add_argument("--nproc", type=positive_int, help="ranks on this machine (default: launch.nproc)")
     run.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                      help="how to start the ranks (default: launch.launcher)")
     run.add_argument("--redo", action="store_true", help="redo the run even if it is complete")
@@ -109,7 +110,7 @@ def _sweep(cfg, runs, args) -> int:
         if executor == "local" and launcher == "none" and nproc > 1:
             raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; set launch.launcher "
                               f"to torchrun or deepspeed")
-        ex.preflight(cfg, todo, world)
+        ex.preflight(cfg, todo, world, local=executor == "local")
     if executor == "local":
         left = ex.execute_local(cfg, runs, launcher, nproc) if todo else 0
         report(cfg, runs)
