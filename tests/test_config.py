@@ -99,5 +99,5 @@ def test_ds_config_mistakes_are_caught(template, needle):
 
 
 def test_batch_not_divisible_by_ranks():
-    with pytest.raises(DSConfigError, match="train.batch_size: 32 is not divisible"):
+    with pytest.raises(DSConfigError, match="--nproc / launch.nproc .*3 ranks cannot share train.batch_size 32"):
         build(TrainConfig(batch_size=32, micro_batch_size=8), "fp32", world_size=3)

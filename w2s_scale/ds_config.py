@@ -81,35 +81,50 @@ def _constant_keys(module: str, names) -> set[str]:
     return {v for n in names if isinstance(v := getattr(mod, n, None), str)}
 
 
+def _submodel(model, key: str):
+    """The pydantic model a field of `model` holds (offload_param -> its config), if any."""
+    from pydantic import BaseModel
+
+    field = model.model_fields.get(key) or next(
+        (f for f in model.model_fields.values() if f.alias == key), None)
+    ann = getattr(field, "annotation", None)
+    inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return inner[0] if inner else None
+
+
+def _unknown_key(model, values: dict[str, Any], where: str) -> str | None:
+    """The first key of `values` (nested sections too) that `model` does not declare. Checked by
+    name: DeepSpeed's models drop "auto" values before validating, unknown keys with them."""
+    known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+    for key, value in values.items():
+        if key not in known:
+            return f"{where}.{str(key)[:80]}: unknown key{_suggest(str(key), known)}"
+        sub = _submodel(model, key)
+        if sub is not None and isinstance(value, dict):
+            problem = _unknown_key(sub, value, f"{where}.{key}")
+            if problem:
+                return problem
+    return None
+
+
 def _pydantic_problem(section: str, values: dict[str, Any]) -> str | None:
-    """The first problem DeepSpeed's own model of `section` finds (values still "auto" aside)."""
+    """The first problem DeepSpeed's own model of `section` finds: an unknown key, else a value
+    it rejects ("auto" values are filled by build())."""
     import importlib
 
-    from pydantic import BaseModel, ValidationError
+    from pydantic import ValidationError
 
     module, name = PYDANTIC_SECTIONS[section]
     model = getattr(importlib.import_module(module), name)
+    unknown = _unknown_key(model, values, section)
+    if unknown:
+        return unknown
     try:
         model(**values)
-        return None
     except ValidationError as err:
-        for problem in err.errors():
-            if problem.get("input") == "auto" and problem["type"] != "extra_forbidden":
-                continue  # filled in by build()
-            where = ".".join(str(p) for p in problem["loc"])
-            if problem["type"] != "extra_forbidden":
-                return (f"{section}.{where}: {problem['msg']} (got {shorten(problem.get('input'))})")
-            owner = model  # the nested model the unknown key sits in (offload_param, ...)
-            for part in problem["loc"][:-1]:
-                field = owner.model_fields.get(str(part)) if isinstance(owner, type) else None
-                ann = getattr(field, "annotation", None)
-                inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)
-                         and issubclass(a, BaseModel)]
-                owner = inner[0] if inner else None
-            known = set()
-            if isinstance(owner, type):
-                known = set(owner.model_fields) | {f.alias for f in owner.model_fields.values() if f.alias}
-            return (f"{section}.{where}: unknown key{_suggest(str(problem['loc'][-1]), known)}")
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{section}.{where}: {first['msg']} (got {shorten(first.get('input'))})"
     return None
 
 
@@ -140,7 +155,7 @@ def validate(ds: Any, source: str = "ds_config") -> None:
         known = _constant_keys(*CONSTANT_SECTIONS[section])
         for key in values:
             if key not in known:
-                raise DSKeyError(f"{source}: unknown key {section}.{shorten(key)}{_suggest(key, known)}")
+                raise DSKeyError(f"{source}: {section}.{str(key)[:80]}: unknown key{_suggest(key, known)}")
         if section == "timers" and isinstance(values.get("throughput"), dict):
             from pydantic import ValidationError
             from deepspeed.utils.config import DeepSpeedThroughputTimerConfig as Throughput
@@ -213,14 +228,10 @@ def default_template(train: TrainConfig) -> dict[str, Any]:
 def build(train: TrainConfig, dtype: str, world_size: int,
           template: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Resolve a DeepSpeed config: template values win unless they are "auto"."""
-    source = train.ds_config or "ds_config"
+    source = f"train.ds_config ({train.ds_config})" if train.ds_config else "ds_config"
     if template is None:
         template = load_template(train.ds_config) if train.ds_config else default_template(train)
     validate(template, source)
-    missing = [k for k in BATCH_KEYS if k not in template]
-    if missing:  # DeepSpeed would derive them from what is there, or stop with an assertion
-        raise DSTemplateError(f"train.ds_config: {source} lacks {', '.join(missing)}; add them as "
-                              f"\"auto\" so they come from the train section")
     ds = json.loads(json.dumps(template))
     gas = accumulation_steps(train, world_size)
     filled = {
@@ -239,8 +250,12 @@ def build(train: TrainConfig, dtype: str, world_size: int,
                 ds[key] = value
     for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
         if key in ds and ds[key] != filled[key]:
-            raise DSConfigError(f"{source}: {key} is {ds[key]} but train settings give "
+            raise DSConfigError(f"{source}: {key} is {shorten(ds[key])} but train settings give "
                                 f"{filled[key]}; set it to \"auto\" so batch sizes are stated once")
+    missing = [k for k in BATCH_KEYS if k not in ds]
+    if missing:  # DeepSpeed would derive them from what is there, or stop with an assertion
+        raise DSTemplateError(f"{source}: lacks {', '.join(missing)}; add them as "
+                              f"\"auto\" so they come from the train section")
     for section, wanted in (("bf16", dtype == "bf16"), ("fp16", dtype == "fp16")):
         if isinstance(ds.get(section), dict) and ds[section].get("enabled") == "auto":
             ds[section]["enabled"] = wanted

@@ -16,11 +16,12 @@ ECHO_LIMIT = 80  # an echoed value is cut to this many characters (a 20,000-char
 
 def shorten(value: Any, limit: int = ECHO_LIMIT) -> str:
     """repr(value), cut to `limit` characters with the full length said, for error messages."""
-    text = value if isinstance(value, str) and value.startswith(("'", '"')) else repr(value)
-    text = text.replace("\n", "\\n")
+    text = repr(value).replace("\n", "\\n")
     if len(text) <= limit:
         return text
-    return f"{text[:limit - 1]}… ({len(text)} characters)"
+    size = len(value) if isinstance(value, (str, list, dict, tuple)) else len(text)
+    unit = "characters" if isinstance(value, str) else "items" if size != len(text) else "characters"
+    return f"{text[:limit - 1]}… ({size} {unit})"
 
 
 class UserError(ValueError):
@@ -61,7 +62,7 @@ class DSKeyError(DSConfigError):
 
 # --- causes: values that cannot work ------------------------------------------------------------
 
-class RanksError(ConfigError):
+class RanksError(DSConfigError):
     """--nproc / launch.nproc: not a positive count, or it cannot share the global batch."""
 
 
