@@ -118,6 +118,17 @@ def config_with(battery, edits: dict, name: str = "cfg.yaml") -> str:
     return str(path)
 
 
+def sweep_with(battery, edits: dict) -> str:
+    """A sweep YAML over the base config's two models and data, with top-level keys replaced."""
+    base = battery["base"]
+    sweep = {k: base[k] for k in ("name", "results_dir", "seeds", "train", "losses", "tracking")}
+    sweep.update(datasets=[base["data"]], models=[base["weak"], base["strong"]], **edits)
+    path = battery["root"] / "configs" / "sweep.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(sweep))
+    return str(path)
+
+
 # --- the cases ------------------------------------------------------------------------------------
 # (id, a function of the fixture giving the argv, words the error line must contain)
 
@@ -161,6 +172,8 @@ CASES = [
     ("--set bad list index", _exp({}, "--set", "losses.5.name=xent"), ["losses.5", "not an index"]),
     ("--set through a value", _exp({}, "--set", "train.lr.x=1"), ["train.lr", "not a section"]),
     ("--set without =", _exp({}, "--set", "train.lr"), ["key.path=value"]),
+    ("section is a number", _exp({"train": 5}), ["train", "valid dictionary", "got 5"]),
+    ("epochs infinite", _exp({}, "--set", "train.epochs=.inf"), ["train.epochs", "finite"]),
     ("--set huge value", _exp({}, "--set", f"data.dataset={HUGE}"), ["data.dataset", "20000 characters"]),
     # unreadable inputs: the DeepSpeed template
     ("ds_config is a folder", _ds("ds-folder"), ["train.ds_config", "ds-folder", "is a folder"]),
@@ -222,6 +235,10 @@ CASES = [
     ("test set far below n_test", _data(test_path="small-test.jsonl"), ["data.n_test", "10 documents", "64"]),
     # the other commands read configs the same way
     ("sweep with a folder config", lambda b: ["sweep", "-c", _inp(b, "a-folder"), "--dry-run"], ["is a folder"]),
+    ("sweep YAML with a loss out of range", lambda b: ["sweep", "-c", sweep_with(b, {"losses": [
+        {"name": "window", "params": {"radius": -1}}]}), "--dry-run"], ["losses.0.params.radius", "-1"]),
+    ("sweep YAML with an absolute name", lambda b: ["status", "-c", sweep_with(b, {"name": "/x"})],
+     ["name", "absolute"]),
     ("status with duplicate seeds", lambda b: ["status", "-c", config_with(b, {"seeds": [1, 1]})], ["seeds"]),
     ("report of a binary config", lambda b: ["report", "-c", _inp(b, "binary.yaml")], ["not a text file"]),
     ("summary with an absolute name", lambda b: ["summary", "-c", config_with(b, {"name": "/abs"})], ["absolute"]),

@@ -17,7 +17,8 @@ from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorte
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # inf/nan pass `gt=0` (an lr or epochs of .inf would crash mid-run): rejected for every float
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class LoraConfig(Strict):
@@ -171,7 +172,8 @@ class ExperimentConfig(Strict):
         if not isinstance(data, dict):
             return data
         train = data.get("train") or {}
-        explicit = train.model_fields_set if isinstance(train, BaseModel) else set(train)
+        explicit = (train.model_fields_set if isinstance(train, BaseModel)
+                    else set(train) if isinstance(train, dict) else set())  # else pydantic says why
         return {**data, **{role: apply_train_defaults(data[role], explicit)
                            for role in ("weak", "strong") if role in data}}
 
