@@ -82,7 +82,8 @@ def battery(tmp_path_factory, tiny_models, tiny_data):
     one_class = inputs / "one-class.jsonl"
     one_class.write_text("".join(json.dumps({"text": f"good film number {i}", "label": 1}) + "\n"
                                  for i in range(300)))
-    small_test = write_sentiment_jsonl(inputs / "small-test.jsonl", 10, seed=7)
+    write_sentiment_jsonl(inputs / "small-test.jsonl", 10, seed=7)
+    write_sentiment_jsonl(inputs / "short-test.jsonl", 50, seed=8)
     copy = inputs / "train-copy.jsonl"
     shutil.copyfile(tiny_data, copy)
     write("a-file", "not a folder\n")
@@ -280,6 +281,37 @@ def test_bad_input_stops_at_preflight(case, battery, capsys, monkeypatch):
     code = _main(argv)
     captured = capsys.readouterr()
     _check_clean(battery, before, code, captured.err, captured.out, needles, name)
+
+
+def test_a_small_test_shortfall_is_one_warning(battery, capsys):
+    """50 test documents for n_test = 64 (more than half): preflight passes, with one warning."""
+    from w2s_scale.preflight import preflight
+
+    raw = json.loads(json.dumps(battery["base"]))
+    raw["data"]["test_path"] = _inp(battery, "short-test.jsonl")
+    before = snapshot(battery["root"])
+    preflight(load_config(raw=raw), 1)
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("w2s: warning:")]
+    assert len(warnings) == 1 and "50 of the 64" in warnings[0], warnings
+    assert snapshot(battery["root"]) == before
+
+
+@pytest.mark.parametrize("value,allowed,inside", [
+    (0.0, "[0, 1)", True), (1.0, "[0, 1)", False), (1.0, "[0, 1]", True), (0.0, "(0, 0.5)", False),
+    (0.49, "(0, 0.5)", True), (1e9, "[0, inf)", True), (-1e-9, "[0, inf)", False),
+    (1.0, "{0, 1}", True), (0.5, "{0, 1}", False), (float("nan"), "[0, 1]", False)])
+def test_loss_ranges_read_as_intervals(value, allowed, inside):
+    from w2s_scale.preflight import in_range
+
+    assert in_range(value, allowed) is inside
+
+
+def test_every_loss_param_has_a_range():
+    """A new loss param without a range would pass preflight with any value."""
+    from w2s_scale.losses import LOSSES
+
+    for name, spec in LOSSES.items():
+        assert set(spec.ranges) == set(spec.defaults), name
 
 
 def test_the_battery_covers_forty_causes():

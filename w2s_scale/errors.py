@@ -19,9 +19,9 @@ def shorten(value: Any, limit: int = ECHO_LIMIT) -> str:
     text = repr(value).replace("\n", "\\n")
     if len(text) <= limit:
         return text
-    size = len(value) if isinstance(value, (str, list, dict, tuple)) else len(text)
-    unit = "characters" if isinstance(value, str) else "items" if size != len(text) else "characters"
-    return f"{text[:limit - 1]}… ({size} {unit})"
+    if isinstance(value, (list, tuple, dict, set)):
+        return f"{text[:limit - 1]}… ({len(value)} items)"
+    return f"{text[:limit - 1]}… ({len(value) if isinstance(value, str) else len(text)} characters)"
 
 
 class UserError(ValueError):
