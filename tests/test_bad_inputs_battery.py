@@ -199,6 +199,8 @@ CASES = [
         "vocab_size": 1000}}}), ["weak.tokenizer", "50257 tokens", "1000"]),
     ("LoRA target not in the model", _exp({"strong": {"lora": {"enabled": True, "target_modules": [
         "c_attn", "q_proj"]}}}), ["strong.lora.target_modules", "q_proj"]),
+    ("config_overrides that cannot build", _exp({"weak": {"init": "random", "config_overrides": {
+        "n_embd": 30, "n_head": 4}}}), ["weak", "gpt2 cannot be built", "weak.config_overrides"]),
     ("LoRA with an empty target list", _exp({"strong": {"lora": {"enabled": True, "target_modules": []}}}),
      ["strong.lora.target_modules", "empty list"]),
     ("LoRA and linear probe", _exp({"strong": {"linear_probe": True, "lora": {"enabled": True}}}),

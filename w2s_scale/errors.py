@@ -74,6 +74,10 @@ class TokenizerError(ModelError):
     """A tokenizer with nothing to pad with, or with ids beyond the model's vocabulary."""
 
 
+class ModelBuildError(ModelError):
+    """A model config (with its config_overrides) that cannot build a model."""
+
+
 class LoraTargetError(ModelError):
     """LoRA target modules that the model does not have."""
 

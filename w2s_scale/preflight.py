@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from w2s_scale.config import DataConfig, ModelConfig, TrainConfig, train_for
-from w2s_scale.errors import (ExperimentNameError, LoraTargetError, LossesError, LossParamError,
+from w2s_scale.errors import (ExperimentNameError, LoraTargetError, ModelBuildError, LossesError, LossParamError,
                               MaxLengthError, ModelSettingsError, OneClassError, PrecisionError,
                               ResultsDirError, SameTestFileError, SeedsError, ShortTestSetError,
                               TokenizerError, TooFewExamplesError, shorten)
@@ -235,8 +235,9 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
         _check_tokenizer(t.where, t.model, tokenizer, hf_config)
         for where, data in datasets.items():
             _check_positions(t.where, t.model, hf_config, where, data)
+        names = _build_on_meta(t.where, t.model, hf_config)
         if t.model.lora.enabled:
-            _check_lora_targets(t.where, t.model, hf_config)
+            _check_lora_targets(t.where, t.model, hf_config, names)
         tokenizers[t.where] = tokenizer
     for where, data in datasets.items():
         _check_data(where, data, seeds, [(t, tokenizers[t.where]) for t in trainees])
@@ -288,20 +289,28 @@ def _check_positions(where: str, model: ModelConfig, hf_config, data_where: str,
                              f"{limit} or less")
 
 
-def module_names(hf_config) -> list[str]:
-    """The backbone's module names, built on the meta device (no memory, no weights)."""
+def _build_on_meta(where: str, model: ModelConfig, hf_config) -> list[str]:
+    """Build the backbone on the meta device (no memory, no weights), as the ranks will build it
+    for real: config_overrides that cannot make a model (heads not dividing the width...) fail
+    here. Returns its module names."""
     import torch
     from transformers import AutoModel
 
-    with torch.device("meta"):
-        backbone = AutoModel.from_config(hf_config)
+    try:
+        with torch.device("meta"):
+            backbone = AutoModel.from_config(hf_config)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
+        fix = (f"fix {where}.config_overrides" if model.config_overrides
+               else f"check {where}.name")
+        raise ModelBuildError(f"{where}: {hf_config.model_type} cannot be built with this config "
+                              f"({type(err).__name__}: {shorten(str(err).splitlines()[0], 120)}); "
+                              f"{fix}") from None
     return [name for name, _ in backbone.named_modules() if name]
 
 
-def _check_lora_targets(where: str, model: ModelConfig, hf_config) -> None:
+def _check_lora_targets(where: str, model: ModelConfig, hf_config, names: list[str]) -> None:
     from w2s_scale.models import lora_targets
 
-    names = module_names(hf_config)
     targets = lora_targets(model, hf_config)
     # peft matches a list entry against a module name or its dotted suffix
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
