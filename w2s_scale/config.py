@@ -238,7 +238,8 @@ def train_for(cfg: ExperimentConfig, model: ModelConfig, field: str = "train") -
 
 def _one_line(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    # pydantic names the member of a Union it tried (params.radius.float): not part of the field
+    loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p not in ("", "float", "str", "int"))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key; check its spelling against the documented fields"
