@@ -26,8 +26,10 @@ from w2s_scale.ds_config import DSConfigError
 from w2s_scale.models import ModelError
 from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants
 from w2s_scale.results import ResultsError
+from w2s_scale.tracking import TrackingError, check_wandb
 
-USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError)
+USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError,
+               TrackingError)
 EXIT_USER_ERROR = 2
 RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
 
@@ -76,6 +78,7 @@ def preflight(cfg: ExperimentConfig, world_size: int) -> None:
         load_hf_config(model)
         load_tokenizer(model)
     make_splits(cfg.data, cfg.seeds[0])
+    check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
 
 
 def _rank_args(args: argparse.Namespace) -> list[str]:
@@ -143,9 +146,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
-            from w2s_scale.report import summarize, write_summary
+            from w2s_scale.report import summarize, unfinished_runs, write_summary
 
-            write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
+            plans = plan_experiment(cfg)
+            write_summary(summarize(plans), Path(cfg.results_dir) / cfg.name)
+            lacking = unfinished_runs(plans)
+            if lacking:
+                print(lacking, flush=True)
             return 0
         launcher = args.launcher or cfg.launch.launcher
         nproc = args.nproc or cfg.launch.nproc
@@ -185,7 +192,7 @@ def run_until_stopped(work) -> int:
 def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from w2s_scale.pipeline import run_experiment
 
-    return run_until_stopped(lambda: run_experiment(cfg, force=args.redo))
+    return run_until_stopped(lambda: run_experiment(cfg, redo=args.redo))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Optional
 
 from w2s_scale.metrics import mean_interval
-from w2s_scale.report import summarize
+from w2s_scale.report import summarize, unfinished_runs
 from w2s_scale.results import RunDir, atomic_write
+from w2s_scale.tracking import check_wandb
 from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
 
 
@@ -247,7 +248,7 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], pngs: list
     can be restyled there), and the PNGs, in one run of job type `report`."""
     import wandb
 
-    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, mode=cfg.tracking.wandb,
+    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, mode=check_wandb(cfg.tracking, out_dir),
                      group=cfg.name, name=f"{cfg.name}-scaling", job_type="report",
                      dir=str(out_dir), config=cfg.model_dump(mode="json"), reinit="finish_previous")
     sizes = parameter_counts(cfg)
@@ -298,6 +299,9 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True) -> dict:
     gt, transfer = gt_rows(runs), transfer_rows(runs)
     text = format_tables(gt, transfer)
     print(text, flush=True)
+    lacking = unfinished_runs(r.plan for r in runs)
+    if lacking:
+        print(lacking, flush=True)
     _write_rows(out_dir / "summary", transfer)
     _write_rows(out_dir / "gt_summary", gt)
     atomic_write(out_dir / "summary.txt", text + "\n")
