@@ -34,7 +34,12 @@ class TrackingError(ValueError):
 def _wandb_base_url() -> str:
     from wandb.sdk import wandb_setup
 
-    return str(wandb_setup.singleton().settings.base_url)  # WANDB_BASE_URL, settings files
+    try:  # WANDB_BASE_URL, wandb's settings files
+        return str(wandb_setup.singleton().settings.base_url)
+    except ValueError as err:  # a WANDB_* variable wandb rejects (pydantic's error is a ValueError)
+        first = str(err).splitlines()
+        raise TrackingError(f"tracking.wandb: W&B's settings cannot be read: "
+                            f"{' '.join(first[1:3]).strip()[:200]}; fix the WANDB_* variable") from None
 
 
 def _has_api_key(base_url: str) -> bool:
