@@ -120,3 +120,21 @@ def test_summary_does_not_present_another_configs_runs(tiny_models, tiny_data, t
     report = run_w2s(["report", "-c", str(changed), "--no-plots"])
     assert report.returncode == 0, report.stderr
     assert "(none finished)" in report.stdout and "3 run(s) not in the summary" in report.stdout
+
+
+def test_sweep_redo_submits_finished_runs_again_with_redo(tiny_models, tiny_data, tmp_path):
+    """`w2s sweep --redo`: every run is redone (each job carries --redo), finished ones too."""
+    from w2s_scale.sweep import load_sweep, plan_sweep
+
+    config = tiny_config(tmp_path / "results", tiny_models, tiny_data, losses=["xent"])
+    cfg = write_config(tmp_path / "cfg.yaml", config)
+    runs = plan_sweep(load_sweep(cfg))
+    for run in runs:  # as if every run had finished with these settings
+        run.plan.dir.mkdir(parents=True)
+        (run.plan.dir / "DONE").write_text(json.dumps({"hash": run.plan.hash}))
+    plain = run_w2s(["sweep", "-c", str(cfg), "--dry-run", "--executor", "slurm"])
+    assert plain.returncode == 0 and "sbatch " not in plain.stdout
+    redo = run_w2s(["sweep", "-c", str(cfg), "--dry-run", "--executor", "slurm", "--redo"])
+    assert redo.returncode == 0, redo.stderr
+    jobs = [line for line in redo.stdout.splitlines() if line.strip().startswith("sbatch ")]
+    assert len(jobs) == len(runs) == 3 and all(line.endswith(" --redo") for line in jobs)

@@ -17,10 +17,10 @@ from test_experiment_e2e import _wait_for_checkpoint
 STEPS = 60
 
 
-def _start(cfg: Path) -> subprocess.Popen:
+def _start(cfg: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "w2s_scale.cli", "run", "-c", str(cfg),
                              "--run-key", "jsonl/seed0/gt-gpt2-weak", "--launcher", "torchrun",
-                             "--nproc", "2"], cwd=REPO, stdout=subprocess.PIPE,
+                             "--nproc", "2", *extra], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
 
@@ -91,3 +91,12 @@ def test_stopped_zero3_run_works_with_zero_to_fp32_and_is_one_wandb_run(tiny_mod
     assert len(ids) == 2 and set(ids) == {(run_dir / "wandb_run_id").read_text().strip()}
     assert steps == list(range(1, STEPS + 1))  # one W&B run, every step once, in order
     assert "accuracy" in summaries[-1] and "test/examples" in summaries[-1]
+
+    # a redo on 2 ranks: built beside the run, swapped in at DONE, a W&B run of its own
+    done_before, id_before = (run_dir / "DONE").read_text(), (run_dir / "wandb_run_id").read_text()
+    proc = _start(cfg, "--redo")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert ".gt-gpt2-weak.redo" in out and not run_dir.with_name(".gt-gpt2-weak.redo").exists()
+    assert (run_dir / "DONE").read_text() != done_before
+    assert (run_dir / "wandb_run_id").read_text() != id_before
