@@ -136,5 +136,5 @@ def test_sweep_redo_submits_finished_runs_again_with_redo(tiny_models, tiny_data
     assert plain.returncode == 0 and "sbatch " not in plain.stdout
     redo = run_w2s(["sweep", "-c", str(cfg), "--dry-run", "--executor", "slurm", "--redo"])
     assert redo.returncode == 0, redo.stderr
-    jobs = [line for line in redo.stdout.splitlines() if line.strip().startswith("sbatch ")]
+    jobs = [line for line in redo.stdout.splitlines() if line.startswith("  sbatch ")]
     assert len(jobs) == len(runs) == 3 and all(line.endswith(" --redo") for line in jobs)
