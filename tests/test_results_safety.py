@@ -138,3 +138,49 @@ def test_sweep_redo_submits_finished_runs_again_with_redo(tiny_models, tiny_data
     assert redo.returncode == 0, redo.stderr
     jobs = [line for line in redo.stdout.splitlines() if line.startswith("  sbatch ")]
     assert len(jobs) == len(runs) == 3 and all(line.endswith(" --redo") for line in jobs)
+
+
+def _run_folder(path: Path, config_hash: str, done_time: float | None, marker: str) -> None:
+    path.mkdir(parents=True)
+    (path / "which").write_text(marker)
+    if done_time is not None:
+        (path / "DONE").write_text(json.dumps({"hash": config_hash, "time": done_time}))
+
+
+@pytest.mark.parametrize("stage, survivor", [
+    ("redo DONE written, not yet swapped", "new"),
+    ("swapped, the old run not yet deleted", "new"),
+    ("fallback: the old run parked, the new one not yet moved", "new"),
+    ("fallback: the new run moved, the old one still parked", "new"),
+    ("redo unfinished", "old"),
+])
+def test_an_interrupted_swap_is_finished_by_the_next_attempt(stage, survivor, tmp_path):
+    """Every state a redo's swap can be interrupted in: the run's folder holds a complete run
+    (or, between the fallback's renames, the next RunDir.recover puts one back), and recovery
+    keeps the newer complete run."""
+    from w2s_scale.results import RunDir, exchange
+
+    final = tmp_path / "gt-x"
+    run = RunDir(final, "h")
+    redo, parked = run.redo_path, final.with_name("gt-x.parked")
+    if stage == "redo DONE written, not yet swapped":
+        _run_folder(final, "h", 1.0, "old")
+        _run_folder(redo, "h", 2.0, "new")
+    elif stage == "swapped, the old run not yet deleted":
+        _run_folder(final, "h", 1.0, "old")
+        _run_folder(redo, "h", 2.0, "new")
+        exchange(final, redo)
+        assert (final / "which").read_text() == "new"
+    elif stage.startswith("fallback: the old run parked"):
+        _run_folder(parked, "h", 1.0, "old")
+        _run_folder(redo, "h", 2.0, "new")
+    elif stage.startswith("fallback: the new run moved"):
+        _run_folder(parked, "h", 1.0, "old")
+        _run_folder(final, "h", 2.0, "new")
+    else:
+        _run_folder(final, "h", 1.0, "old")
+        _run_folder(redo, "h", None, "new")
+    run.recover()
+    assert (final / "which").read_text() == survivor and run.state() == "done"
+    assert not parked.exists()
+    assert redo.exists() == (survivor == "old")  # an unfinished redo waits for the next --redo
