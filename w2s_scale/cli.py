@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                      help="how to start the ranks (default: launch.launcher)")
     exp.add_argument("--redo", action="store_true", help="redo runs that are already complete")
+    exp.add_argument("--dry-run", action="store_true",
+                     help="print the runs and the resolved settings (lr, dtype, clipping, batch "
+                          "order, loss parameters, ...) and stop; loads no model")
 
     summ = sub.add_parser("summary", help="print and save the summary of finished runs")
     add_config_args(summ)
@@ -63,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     from w2s_scale.sweep_cli import add_commands as add_sweep_commands
 
     add_sweep_commands(sub, add_config_args)  # sweep, run, status, report
+    sub.add_parser("datasets", help="list the dataset registry: name, source, task family, "
+                                    "formulation, train/test sizes")
     return parser
 
 
@@ -139,10 +144,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         if args.command in sweep_cli.COMMANDS:
             return sweep_cli.main(args, in_rank)
+        if args.command == "datasets":
+            from w2s_scale.data.registry import registry_table
+
+            print(registry_table())
+            return 0
         if args.command == "plan":  # sweep or experiment YAMLs alike
             from w2s_scale.memory import plan_command
 
             return plan_command(args)
+        if args.command == "experiment" and args.dry_run:
+            return _dry_run(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
@@ -186,6 +198,19 @@ def run_until_stopped(work) -> int:
             if os.environ.get(STATUS_ENV):
                 Path(os.environ[STATUS_ENV]).write_text("stopped")
         return EXIT_STOPPED
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """`w2s experiment --dry-run`: an experiment YAML read as the sweep of its two models (a
+    sweep YAML, such as configs/reference/*.yaml, as itself)."""
+    from w2s_scale.sweep import load_sweep, plan_sweep
+    from w2s_scale.sweep_cli import dry_run_text
+
+    sweep = load_sweep(args.config, args.overrides)
+    runs = plan_sweep(sweep)
+    print("runs: " + ", ".join(run.key for run in runs))
+    print(dry_run_text(sweep, runs, args), flush=True)
     return 0
 
 

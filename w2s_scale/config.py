@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -129,11 +129,13 @@ class TrainConfig(Strict):
 
 class LossConfig(Strict):
     name: str  # a key of w2s_scale.losses.LOSSES
-    params: dict[str, float] = Field(default_factory=dict)
+    # numbers, or the words a loss accepts for a parameter (warmup: reference, radius: midweak)
+    params: dict[str, Union[float, str]] = Field(default_factory=dict)
 
     @property
     def tag(self) -> str:
-        extra = "".join(f"-{k}{v:g}" for k, v in sorted(self.params.items()))
+        extra = "".join(f"-{k}{v}" if isinstance(v, str) else f"-{k}{v:g}"
+                        for k, v in sorted(self.params.items()))
         return f"{self.name}{extra}"
 
 
@@ -195,7 +197,7 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _check_names(self) -> "ExperimentConfig":
-        from w2s_scale.losses import LOSSES
+        from w2s_scale.losses import LOSSES, check_params
         from w2s_scale.data.sources import DATASETS
 
         for i, loss in enumerate(self.losses):
@@ -206,6 +208,10 @@ class ExperimentConfig(Strict):
             if unknown:
                 raise ValueError(f"losses.{i}.params: {sorted(unknown)} not accepted by "
                                  f"{loss.name}; accepted: {sorted(LOSSES[loss.name].defaults)}")
+            try:
+                check_params(loss.name, loss.params)
+            except ValueError as err:
+                raise ValueError(f"losses.{i}.params: {err}") from None
         if self.data.dataset not in DATASETS:
             raise ValueError(f"data.dataset: unknown dataset {self.data.dataset!r}; "
                              f"choose one of {sorted(DATASETS)}")

@@ -22,7 +22,14 @@ def add_commands(sub, add_config_args) -> None:
                                          "finished ones, run the rest locally or as Slurm jobs")
     add_config_args(sweep)
     sweep.add_argument("--dry-run", action="store_true",
-                       help="print the plan (runs, dependencies, what is reused) and stop")
+                       help="print the plan (runs, dependencies, what is reused), the resolved "
+                            "settings and the GPU-hours estimate, and stop")
+    sweep.add_argument("--mfu", type=float, default=None,
+                       help="dry run: assumed model-FLOPs utilisation (default 0.35)")
+    sweep.add_argument("--cluster-gpus", type=int, default=None,
+                       help="dry run: H100s of the cluster to fit in (default 64)")
+    sweep.add_argument("--cluster-hours", type=float, default=None,
+                       help="dry run: hours to fit in (default 48)")
     sweep.add_argument("--executor", choices=["local", "slurm"], help="default: the config's `executor`")
     sweep.add_argument("--nproc", type=int, help="local executor: ranks per run (default: launch.nproc)")
     sweep.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
@@ -96,6 +103,7 @@ def _sweep(cfg, runs, args) -> int:
     print(ex.format_plan(cfg, runs, executor, world), flush=True)
     todo = [r for r in runs if args.redo or disk_state(r) != "done"]
     if args.dry_run:
+        print(dry_run_text(cfg, runs, args), flush=True)
         if executor == "slurm" and todo:
             print("sbatch commands (job ids of dependencies shown as <run key>):")
             ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True, redo=args.redo)
@@ -122,6 +130,21 @@ def _sweep(cfg, runs, args) -> int:
     print(ex.format_status(cfg, statuses), flush=True)
     report(cfg, runs)
     return 0 if all(s.state == "done" for s in statuses) else 1
+
+
+def dry_run_text(cfg, runs, args) -> str:
+    """The resolved settings and the compute estimate (also `w2s experiment --dry-run`)."""
+    from w2s_scale import costs
+    from w2s_scale.resolved import format_settings, resolved_settings
+
+    def given(name, default):
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    return "\n".join([format_settings(resolved_settings(cfg)), costs.format_costs(
+        cfg, runs, mfu=given("mfu", costs.DEFAULT_MFU),
+        cluster_gpus=given("cluster_gpus", costs.DEFAULT_CLUSTER_GPUS),
+        cluster_hours=given("cluster_hours", costs.DEFAULT_CLUSTER_HOURS))])
 
 
 def _run(cfg, runs, args, in_rank: bool) -> int:
