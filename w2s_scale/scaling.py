@@ -17,8 +17,8 @@ from typing import Optional
 from w2s_scale.metrics import mean_interval
 from w2s_scale.report import aggregate_tables, seed_text, summarize, unfinished_runs, write_rows
 from w2s_scale.results import RunDir, atomic_write
-from w2s_scale.tracking import check_wandb
 from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
+from w2s_scale.tracking import check_wandb
 
 
 # --- tables --------------------------------------------------------------------------------------
