@@ -86,7 +86,7 @@ def test_wandb_online_without_network_stops_before_training_when_asked(
     assert not run_dir.exists()  # nothing trained, nothing written
     assert seconds < 120  # process start and preflight included; the W&B check itself is below
     waited = float(errors[0].split(" after ")[1].split(" s;")[0])
-    assert waited <= WANDB_CHECK_S + 1
+    assert waited <= WANDB_CHECK_S + 5  # the probe's deadline, plus reading wandb's settings under load
 
 
 def test_wandb_online_without_network_falls_back_to_offline_by_default(tiny_models, tiny_data,
