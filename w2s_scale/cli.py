@@ -20,14 +20,12 @@ from typing import Optional
 
 from w2s_scale import distributed as dist
 from w2s_scale.config import ConfigError, ExperimentConfig, load_config
-from w2s_scale.data.sources import DataError
 from w2s_scale.errors import UserError
 from w2s_scale.preflight import positive_int, preflight  # noqa: F401 - preflight: cli.preflight
 from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants
-from w2s_scale.results import ResultsError
 
-# every user mistake is a UserError (w2s_scale/errors.py); DataError and ResultsError predate it
-USER_ERRORS = (UserError, DataError, ResultsError)
+# every user mistake is a UserError (w2s_scale/errors.py): config, data, results, tracking...
+USER_ERRORS = (UserError,)
 EXIT_USER_ERROR = 2
 MESSAGE_LIMIT = 600  # characters of one error line; values inside are already cut (errors.shorten)
 RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
@@ -150,9 +148,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
-            from w2s_scale.report import summarize, write_summary
+            from w2s_scale.report import summarize, unfinished_runs, write_summary
 
-            write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
+            plans = plan_experiment(cfg)
+            write_summary(summarize(plans), Path(cfg.results_dir) / cfg.name)
+            lacking = unfinished_runs(plans)
+            if lacking:
+                print(lacking, flush=True)
             return 0
         launcher = args.launcher or cfg.launch.launcher
         nproc = args.nproc or cfg.launch.nproc  # --nproc is >= 1 when given (positive_int)
@@ -208,7 +210,7 @@ def _dry_run(args: argparse.Namespace) -> int:
 def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from w2s_scale.pipeline import run_experiment
 
-    return run_until_stopped(lambda: run_experiment(cfg, force=args.redo))
+    return run_until_stopped(lambda: run_experiment(cfg, redo=args.redo))
 
 
 if __name__ == "__main__":

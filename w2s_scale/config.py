@@ -140,6 +140,9 @@ class LossConfig(Strict):
 
 class TrackingConfig(Strict):
     wandb: Literal["off", "online", "offline"] = "off"
+    # online, but no API key or no way to the W&B server (a cluster node): log offline and say
+    # how to sync later, or stop before training (exit 2)
+    on_no_network: Literal["offline", "error"] = "offline"
     project: str = "w2s-scale"
     entity: Optional[str] = None
     progress: bool = True

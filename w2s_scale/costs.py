@@ -186,7 +186,8 @@ def critical_path_hours(runs, costs: list[RunCost]) -> float:
     wall = {c.key: c.wall_hours or 0.0 for c in costs}
     finish: dict[str, float] = {}
     for run in runs:  # plan_sweep lists each run after its dependencies
-        finish[run.key] = wall[run.key] + max((finish[d] for d in run.deps), default=0.0)
+        # a run of a model with no estimate (not in `costs`) counts as 0 h, not a KeyError
+        finish[run.key] = wall.get(run.key, 0.0) + max((finish[d] for d in run.deps), default=0.0)
     return max(finish.values(), default=0.0)
 
 

@@ -120,6 +120,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
 # --- checkpoints -------------------------------------------------------------------------------
 
 LATEST = "latest_step"
+DS_LATEST = "latest"  # DeepSpeed's own pointer: its tools (zero_to_fp32.py) read it when no tag is given
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Optional[str]:
@@ -129,17 +130,19 @@ def latest_checkpoint(ckpt_dir: Path) -> Optional[str]:
 
 def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int,
                     history: Optional[PredictionHistory] = None) -> None:
-    """Every rank writes its shard; only when all are done does rank 0 point `latest_step` at
-    the new tag (atomically), so a crash mid-save leaves the previous checkpoint in force.
+    """Every rank writes its shard; only when all are done does rank 0 point `latest_step` (and
+    DeepSpeed's `latest`) at the new tag (atomically), so a crash mid-save leaves the previous
+    checkpoint in force.
     `history`: the losses' rolling prediction buffer, resumed with the weights."""
     tag = f"step{step}"
     client = {"step": step, "prediction_history": history.state() if history else []}
     eng.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client, save_latest=False)
     dist.barrier()
     if dist.is_main():
-        tmp = ckpt_dir / f".{LATEST}.tmp"
-        tmp.write_text(tag)
-        os.replace(tmp, ckpt_dir / LATEST)
+        for pointer in (DS_LATEST, LATEST):  # ours last: it is what a resume trusts
+            tmp = ckpt_dir / f".{pointer}.tmp"
+            tmp.write_text(tag)
+            os.replace(tmp, ckpt_dir / pointer)
         by_age = sorted(ckpt_dir.glob("step*"), key=lambda p: int(p.name[4:]))
         for old in by_age[:-eng.train_cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)

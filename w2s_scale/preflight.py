@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from w2s_scale.config import DataConfig, ModelConfig, TrainConfig, train_for
+from w2s_scale.tracking import check_wandb
 from w2s_scale.errors import (ExperimentNameError, LoraTargetError, ModelBuildError, LossesError, LossParamError,
                               MaxLengthError, ModelSettingsError, OneClassError, PrecisionError,
                               ResultsDirError, SameTestFileError, SeedsError, ShortTestSetError,
@@ -203,6 +204,7 @@ def preflight(cfg, world_size: int) -> None:
     trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
                 Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
     check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
+    check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
 
 
 def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: bool = True) -> None:
@@ -217,6 +219,9 @@ def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: boo
         t.splits.add("a" if run.plan.kind == "gt" else "b")
     datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
     check_trainees(list(trainees.values()), datasets, cfg.seeds, local)
+    from w2s_scale.sweep import sweep_dir
+
+    check_wandb(cfg.tracking, sweep_dir(cfg) / "*" / "seed*" / "*")
 
 
 def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], seeds: list[int],

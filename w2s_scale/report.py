@@ -15,12 +15,13 @@ from w2s_scale import distributed as dist
 from w2s_scale.aggregate import (cross_dataset, format_cross_dataset, format_paper_pgr,
                                  pair_paper_pgr, paper_pgr)
 from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
-from w2s_scale.results import DONE, RunDir, atomic_write
+from w2s_scale.results import RunDir, atomic_write, describe_state, run_state
 
 
 def _load(plan) -> Optional[tuple[dict, dict[str, tuple[float, int]]]]:
-    """(metrics, {example id: (p1, label)}) of a finished run, None if not finished."""
-    if not (plan.dir / DONE).exists():
+    """(metrics, {example id: (p1, label)}) of a run finished with its plan's settings (its
+    DONE carries the plan's hash), None otherwise: another config's result is not this one's."""
+    if run_state(plan.dir, plan.hash) != "done":
         return None
     run = RunDir(plan.dir, plan.hash)
     preds = {r["id"]: (r["p1"], r["label"]) for r in run.read_jsonl("test_predictions.jsonl")}
@@ -79,6 +80,19 @@ def summarize(plans: Iterable) -> list[dict]:
                      "n_seeds": len(members), "n_seeds_pgr": pg["n"],
                      "n_seeds_pgr_undefined": len(members) - pg["n"]})
     return rows
+
+
+def unfinished_runs(plans: Iterable) -> str:
+    """Which planned runs the summary lacks and why (missing, unfinished, stale), one line
+    each, and how to fix; empty when every run is complete."""
+    lines = []
+    for plan in plans:
+        state = run_state(plan.dir, plan.hash)
+        if state != "done":
+            lines.append(f"[w2s]   {state:8s} {plan.dir}: {describe_state(state)}")
+    if not lines:
+        return ""
+    return "\n".join([f"[w2s] {len(lines)} run(s) not in the summary:", *lines])
 
 
 def _auc_pgr(weak: Optional[float], ceiling: Optional[float], transfer: Optional[float]) -> Optional[float]:

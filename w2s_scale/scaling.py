@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Optional
 
 from w2s_scale.metrics import mean_interval
-from w2s_scale.report import aggregate_tables, seed_text, summarize, write_rows
+from w2s_scale.report import aggregate_tables, seed_text, summarize, unfinished_runs, write_rows
 from w2s_scale.results import RunDir, atomic_write
 from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
+from w2s_scale.tracking import check_wandb
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], pngs: list
     can be restyled there), and the PNGs, in one run of job type `report`."""
     import wandb
 
-    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, mode=cfg.tracking.wandb,
+    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, mode=check_wandb(cfg.tracking, out_dir),
                      group=cfg.name, name=f"{cfg.name}-scaling", job_type="report",
                      dir=str(out_dir), config=cfg.model_dump(mode="json"), reinit="finish_previous")
     sizes = parameter_counts(cfg)
@@ -289,6 +290,9 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True) -> dict:
     if transfer:
         text += "\n\n" + aggregate_tables(transfer, out_dir, [m.short_name for m in cfg.models])
     print(text, flush=True)
+    lacking = unfinished_runs(r.plan for r in runs)
+    if lacking:
+        print(lacking, flush=True)
     write_rows(out_dir / "summary", transfer)
     write_rows(out_dir / "gt_summary", gt)
     atomic_write(out_dir / "summary.txt", text + "\n")

@@ -20,7 +20,7 @@ from w2s_scale.config import (ConfigError, DataConfig, ExperimentConfig, LaunchC
                               ModelConfig, Strict, TrackingConfig, TrainConfig, _one_line,
                               apply_overrides, read_config_file)
 from w2s_scale.pipeline import RunPlan, plan_gt, plan_transfer
-from w2s_scale.results import DONE, STARTED
+from w2s_scale.results import run_state
 
 
 class Resources(Strict):
@@ -224,21 +224,8 @@ def sweep_dir(cfg: SweepConfig) -> Path:
 def disk_state(run: SweepRun) -> str:
     """done (DONE with this run's hash), conflict (DONE with other settings), partial (started:
     the next attempt resumes from its checkpoint), or missing."""
-    done = run.plan.dir / DONE
-    if done.exists():
-        try:
-            found = json.loads(done.read_text()).get("hash")
-        except (OSError, ValueError):
-            found = None
-        return "done" if found == run.plan.hash else "conflict"
-    started = run.plan.dir / STARTED
-    if started.exists():
-        try:
-            if json.loads(started.read_text()).get("hash") == run.plan.hash:
-                return "partial"
-        except (OSError, ValueError):
-            pass
-    return "missing"
+    state = run_state(run.plan.dir, run.plan.hash)
+    return "conflict" if state == "stale" else state
 
 
 def describe(cfg: SweepConfig, runs: list[SweepRun]) -> str:

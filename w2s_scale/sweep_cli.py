@@ -38,6 +38,9 @@ def add_commands(sub, add_config_args) -> None:
     sweep.add_argument("--sbatch", dest="sbatch_options", action="append", default=[], metavar="OPTION",
                        help="Slurm: an extra sbatch option for every job, e.g. --sbatch=--qos=high "
                             "(repeatable; per model: resources.sbatch)")
+    sweep.add_argument("--redo", action="store_true",
+                       help="redo every run, finished ones too (each replaces its finished "
+                            "predecessor only once it is complete)")
     sweep.add_argument("--wait", action="store_true",
                        help="Slurm: wait for the jobs to end, then print the status and the summary")
 
@@ -99,12 +102,12 @@ def _sweep(cfg, runs, args) -> int:
     else:
         world = lambda run: nproc  # noqa: E731
     print(ex.format_plan(cfg, runs, executor, world), flush=True)
-    todo = [r for r in runs if disk_state(r) != "done"]
+    todo = [r for r in runs if args.redo or disk_state(r) != "done"]
     if args.dry_run:
         print(dry_run_text(cfg, runs, args), flush=True)
         if executor == "slurm" and todo:
             print("sbatch commands (job ids of dependencies shown as <run key>):")
-            ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True)
+            ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True, redo=args.redo)
         return 0
     if todo:
         if executor == "local" and launcher == "none" and nproc > 1:
@@ -112,13 +115,13 @@ def _sweep(cfg, runs, args) -> int:
                               f"to torchrun or deepspeed")
         ex.preflight(cfg, todo, world, local=executor == "local")
     if executor == "local":
-        left = ex.execute_local(cfg, runs, launcher, nproc) if todo else 0
+        left = ex.execute_local(cfg, runs, launcher, nproc, redo=args.redo) if todo else 0
         report(cfg, runs)
         if left:
             print(ex.format_status(cfg, ex.sweep_status(cfg, runs)), flush=True)
         return 0 if not left else 1
     ex.check_executor(executor)
-    jobs = ex.submit_slurm(cfg, runs, args.sbatch_options, report_job=not args.wait)
+    jobs = ex.submit_slurm(cfg, runs, args.sbatch_options, report_job=not args.wait, redo=args.redo)
     if not args.wait:
         print(f"[w2s] {len(jobs)} job(s) queued or running; follow them with `w2s status -c "
               f"{args.config}`; `w2s report -c {args.config}` summarizes what has finished", flush=True)
@@ -171,4 +174,4 @@ def _run(cfg, runs, args, in_rank: bool) -> int:
     from w2s_scale.pipeline import execute
 
     return cli.run_until_stopped(lambda: execute(
-        run.experiment, run.plan, make_splits(run.experiment.data, run.seed), force=args.redo))
+        run.experiment, run.plan, make_splits(run.experiment.data, run.seed), redo=args.redo))

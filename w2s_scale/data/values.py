@@ -8,6 +8,8 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
+from w2s_scale.errors import UserError
+
 
 @dataclass(frozen=True)
 class Example:
@@ -16,7 +18,7 @@ class Example:
     label: int
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A user-facing data problem; the message is one line naming the config field/file and the fix."""
 
 
