@@ -32,12 +32,23 @@ def test_overrides_from_the_command_line():
     (["weak.train.epochz=1"], "weak.train.epochz"),
     (["seeds=[]"], "seeds"),
     (["losses=[{name: logconf, params: {aux_coeff: 1}}]"], "losses.0.params"),
+    (["losses=[{name: logconf, params: {warmup: cosine}}]"], "losses.0.params: loss 'logconf': param warmup"),
+    (["losses=[{name: logconf, params: {warmup: 1}}]"], "losses.0.params: loss 'logconf': param warmup"),
+    (["losses=[{name: window, params: {radius: wide}}]"], "give one of ['midweak']"),
+    (["losses=[{name: xent}, {name: kl, params: {radius: midweak}}]"], "losses.1.params"),
 ])
 def test_bad_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError) as err:
         load_config(raw=BASE, overrides=overrides)
     message = str(err.value)
     assert field in message and "\n" not in message
+
+
+def test_loss_words_and_tags():
+    cfg = load_config(raw=BASE, overrides=[
+        "losses=[{name: logconf, params: {warmup: reference}}, {name: window, params: {radius: midweak}}]"])
+    assert [l.tag for l in cfg.losses] == ["logconf-warmupreference", "window-radiusmidweak"]
+    assert cfg.losses[0].params == {"warmup": "reference"}
 
 
 def test_missing_section_and_bad_override_syntax(tmp_path):
@@ -88,5 +99,5 @@ def test_ds_config_mistakes_are_caught(template, needle):
 
 
 def test_batch_not_divisible_by_ranks():
-    with pytest.raises(DSConfigError, match="train.batch_size: 32 is not divisible"):
+    with pytest.raises(DSConfigError, match="--nproc / launch.nproc .*3 ranks cannot share train.batch_size 32"):
         build(TrainConfig(batch_size=32, micro_batch_size=8), "fp32", world_size=3)

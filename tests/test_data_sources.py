@@ -37,7 +37,7 @@ def one_line_error(match: str, fn, *args, **kw) -> str:
 
 def test_registry_names():
     assert {"jsonl", "csv", "parquet", "amazon_polarity", "sciq", "boolq", "cosmos_qa",
-            "anthropic_hh", "movie_snippets", "tweet_snippets", "amazon_snippets",
+            "anthropic_hh", "anthropic_hh_pairwise", "movie_snippets", "tweet_snippets", "amazon_snippets",
             "nyt_snippets"} <= set(DATASETS)
 
 
@@ -52,7 +52,8 @@ def test_amazon_polarity_folder(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"label": 0, "title": "Meh", "content": "Dull."}])
     c = cfg(dataset="amazon_polarity", path=str(tmp_path))
     train = load_split(c, "train", 0)
-    assert train == [Example("train-0", "Great Loved it.", 1), Example("train-1", "Broke in a day.", 0)]
+    # the reference's f"{title} {content}" exactly: an empty title leaves a leading space
+    assert train == [Example("train-0", "Great Loved it.", 1), Example("train-1", " Broke in a day.", 0)]
     assert load_split(c, "test", 0) == [Example("test-0", "Meh Dull.", 0)]
 
 
@@ -93,6 +94,9 @@ def test_boolq_csv_and_validation_as_test(tmp_path):
                                        "Passage: Fire is hot.\nQuestion: is fire cold"]
     assert [e.label for e in train] == [1, 0]
     assert [e.label for e in load_split(c, "test", 0)] == [1]
+    # a folder naming its test file test.* works too (the hub's name, validation, comes first)
+    (tmp_path / "validation.jsonl").rename(tmp_path / "test.jsonl")
+    assert [e.label for e in load_split(c, "test", 0)] == [1]
 
 
 def cosmos_rows(n: int) -> list[dict]:
@@ -129,10 +133,11 @@ def test_cosmos_qa(tmp_path):
     assert len(load_split(c, "test", 0)) == 5  # validation as test
 
     write_jsonl(tmp_path / "validation.jsonl", [{**rows[1], "label": -1}])
-    one_line_error(r"data\.path: .*validation\.jsonl line 1 has label -1", load_split, c, "test", 0)
+    one_line_error(r"data\.path: .*validation\.jsonl line 1 has -1 in column 'label'; cosmos_qa's "
+                   r"label is the index 0-3", load_split, c, "test", 0)
 
 
-def test_anthropic_hh_pairwise(tmp_path):
+def test_anthropic_hh_pairwise_and_the_reference_single_transcript(tmp_path):
     rows = []
     for i in range(200):
         dialogue = f"\n\nHuman: question {i}?\n\nAssistant: earlier\n\nHuman: more {i}?\n\nAssistant:"
@@ -141,7 +146,7 @@ def test_anthropic_hh_pairwise(tmp_path):
     same = "\n\nHuman: hi\n\nAssistant: same"
     rows.append({"chosen": same, "rejected": same})
     write_jsonl(tmp_path / "hh.jsonl", rows)
-    c = cfg(dataset="anthropic_hh", path=str(tmp_path / "hh.jsonl"))
+    c = cfg(dataset="anthropic_hh_pairwise", path=str(tmp_path / "hh.jsonl"))
     ex = load_split(c, "train", 3)
     assert len(ex) == 200  # the identical pair carries no preference: left out
     for i, e in enumerate(ex):
@@ -153,6 +158,13 @@ def test_anthropic_hh_pairwise(tmp_path):
     assert load_split(c, "train", 3) == ex
     assert load_split(c, "test", 3) is None  # one file: test is cut from the pool
 
+    # the reference's anthropic_hh: one whole transcript, label 1 iff it is the chosen one
+    single = load_split(cfg(dataset="anthropic_hh", path=str(tmp_path / "hh.jsonl")), "train", 3)
+    assert len(single) == 201  # the identical pair is kept, as the reference keeps it
+    for i, (row, e) in enumerate(zip(rows, single)):
+        assert e.text == (row["chosen"] if e.label else row["rejected"])
+    assert 70 < sum(e.label for e in single) < 130
+
 
 def test_hub_unreachable_message(monkeypatch):
     import datasets
@@ -161,7 +173,7 @@ def test_hub_unreachable_message(monkeypatch):
         raise ConnectionError("Couldn't reach the hub\nsecond line")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    msg = one_line_error(r"data\.dataset: could not load 'google/boolq'.*set data\.path",
+    msg = one_line_error(r"data\.dataset: could not load google/boolq\[train\].*set data\.path",
                          load_split, cfg(dataset="boolq"), "train", 0)
     assert "passage" in msg
 
@@ -283,14 +295,24 @@ def test_splits_short_pool_and_balance(pool):
     s = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=1000, n_test=500), 0)
     assert sum(s.counts.values()) == 300 and s.notes
     assert s.counts["test"] == 100  # shared in the proportion n_test : n_train
+    # balanced: every split 50/50 at the requested size (the pool has 100 label-1 documents)
     b = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=120, n_test=60, balance=True), 0)
+    assert b.counts == b.requested == {"a": 60, "b": 60, "test": 60} and not b.notes
     for part in (b.a, b.b, b.test):
-        assert sum(e.label for e in part) * 2 == len(part) > 0
+        assert sum(e.label for e in part) * 2 == len(part)
+    assert ids(b.a) != sorted(ids(b.a))  # still in the seeded shuffled order
+    assert ids(make_splits(cfg(dataset="jsonl", path=str(pool), n_train=120, n_test=60,
+                               balance=True), 1).a) != ids(b.a)
+    # too few label-1 documents for 150 of each: every split shrinks in proportion, noted
+    short = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=240, n_test=60, balance=True), 0)
+    assert short.counts == {"a": 80, "b": 80, "test": 40} and "data.balance" in short.notes[0]
+    for part in (short.a, short.b, short.test):
+        assert sum(e.label for e in part) * 2 == len(part)
     assert ids(b.a) == ids(make_splits(cfg(dataset="jsonl", path=str(pool), n_train=120, n_test=60,
                                            balance=True), 0).a)
     one_label = write_jsonl(pool.parent / "ones.jsonl", [{"text": f"d{i}", "label": 1}
                                                          for i in range(20)])
-    one_line_error(r"data\.balance: split a has only label-1", make_splits,
+    one_line_error(r"data\.balance: the train split has only label-1", make_splits,
                    cfg(dataset="jsonl", path=str(one_label), n_train=10, n_test=4, balance=True), 0)
 
 
@@ -301,6 +323,14 @@ def test_splits_separate_test_split(tmp_path):
     assert s.counts == {"a": 20, "b": 20, "test": 10} and len(s.notes) == 1
     assert all(e.id.startswith("test-") and e.text.startswith("te ") for e in s.test)
     assert all(e.id.startswith("train-") for e in s.a + s.b)
+    # balanced with a separate test split: train and test split each balanced on their own
+    write_jsonl(tmp_path / "test.jsonl", [{"text": f"te {i}", "label": int(i % 4 == 0)}
+                                          for i in range(40)])
+    b = make_splits(cfg(dataset="jsonl", path=str(tmp_path), n_train=40, n_test=30, balance=True), 7)
+    assert b.counts == {"a": 20, "b": 20, "test": 20}  # the test split has only 10 label-1 documents
+    assert any("test split has only 10" in n for n in b.notes)
+    for part in (b.a, b.b, b.test):
+        assert sum(e.label for e in part) * 2 == len(part)
 
 
 def test_splits_lazy_hub_formatting_is_deterministic(tmp_path):
@@ -350,7 +380,7 @@ def test_hub_path_with_a_datasets_object(monkeypatch):
 
     calls = []
 
-    def fake_load(hub_id, split):
+    def fake_load(hub_id, config=None, split=None, revision=None):
         calls.append((hub_id, split))
         return datasets.Dataset.from_list(sciq_rows(300 if split == "train" else 40))
 

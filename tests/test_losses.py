@@ -13,7 +13,8 @@ import torch
 
 from w2s_scale import distributed
 from w2s_scale.losses import (
-    LOSSES, GlobalBatchStats, compute_loss, gather_global_stats, logconf_coef, logconf_threshold,
+    LOSSES, GlobalBatchStats, PredictionHistory, compute_loss, gather_global_stats, logconf_coef,
+    logconf_threshold, needs_global_stats, resolve_params,
 )
 
 # Four examples given by their probabilities; logits = log p, so softmax(logits) == P exactly.
@@ -33,9 +34,9 @@ def _ce(target_row, p_row):
     return -sum(t * math.log(p) for t, p in zip(target_row, p_row))
 
 
-def _loss_and_grad(name, step_frac=1.0, stats=None, params=None):
+def _loss_and_grad(name, step_frac=1.0, stats=None, params=None, step=0):
     z = _logits()
-    loss = compute_loss(name, z, _targets(), step_frac, stats, params)
+    loss = compute_loss(name, z, _targets(), step_frac, stats, params, step=step)
     loss.backward()
     return loss.item(), z.grad.numpy().astype(np.float64)
 
@@ -115,6 +116,24 @@ def test_logconf_warmup_coefficient():
     assert logconf_coef(0.7) == pytest.approx(0.5)
     assert logconf_coef(0.02, aux_coef=0.8, warmup_frac=0.2) == pytest.approx(0.08)
     assert logconf_coef(0.0, warmup_frac=0.0) == 0.5
+    # the reference's: aux_coef * (1 if t > warmup_frac else t): 0.025 at t = .05, 0.05 at t = .1
+    # (not yet past warmup_frac), then the jump to 0.5
+    assert logconf_coef(0.05, warmup="reference") == pytest.approx(0.025)
+    assert logconf_coef(0.1, warmup="reference") == pytest.approx(0.05)
+    assert logconf_coef(0.1001, warmup="reference") == pytest.approx(0.5)
+    assert logconf_coef(0.0, warmup="reference") == 0.0
+    with pytest.raises(ValueError):
+        logconf_coef(0.5, warmup="cosine")
+
+
+def test_logconf_reference_warmup_in_the_loss():
+    # at t = .05 the reference's coef is .025: the target is .975 y + .025 hardened
+    hard = np.array([[0, 1], [1, 0], [1, 0], [0, 1]], dtype=float)
+    target = 0.975 * Y + 0.025 * hard
+    expected = float(np.mean([_ce(target[i], P[i]) for i in range(4)]))
+    loss, grad = _loss_and_grad("logconf", step_frac=0.05, params={"warmup": "reference"})
+    assert loss == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(grad, (P - target) / 4, atol=1e-6)
 
 
 @pytest.mark.parametrize("m", [0.1, 0.25, 0.475, 0.5, 0.8])
@@ -127,20 +146,94 @@ def test_threshold_keeps_class_balance(m):
     assert abs(frac_class1 - m) <= 1 / 32 + 1e-12
 
 
-def test_entropy_by_hand():
+def test_entropy_is_eleuthers_detached_target():
+    # value (1-c) CE(y,p) + c H(p); the aux term's target p is detached, so the gradient is
+    # (1-c)(p - y): xent scaled by 1 - c. Warm-up linear over 100 steps: c = .5 * 40/100 at step 40.
+    H = -(P * np.log(P)).sum(axis=1)
+    ce = np.array([_ce(Y[i], P[i]) for i in range(4)])
+    for step, coef in [(40, 0.2), (100, 0.5), (5000, 0.5), (0, 0.0)]:
+        loss, grad = _loss_and_grad("entropy", step_frac=0.0, step=step)
+        assert loss == pytest.approx(float(np.mean((1 - coef) * ce + coef * H)), rel=1e-5)
+        np.testing.assert_allclose(grad, (1 - coef) * (P - Y) / 4, atol=1e-6)
+        xent_loss, xent_grad = _loss_and_grad("xent")
+        np.testing.assert_allclose(grad, (1 - coef) * xent_grad, atol=1e-6)
+
+
+def test_entropy_min_by_hand():
     # value (1-c) CE(y,p) + c H(p); grad (1-c)(p-y) + c dH/dz with dH/dz_k = -p_k (ln p_k + H)
     coef = 0.5
     H = -(P * np.log(P)).sum(axis=1)
     ce = np.array([_ce(Y[i], P[i]) for i in range(4)])
     expected = float(np.mean((1 - coef) * ce + coef * H))
     dH = -P * (np.log(P) + H[:, None])
-    loss, grad = _loss_and_grad("entropy", step_frac=1.0)
+    loss, grad = _loss_and_grad("entropy_min", step_frac=1.0)
     assert loss == pytest.approx(expected, rel=1e-5)
     np.testing.assert_allclose(grad, ((1 - coef) * (P - Y) + coef * dH) / 4, atol=1e-6)
-    # EleutherAI's detached target: same value, the aux term has zero gradient
-    loss_d, grad_d = _loss_and_grad("entropy", 1.0, params={"detached_target": True})
-    assert loss_d == pytest.approx(expected, rel=1e-5)
-    np.testing.assert_allclose(grad_d, (1 - coef) * (P - Y) / 4, atol=1e-6)
+
+
+def test_logconf_eleuther_rolling_buffer_by_hand():
+    # history (earlier steps) h = [.1, .2, .3]; buffer 4, prior .5 (EleutherAI's default).
+    # example i's window: the last 4 of h + p0[:i+1]:
+    #   i=0: [.1 .2 .3 .25] -> median .225; p0 .25 >= .225 -> class 0
+    #   i=1: [.2 .3 .25 .6667] -> .275; .6667 -> 0       i=2: [.3 .25 .6667 .9] -> .48333; .9 -> 0
+    #   i=3: [.25 .6667 .9 .4] -> .53333; .4 -> 1
+    stats = GlobalBatchStats.from_batch(_logits(), _targets(),
+                                        history0=torch.tensor([0.1, 0.2, 0.3]))
+    hard = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=float)
+    for step, coef in [(100, 0.5), (20, 0.1)]:
+        target = (1 - coef) * Y + coef * hard
+        expected = float(np.mean([_ce(target[i], P[i]) for i in range(4)]))
+        loss, grad = _loss_and_grad("logconf_eleuther", 0.0, stats, {"buffer_size": 4}, step=step)
+        assert loss == pytest.approx(expected, rel=1e-5)
+        np.testing.assert_allclose(grad, (P - target) / 4, atol=1e-6)
+    # a loss call on a part of the batch (positions 2, 3) sees the same thresholds
+    part = compute_loss("logconf_eleuther", _logits()[2:], _targets()[2:], 0.0,
+                        stats.for_positions([2, 3]), {"buffer_size": 4}, step=100)
+    target = 0.5 * Y + 0.5 * hard
+    assert part.item() == pytest.approx(np.mean([_ce(target[i], P[i]) for i in (2, 3)]), rel=1e-5)
+
+
+def test_logconf_eleuther_prior_and_balance():
+    # no history, buffer 32: windows are prefixes of the batch. batch_prior: the batch's mean
+    # weak label .475 is the quantile: i=0 [.25] -> .25 (class 0); i=1 [.25 .6667] -> .448 (0);
+    # i=2 [.25 .6667 .9] -> .25 + .95 * (.6667 - .25) = .6458 (0); i=3 -> .51333 (.4: class 1)
+    hard = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=float)
+    target = 0.5 * Y + 0.5 * hard
+    expected = float(np.mean([_ce(target[i], P[i]) for i in range(4)]))
+    loss, _ = _loss_and_grad("logconf_eleuther", 0.0, None, {"batch_prior": 1}, step=100)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # balance_batch: labels' log-odds centred on the batch mean, then sigmoid
+    y1 = Y[:, 1]
+    lo = np.log(y1 + 1e-7) - np.log(1 - y1 + 1e-7)
+    yb1 = 1 / (1 + np.exp(-(lo - lo.mean())))
+    yb = np.stack([1 - yb1, yb1], axis=1)
+    # prior .5: i=0 [.25] -> 0; i=1 median(.25, .6667) = .4583 -> 0; i=2 .6667 -> .9: 0;
+    # i=3 median of 4 = (.4 + .6667)/2 = .5333 -> .4: class 1
+    target = 0.5 * yb + 0.5 * hard
+    expected = float(np.mean([_ce(target[i], P[i]) for i in range(4)]))
+    loss, _ = _loss_and_grad("logconf_eleuther", 0.0, None, {"balance_batch": 1}, step=100)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert needs_global_stats("entropy", {"balance_batch": 1})
+    assert not needs_global_stats("entropy") and needs_global_stats("logconf_eleuther")
+
+
+def test_prediction_history_keeps_the_last():
+    history = PredictionHistory(capacity=5)
+    history.push(torch.tensor([0.1, 0.2, 0.3]))
+    history.push(torch.tensor([0.4, 0.5, 0.6]))
+    assert history.state() == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])
+    assert PredictionHistory(history.state(), capacity=5).state() == history.state()
+
+
+def test_window_midweak_radius():
+    # |p1 - .5| of the weak labels = [.3, .1, .5, .2]: torch's median (lower middle) = .2
+    params = resolve_params("window", {"radius": "midweak"}, Y)
+    assert params["radius"] == pytest.approx(0.2)
+    assert resolve_params("window", {"radius": 0.1}, Y) == {"radius": 0.1}
+    with pytest.raises(ValueError, match="midweak"):
+        compute_loss("window", _logits(), _targets(), 0.0, params={"radius": "midweak"})
+    with pytest.raises(ValueError, match="radius"):
+        compute_loss("window", _logits(), _targets(), 0.0, params={"radius": "wide"})
 
 
 def test_window_by_hand():
@@ -167,16 +260,17 @@ def test_window_empty_keeps_graph():
 def test_gradients_finite(name):
     z = torch.tensor([[60.0, -60.0], [-80.0, 80.0], [0.0, 0.0], [3.0, -1.0]], requires_grad=True)
     y = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 0.0]])
-    loss = compute_loss(name, z, y, 0.5)
+    loss = compute_loss(name, z, y, 0.5, step=7)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
     assert loss.dim() == 0
 
 
 def test_registry():
-    assert set(LOSSES) == {"xent", "product", "logconf", "entropy", "window", "kl"}
-    assert {n for n, s in LOSSES.items() if s.needs_global_stats} == {"logconf"}
-    assert LOSSES["logconf"].defaults == {"aux_coef": 0.5, "warmup_frac": 0.1}
+    assert set(LOSSES) == {"xent", "product", "logconf", "logconf_eleuther", "entropy",
+                           "entropy_min", "window", "kl"}
+    assert {n for n, s in LOSSES.items() if s.needs_global_stats} == {"logconf", "logconf_eleuther"}
+    assert LOSSES["logconf"].defaults == {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"}
     assert LOSSES["product"].defaults == {"alpha": 1.0, "beta": 1.0}
     assert LOSSES["window"].defaults == {"radius": 0.15}
     with pytest.raises(KeyError):
@@ -204,8 +298,14 @@ def test_single_process_helpers():
 
 WORLD, ACCUM, MICRO = 2, 2, 2
 CASES = [("xent", 0.5, None), ("product", 0.5, None), ("logconf", 0.05, None),
-         ("logconf", 1.0, None), ("entropy", 0.05, None), ("entropy", 1.0, None),
-         ("entropy", 1.0, {"detached_target": 1.0}), ("window", 0.5, None), ("kl", 0.5, None)]
+         ("logconf", 1.0, None), ("logconf", 0.05, {"warmup": "reference"}),
+         ("entropy", 0.05, None), ("entropy", 1.0, None), ("entropy", 1.0, {"balance_batch": 1}),
+         ("entropy_min", 0.05, None), ("entropy_min", 1.0, None),
+         ("logconf_eleuther", 1.0, None), ("logconf_eleuther", 1.0, {"buffer_size": 5}),
+         ("logconf_eleuther", 1.0, {"batch_prior": 1, "buffer_size": 6}),
+         ("logconf_eleuther", 1.0, {"balance_batch": 1}), ("window", 0.5, None), ("kl", 0.5, None)]
+STEP = 60  # optimizer step for the losses that warm up over steps
+HISTORY = torch.tensor([0.2, 0.7, 0.45, 0.9])  # logconf_eleuther's buffer from earlier steps
 
 
 def _problem():
@@ -238,13 +338,18 @@ def _worker(r, port, out_path):
         with torch.no_grad():  # pre-pass: the student's p0 for this rank's whole share of the batch
             p0 = [torch.softmax(model(xb), -1)[:, 0] for xb, _ in micro]
         stats = gather_global_stats(p0, [yb for _, yb in micro])
+        stats = GlobalBatchStats(stats.probs0, stats.target_mean1, stats.target_logodds_mean1,
+                                 history0=HISTORY)
         results = {}
         for i, (name, step_frac, params) in enumerate(CASES):
             for variant, st in (("global", stats), ("naive", None)):
                 model.zero_grad()
                 total = 0.0
-                for xb, yb in micro:
-                    loss = compute_loss(name, model(xb), yb, step_frac, st, params)
+                for k, (xb, yb) in enumerate(micro):
+                    # this micro-batch's place in the global batch (ranks' shares in rank order)
+                    first = r * per_rank + k * MICRO
+                    part = st.for_positions(range(first, first + MICRO)) if st else None
+                    loss = compute_loss(name, model(xb), yb, step_frac, part, params, step=STEP)
                     (loss / ACCUM).backward()
                     total += loss.item()
                 for p in model.parameters():  # what DeepSpeed does: average over ranks
@@ -296,14 +401,15 @@ def test_two_ranks_two_micro_batches_equal_one_device():
     naive_differs = []
     for i, (name, step_frac, params) in enumerate(CASES):
         model.zero_grad()
-        ref = compute_loss(name, model(x), y, step_frac, None, params)  # one device, whole batch
+        whole = GlobalBatchStats.from_batch(model(x), y, history0=HISTORY)  # one device
+        ref = compute_loss(name, model(x), y, step_frac, whole, params, step=STEP)
         ref.backward()
         ref_grads = _grads(model)
         loss, grads = got["results"][(i, "global")]
         assert loss == pytest.approx(ref.item(), rel=1e-5, abs=1e-7), (name, step_frac)
         for g, gr in zip(grads, ref_grads):
             torch.testing.assert_close(g, gr, rtol=1e-5, atol=1e-6, msg=f"{name} {step_frac}")
-        if name == "logconf":
+        if name in ("logconf", "logconf_eleuther"):
             n_loss, n_grads = got["results"][(i, "naive")]
             naive_differs.append(not all(torch.allclose(a, b, atol=1e-6)
                                          for a, b in zip(n_grads, ref_grads)))

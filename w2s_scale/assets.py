@@ -12,8 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from w2s_scale.errors import UserError
 
-class AssetError(ValueError):
+
+class AssetError(UserError):
     """An offline asset is missing; the message says which package to install."""
 
 

@@ -20,21 +20,28 @@ from pathlib import Path
 from typing import Optional
 
 from w2s_scale import distributed as dist
-from w2s_scale.assets import AssetError
-from w2s_scale.config import ConfigError, ExperimentConfig, load_config, train_for
-from w2s_scale.data.sources import DataError
-from w2s_scale.ds_config import DSConfigError
-from w2s_scale.models import ModelError
+from w2s_scale.config import ConfigError, ExperimentConfig, load_config
+from w2s_scale.errors import UserError
+from w2s_scale.preflight import positive_int, preflight  # noqa: F401 - preflight: cli.preflight
 from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants, rank_beacon, watch_ranks
-from w2s_scale.results import ResultsError
 
-USER_ERRORS = (ConfigError, DataError, DSConfigError, ModelError, AssetError, ResultsError)
+# every user mistake is a UserError (w2s_scale/errors.py): config, data, results, tracking...
+USER_ERRORS = (UserError,)
 EXIT_USER_ERROR = 2
+MESSAGE_LIMIT = 600  # characters of one error line; values inside are already cut (errors.shorten)
 RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error line: usage, then one `w2s: error:` line, exit 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER_ERROR, f"w2s: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="w2s", description="weak-to-strong experiments on DeepSpeed")
+    parser = _Parser(prog="w2s", description="weak-to-strong experiments on DeepSpeed")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -44,10 +51,13 @@ def _parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("experiment", help="run one weak-to-strong experiment (all stages)")
     add_config_args(exp)
-    exp.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")
+    exp.add_argument("--nproc", type=positive_int, help="ranks on this machine (default: launch.nproc)")
     exp.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                      help="how to start the ranks (default: launch.launcher)")
     exp.add_argument("--redo", action="store_true", help="redo runs that are already complete")
+    exp.add_argument("--dry-run", action="store_true",
+                     help="print the runs and the resolved settings (lr, dtype, clipping, batch "
+                          "order, loss parameters, ...) and stop; loads no model")
 
     summ = sub.add_parser("summary", help="print and save the summary of finished runs")
     add_config_args(summ)
@@ -62,21 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     from w2s_scale.sweep_cli import add_commands as add_sweep_commands
 
     add_sweep_commands(sub, add_config_args)  # sweep, run, status, report
+    sub.add_parser("datasets", help="list the dataset registry: name, source, task family, "
+                                    "formulation, train/test sizes")
     return parser
-
-
-def preflight(cfg: ExperimentConfig, world_size: int) -> None:
-    """Everything that can fail on bad input, checked before any rank starts."""
-    from w2s_scale import ds_config
-    from w2s_scale.data.splits import make_splits
-    from w2s_scale.models import load_hf_config, load_tokenizer
-
-    for model in (cfg.weak, cfg.strong):
-        train = train_for(cfg, model)
-        ds_config.build(train, model.dtype, world_size)
-        load_hf_config(model)
-        load_tokenizer(model)
-    make_splits(cfg.data, cfg.seeds[0])
 
 
 def _rank_args(args: argparse.Namespace) -> list[str]:
@@ -158,21 +156,32 @@ def _command(argv: Optional[list[str]]) -> int:
 
         if args.command in sweep_cli.COMMANDS:
             return sweep_cli.main(args, in_rank)
+        if args.command == "datasets":
+            from w2s_scale.data.registry import registry_table
+
+            print(registry_table())
+            return 0
         if args.command == "plan":  # sweep or experiment YAMLs alike
             from w2s_scale.memory import plan_command
 
             return plan_command(args)
+        if args.command == "experiment" and args.dry_run:
+            return _dry_run(args)
         cfg = load_config(args.config, args.overrides)
         # the ranks read it when they join the process group (inherited through the launcher)
         os.environ.setdefault(dist.TIMEOUT_ENV, f"{cfg.launch.collective_timeout_s:g}")
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
-            from w2s_scale.report import summarize, write_summary
+            from w2s_scale.report import summarize, unfinished_runs, write_summary
 
-            write_summary(summarize(plan_experiment(cfg)), Path(cfg.results_dir) / cfg.name)
+            plans = plan_experiment(cfg)
+            write_summary(summarize(plans), Path(cfg.results_dir) / cfg.name)
+            lacking = unfinished_runs(plans)
+            if lacking:
+                print(lacking, flush=True)
             return 0
         launcher = args.launcher or cfg.launch.launcher
-        nproc = args.nproc or cfg.launch.nproc
+        nproc = args.nproc or cfg.launch.nproc  # --nproc is >= 1 when given (positive_int)
         if not in_rank:
             preflight(cfg, nproc)
             if launcher != "none":
@@ -183,7 +192,10 @@ def _command(argv: Optional[list[str]]) -> int:
         return _run_in_rank(cfg, args)
     except USER_ERRORS as err:
         if dist.is_main():
-            print(f"w2s: error: {err}", file=sys.stderr, flush=True)
+            message = " ".join(str(err).split())  # one line, whatever the message holds
+            if len(message) > MESSAGE_LIMIT:
+                message = message[:MESSAGE_LIMIT - 1] + "…"
+            print(f"w2s: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
 
 
@@ -216,10 +228,23 @@ def run_until_stopped(work) -> int:
     return code
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    """`w2s experiment --dry-run`: an experiment YAML read as the sweep of its two models (a
+    sweep YAML, such as configs/reference/*.yaml, as itself)."""
+    from w2s_scale.sweep import load_sweep, plan_sweep
+    from w2s_scale.sweep_cli import dry_run_text
+
+    sweep = load_sweep(args.config, args.overrides)
+    runs = plan_sweep(sweep)
+    print("runs: " + ", ".join(run.key for run in runs))
+    print(dry_run_text(sweep, runs, args), flush=True)
+    return 0
+
+
 def _run_in_rank(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from w2s_scale.pipeline import run_experiment
 
-    return run_until_stopped(lambda: run_experiment(cfg, force=args.redo))
+    return run_until_stopped(lambda: run_experiment(cfg, redo=args.redo))
 
 
 if __name__ == "__main__":

@@ -8,18 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the message is one line naming the field and the fix."""
+from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorten  # noqa: F401
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # inf/nan pass `gt=0` (an lr or epochs of .inf would crash mid-run): rejected for every float
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class LoraConfig(Strict):
@@ -129,16 +128,21 @@ class TrainConfig(Strict):
 
 class LossConfig(Strict):
     name: str  # a key of w2s_scale.losses.LOSSES
-    params: dict[str, float] = Field(default_factory=dict)
+    # numbers, or the words a loss accepts for a parameter (warmup: reference, radius: midweak)
+    params: dict[str, Union[float, str]] = Field(default_factory=dict)
 
     @property
     def tag(self) -> str:
-        extra = "".join(f"-{k}{v:g}" for k, v in sorted(self.params.items()))
+        extra = "".join(f"-{k}{v}" if isinstance(v, str) else f"-{k}{v:g}"
+                        for k, v in sorted(self.params.items()))
         return f"{self.name}{extra}"
 
 
 class TrackingConfig(Strict):
     wandb: Literal["off", "online", "offline"] = "off"
+    # online, but no API key or no way to the W&B server (a cluster node): log offline and say
+    # how to sync later, or stop before training (exit 2)
+    on_no_network: Literal["offline", "error"] = "offline"
     project: str = "w2s-scale"
     entity: Optional[str] = None
     progress: bool = True
@@ -174,7 +178,8 @@ class ExperimentConfig(Strict):
         if not isinstance(data, dict):
             return data
         train = data.get("train") or {}
-        explicit = train.model_fields_set if isinstance(train, BaseModel) else set(train)
+        explicit = (train.model_fields_set if isinstance(train, BaseModel)
+                    else set(train) if isinstance(train, dict) else set())  # else pydantic says why
         return {**data, **{role: apply_train_defaults(data[role], explicit)
                            for role in ("weak", "strong") if role in data}}
 
@@ -195,19 +200,23 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _check_names(self) -> "ExperimentConfig":
-        from w2s_scale.losses import LOSSES
+        from w2s_scale.losses import LOSSES, check_params
         from w2s_scale.data.sources import DATASETS
 
         for i, loss in enumerate(self.losses):
             if loss.name not in LOSSES:
-                raise ValueError(f"losses.{i}.name: unknown loss {loss.name!r}; "
+                raise ValueError(f"losses.{i}.name: unknown loss {shorten(loss.name)}; "
                                  f"choose one of {sorted(LOSSES)}")
             unknown = set(loss.params) - set(LOSSES[loss.name].defaults)
             if unknown:
                 raise ValueError(f"losses.{i}.params: {sorted(unknown)} not accepted by "
                                  f"{loss.name}; accepted: {sorted(LOSSES[loss.name].defaults)}")
+            try:
+                check_params(loss.name, loss.params)
+            except ValueError as err:
+                raise ValueError(f"losses.{i}.params: {err}") from None
         if self.data.dataset not in DATASETS:
-            raise ValueError(f"data.dataset: unknown dataset {self.data.dataset!r}; "
+            raise ValueError(f"data.dataset: unknown dataset {shorten(self.data.dataset)}; "
                              f"choose one of {sorted(DATASETS)}")
         for role in ("weak", "strong"):
             train = train_for(self, getattr(self, role), field=f"{role}.train")
@@ -235,38 +244,95 @@ def train_for(cfg: ExperimentConfig, model: ModelConfig, field: str = "train") -
 
 def _one_line(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    # pydantic names the member of a Union it tried (params.radius.float): not part of the field
+    loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p not in ("", "float", "str", "int"))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key; check its spelling against the documented fields"
     elif first["type"] == "missing":
         msg = "required field is missing; add it to the config"
     elif "input" in first and first["type"] not in ("value_error",):
-        msg = f"{msg} (got {first['input']!r})"
+        msg = f"{msg} (got {shorten(first['input'])})"
     return f"{loc}: {msg}" if loc else msg
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.lr=1e-4' -> (['train', 'lr'], 1e-4); values are read as YAML."""
+    shown = shorten(text)
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: write it as key.path=value, e.g. train.lr=1e-4")
+        raise OverrideError(f"override {shown}: write it as key.path=value, e.g. train.lr=1e-4")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise OverrideError(f"override {shown}: the key before '=' has an empty part; write "
+                            f"key.path=value, e.g. train.lr=1e-4")
+    if not raw.strip():
+        return path, ""
+    try:
+        return path, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise OverrideError(f"override {shown}: the value is not valid YAML "
+                            f"({str(err).splitlines()[0]}); quote it as YAML text, e.g. --set '{key}=\"...\"'") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     raw = json.loads(json.dumps(raw))  # deep copy of plain data
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = raw
+        for depth, part in enumerate(path):
+            where = ".".join(path[:depth + 1])
+            last = depth == len(path) - 1
+            if isinstance(node, list):  # losses.0.params.radius=0.2
+                if not part.isdigit() or int(part) >= len(node):
+                    raise OverrideError(f"override {shorten(text)}: {where} is not an index of "
+                                        f"the {len(node)}-entry list {'.'.join(path[:depth])}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise OverrideError(f"override {shorten(text)}: {'.'.join(path[:depth])} is a "
+                                    f"value, not a section; set it directly")
+            if last:
+                current = node[part] if isinstance(node, list) else node.get(part)
+                if isinstance(current, dict) and not isinstance(value, dict):
+                    raise OverrideError(f"override {shorten(text)} would replace the whole section "
+                                        f"{where} with {shorten(value)}; set a field inside it, "
+                                        f"e.g. {where}.FIELD=VALUE")
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping of sections; every way it can fail is one line."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigFileError(f"config file {path} does not exist; pass an existing YAML file")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.y*ml"))[:3]
+        hint = f", e.g. {path / inside[0]}" if inside else ""
+        raise ConfigFileError(f"config file {path} is a folder; pass the YAML file itself{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"config file {path} is not a text file (not UTF-8); pass the "
+                              f"experiment's YAML file") from None
+    except OSError as err:
+        raise ConfigFileError(f"config file {path} cannot be read ({err.strerror}); check the "
+                              f"path and its permissions") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"config file {path} is not valid YAML: "
+                              f"{str(err).splitlines()[0]}") from None
+    if raw is None:
+        raise ConfigFileError(f"config file {path} is empty; write the experiment's sections "
+                              f"(name, data, weak, strong, ...)")
+    if not isinstance(raw, dict):
+        raise ConfigFileError(f"config file {path}: the top level is a {type(raw).__name__}, not a "
+                              f"mapping of sections (name:, data:, weak:, ...)")
     return raw
 
 
@@ -274,20 +340,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
                 raw: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read a YAML file (or a dict), apply `key=value` overrides, validate."""
     if raw is None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist; pass an existing YAML file") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: "
-                              f"{str(err).splitlines()[0]}") from None
+        raw = read_config_file(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+        raise ConfigFileError(f"config file {path}: expected a mapping of sections at the top level")
     raw = apply_overrides(raw, list(overrides))
     try:
-        return ExperimentConfig(**raw)
+        cfg = ExperimentConfig(**raw)
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
+    from w2s_scale.preflight import check_settings  # preflight imports this module
+
+    check_settings(cfg)
+    return cfg
 
 
 def to_yaml(model: BaseModel) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from w2s_scale.config import TrainConfig
+from w2s_scale.errors import DSConfigError, DSKeyError, DSTemplateError, RanksError, shorten  # noqa: F401
 
 # top-level keys DeepSpeed reads (deepspeed/runtime/config.py and its sub-configs)
 KNOWN_TOP_LEVEL = {
@@ -28,16 +29,42 @@ KNOWN_TOP_LEVEL = {
     "progressive_layer_drop", "curriculum_learning", "weight_quantization", "nebula",
     "dataloader_drop_last", "load_universal_checkpoint", "use_node_local_storage",
     "hybrid_engine", "sequence_parallel_size", "zenflow", "gradient_accumulation_dtype",
+    "bfloat16", "managed_gradient_accumulation", "disable_python_gc", "gradient_allreduce_op",
+    "log_level", "datastates_ckpt", "tensor_parallel", "expert_parallel",
 }
-KNOWN_PRECISION = {"enabled", "auto_cast", "loss_scale", "initial_scale_power", "loss_scale_window",
-                   "hysteresis", "consecutive_hysteresis", "min_loss_scale", "fp16_master_weights_and_grads",
-                   "immediate_grad_update", "check_grad_overflow", "bf16_master_weights_and_grads",
-                   "bf16_optimizer_states"}
+BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
 
-
-class DSConfigError(ValueError):
-    """A DeepSpeed config problem; one line naming the key and the fix."""
+# Sections DeepSpeed reads through pydantic models of its own (extra keys forbidden there, but
+# only once the engine starts): section -> (module, class).
+PYDANTIC_SECTIONS = {
+    "zero_optimization": ("deepspeed.runtime.zero.config", "DeepSpeedZeroConfig"),
+    "bf16": ("deepspeed.runtime.precision_config", "DeepSpeedBF16Config"),
+    "bfloat16": ("deepspeed.runtime.precision_config", "DeepSpeedBF16Config"),
+    "fp16": ("deepspeed.runtime.precision_config", "DeepSpeedFP16Config"),
+    "tensorboard": ("deepspeed.monitor.config", "TensorBoardConfig"),
+    "wandb": ("deepspeed.monitor.config", "WandbConfig"),
+    "csv_monitor": ("deepspeed.monitor.config", "CSVConfig"),
+    "comet": ("deepspeed.monitor.config", "CometConfig"),
+    "comms_logger": ("deepspeed.comm.config", "CommsLoggerConfig"),
+    "compile": ("deepspeed.compile.config", "CompileConfig"),
+    "hybrid_engine": ("deepspeed.runtime.config", "HybridEngineConfig"),
+    "tensor_parallel": ("deepspeed.runtime.tensor_parallel.config", "TPTrainingConfig"),
+}
+# Sections DeepSpeed reads key by key with .get() (a misspelt key is simply never read): their
+# keys are the string constants DeepSpeed declares for them, found by name prefix.
+CONSTANT_SECTIONS = {
+    "activation_checkpointing": ("deepspeed.runtime.activation_checkpointing.config", "ACT_CHKPT_"),
+    "flops_profiler": ("deepspeed.profiling.constants", "FLOPS_PROFILER_"),
+    "aio": ("deepspeed.runtime.swap_tensor.constants", "AIO_"),
+    "torch_autocast": ("deepspeed.runtime.constants", "TORCH_AUTOCAST_"),
+    "data_types": ("deepspeed.runtime.constants", ("GRAD_ACCUM_DTYPE", "PARAM_DTYPE", "BUFFER_DTYPE",
+                                                   "KEEP_IN_FP32_MODULES")),
+    "checkpoint": ("deepspeed.runtime.constants", ("CHECKPOINT_TAG_VALIDATION", "LOAD_UNIVERSAL_CHECKPOINT",
+                                                   "USE_NODE_LOCAL_STORAGE_CHECKPOINT",
+                                                   "CHECKPOINT_PARALLEL_WRITE")),
+    "timers": ("deepspeed.utils.config", ("TIMERS_THROUGHPUT",)),
+}
 
 
 def _suggest(key: str, known: set[str]) -> str:
@@ -45,56 +72,142 @@ def _suggest(key: str, known: set[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else "; remove it or check DeepSpeed's docs"
 
 
-def validate(ds: dict[str, Any], source: str = "ds_config") -> None:
-    """Reject keys DeepSpeed would silently ignore, with the closest known key."""
+def _constant_keys(module: str, names) -> set[str]:
+    import importlib
+
+    mod = importlib.import_module(module)
+    if isinstance(names, str):  # a prefix: every string constant under it but the defaults
+        names = [n for n in vars(mod) if n.startswith(names) and not n.endswith(("_DEFAULT", "_FORMAT"))]
+    return {v for n in names if isinstance(v := getattr(mod, n, None), str)}
+
+
+def _submodel(model, key: str):
+    """The pydantic model a field of `model` holds (offload_param -> its config), if any."""
+    from pydantic import BaseModel
+
+    field = model.model_fields.get(key) or next(
+        (f for f in model.model_fields.values() if f.alias == key), None)
+    ann = getattr(field, "annotation", None)
+    inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return inner[0] if inner else None
+
+
+def _unknown_key(model, values: dict[str, Any], where: str) -> str | None:
+    """The first key of `values` (nested sections too) that `model` does not declare. Checked by
+    name: DeepSpeed's models drop "auto" values before validating, unknown keys with them."""
+    known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+    for key, value in values.items():
+        if key not in known:
+            return f"{where}.{str(key)[:80]}: unknown key{_suggest(str(key), known)}"
+        sub = _submodel(model, key)
+        if sub is not None and isinstance(value, dict):
+            problem = _unknown_key(sub, value, f"{where}.{key}")
+            if problem:
+                return problem
+    return None
+
+
+def _pydantic_problem(section: str, values: dict[str, Any]) -> str | None:
+    """The first problem DeepSpeed's own model of `section` finds: an unknown key, else a value
+    it rejects ("auto" values are filled by build())."""
+    import importlib
+
+    from pydantic import ValidationError
+
+    module, name = PYDANTIC_SECTIONS[section]
+    model = getattr(importlib.import_module(module), name)
+    unknown = _unknown_key(model, values, section)
+    if unknown:
+        return unknown
+    try:
+        model(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{section}.{where}: {first['msg']} (got {shorten(first.get('input'))})"
+    return None
+
+
+def validate(ds: Any, source: str = "ds_config") -> None:
+    """Reject keys DeepSpeed would silently ignore, in every section whose keys DeepSpeed declares,
+    with the closest known key; and values DeepSpeed's own config models reject."""
+    if not isinstance(ds, dict):
+        raise DSTemplateError(f"{source}: the DeepSpeed config is a JSON {type(ds).__name__}, not an "
+                              f"object of settings; see ds_configs/zero3.json")
     for key in ds:
         if key not in KNOWN_TOP_LEVEL:
-            raise DSConfigError(f"{source}: unknown DeepSpeed key {key!r}{_suggest(key, KNOWN_TOP_LEVEL)}")
-    for section in ("bf16", "fp16"):
-        for key in ds.get(section, {}) or {}:
-            if key not in KNOWN_PRECISION:
-                raise DSConfigError(f"{source}: unknown key {section}.{key!r}{_suggest(key, KNOWN_PRECISION)}")
-    zero = ds.get("zero_optimization")
-    if zero:
-        from pydantic import ValidationError
-        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
-
-        try:
-            DeepSpeedZeroConfig(**zero)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            known = set(DeepSpeedZeroConfig.model_fields) | {
-                f.alias for f in DeepSpeedZeroConfig.model_fields.values() if f.alias}
-            hint = _suggest(str(first["loc"][-1]), known) if first["type"] == "extra_forbidden" else ""
-            raise DSConfigError(f"{source}: zero_optimization.{where}: {first['msg']}{hint}") from None
+            raise DSKeyError(f"{source}: unknown DeepSpeed key {shorten(key)}{_suggest(key, KNOWN_TOP_LEVEL)}")
     for section in ("optimizer", "scheduler"):
         if section in ds:
-            raise DSConfigError(f"{source}: remove the {section!r} section; w2s-scale builds the "
-                                f"optimizer and schedule from train.lr / train.schedule")
+            raise DSKeyError(f"{source}: remove the {section!r} section; w2s-scale builds the "
+                             f"optimizer and schedule from train.lr / train.schedule")
+    for section, values in ds.items():
+        if section not in PYDANTIC_SECTIONS and section not in CONSTANT_SECTIONS:
+            continue
+        if not isinstance(values, dict):
+            raise DSKeyError(f"{source}: {section} is {shorten(values)}, not a JSON object of "
+                             f"settings; write it as \"{section}\": {{...}}")
+        if section in PYDANTIC_SECTIONS:
+            problem = _pydantic_problem(section, values)
+            if problem:
+                raise DSKeyError(f"{source}: {problem}")
+            continue
+        known = _constant_keys(*CONSTANT_SECTIONS[section])
+        for key in values:
+            if key not in known:
+                raise DSKeyError(f"{source}: {section}.{str(key)[:80]}: unknown key{_suggest(key, known)}")
+        if section == "timers" and isinstance(values.get("throughput"), dict):
+            from pydantic import ValidationError
+            from deepspeed.utils.config import DeepSpeedThroughputTimerConfig as Throughput
+
+            try:
+                Throughput(**values["throughput"])
+            except ValidationError as err:
+                first = err.errors()[0]
+                raise DSKeyError(f"{source}: timers.throughput.{first['loc'][-1]}: "
+                                 f"{first['msg']}") from None
 
 
 def load_template(path: str | Path) -> dict[str, Any]:
+    """A DeepSpeed JSON template: a path, or the name of one in ds_configs/."""
     path = Path(path)
     if not path.exists() and (DS_CONFIG_DIR / path.name).exists():
         path = DS_CONFIG_DIR / path.name
+    shipped = sorted(p.name for p in DS_CONFIG_DIR.glob("*.json"))
+    if not path.exists():
+        raise DSTemplateError(f"train.ds_config: {path} does not exist; use one of {shipped} or "
+                              f"a path to your own JSON")
+    if path.is_dir():
+        raise DSTemplateError(f"train.ds_config: {path} is a folder; give the JSON file itself "
+                              f"(e.g. one of {shipped})")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DSConfigError(f"train.ds_config: {path} does not exist; use one of "
-                            f"{sorted(p.name for p in DS_CONFIG_DIR.glob('*.json'))}") from None
+        template = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DSTemplateError(f"train.ds_config: {path} is not a text file; give a DeepSpeed "
+                              f"JSON config") from None
+    except OSError as err:
+        raise DSTemplateError(f"train.ds_config: {path} cannot be read ({err.strerror})") from None
     except json.JSONDecodeError as err:
-        raise DSConfigError(f"train.ds_config: {path} is not valid JSON ({err.msg} at line "
-                            f"{err.lineno}); fix the file") from None
+        raise DSTemplateError(f"train.ds_config: {path} is not valid JSON ({err.msg} at line "
+                              f"{err.lineno}); fix the file") from None
+    if not isinstance(template, dict):
+        raise DSTemplateError(f"train.ds_config: {path} holds a JSON {type(template).__name__}, not "
+                              f"an object of DeepSpeed settings; see ds_configs/zero3.json")
+    return template
 
 
 def accumulation_steps(train: TrainConfig, world_size: int) -> int:
+    if world_size < 1:
+        raise RanksError(f"--nproc / launch.nproc: {world_size} ranks; give a positive number of ranks")
     per_step = train.micro_batch_size * world_size
     if train.batch_size % per_step:
-        raise DSConfigError(
-            f"train.batch_size: {train.batch_size} is not divisible by micro_batch_size "
-            f"{train.micro_batch_size} x {world_size} ranks; choose a batch size that is a "
-            f"multiple of {per_step} or another micro_batch_size")
+        # batch_size is a multiple of micro_batch_size (TrainConfig checks it): the ranks are at fault
+        micro_steps = train.batch_size // train.micro_batch_size
+        fits = [n for n in range(1, micro_steps + 1) if micro_steps % n == 0][:6]
+        raise RanksError(
+            f"--nproc / launch.nproc (under Slurm: nodes x GPUs): {world_size} ranks cannot share train.batch_size "
+            f"{train.batch_size} in micro-batches of {train.micro_batch_size}; use {fits} ranks, "
+            f"or a train.batch_size that is a multiple of {per_step}")
     return train.batch_size // per_step
 
 
@@ -115,7 +228,7 @@ def default_template(train: TrainConfig) -> dict[str, Any]:
 def build(train: TrainConfig, dtype: str, world_size: int,
           template: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Resolve a DeepSpeed config: template values win unless they are "auto"."""
-    source = train.ds_config or "ds_config"
+    source = f"train.ds_config ({train.ds_config})" if train.ds_config else "ds_config"
     if template is None:
         template = load_template(train.ds_config) if train.ds_config else default_template(train)
     validate(template, source)
@@ -137,8 +250,12 @@ def build(train: TrainConfig, dtype: str, world_size: int,
                 ds[key] = value
     for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
         if key in ds and ds[key] != filled[key]:
-            raise DSConfigError(f"{source}: {key} is {ds[key]} but train settings give "
+            raise DSConfigError(f"{source}: {key} is {shorten(ds[key])} but train settings give "
                                 f"{filled[key]}; set it to \"auto\" so batch sizes are stated once")
+    missing = [k for k in BATCH_KEYS if k not in ds]
+    if missing:  # DeepSpeed would derive them from what is there, or stop with an assertion
+        raise DSTemplateError(f"{source}: lacks {', '.join(missing)}; add them as "
+                              f"\"auto\" so they come from the train section")
     for section, wanted in (("bf16", dtype == "bf16"), ("fp16", dtype == "fp16")):
         if isinstance(ds.get(section), dict) and ds[section].get("enabled") == "auto":
             ds[section]["enabled"] = wanted

@@ -22,7 +22,8 @@ from w2s_scale import ds_config as dsc
 from w2s_scale.config import ConfigError, LossConfig, ModelConfig, TrainConfig
 from w2s_scale.data.batching import (TokenizedSet, collate, eval_batches, global_batches,
                                      rank_micro_batches, steps_per_epoch)
-from w2s_scale.losses import LOSSES, GlobalBatchStats, compute_loss
+from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss, label_logodds_mean,
+                              needs_global_stats, resolve_params)
 from w2s_scale.models import build_classifier
 
 
@@ -119,6 +120,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
 # --- checkpoints -------------------------------------------------------------------------------
 
 LATEST = "latest_step"
+DS_LATEST = "latest"  # DeepSpeed's own pointer: its tools (zero_to_fp32.py) read it when no tag is given
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Optional[str]:
@@ -126,30 +128,35 @@ def latest_checkpoint(ckpt_dir: Path) -> Optional[str]:
     return marker.read_text().strip() if marker.exists() else None
 
 
-def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int) -> None:
-    """Every rank writes its shard; only when all are done does rank 0 point `latest_step` at
-    the new tag (atomically), so a crash mid-save leaves the previous checkpoint in force."""
+def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int,
+                    history: Optional[PredictionHistory] = None) -> None:
+    """Every rank writes its shard; only when all are done does rank 0 point `latest_step` (and
+    DeepSpeed's `latest`) at the new tag (atomically), so a crash mid-save leaves the previous
+    checkpoint in force.
+    `history`: the losses' rolling prediction buffer, resumed with the weights."""
     tag = f"step{step}"
-    eng.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step},
-                               save_latest=False)
+    client = {"step": step, "prediction_history": history.state() if history else []}
+    eng.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client, save_latest=False)
     dist.barrier()
     if dist.is_main():
-        tmp = ckpt_dir / f".{LATEST}.tmp"
-        tmp.write_text(tag)
-        os.replace(tmp, ckpt_dir / LATEST)
+        for pointer in (DS_LATEST, LATEST):  # ours last: it is what a resume trusts
+            tmp = ckpt_dir / f".{pointer}.tmp"
+            tmp.write_text(tag)
+            os.replace(tmp, ckpt_dir / pointer)
         by_age = sorted(ckpt_dir.glob("step*"), key=lambda p: int(p.name[4:]))
         for old in by_age[:-eng.train_cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
 
 
-def load_checkpoint(eng: Engine, ckpt_dir: Path) -> int:
+def load_checkpoint(eng: Engine, ckpt_dir: Path) -> tuple[int, PredictionHistory]:
+    """The step to continue from and the prediction buffer as it was then."""
     tag = latest_checkpoint(ckpt_dir)
     if tag is None:
-        return 0
+        return 0, PredictionHistory()
     _, client = eng.engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
                                            load_lr_scheduler_states=True)
-    return int(client["step"])
+    return int(client["step"]), PredictionHistory(client.get("prediction_history", []))
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -162,15 +169,27 @@ def _forward(eng: Engine, data: TokenizedSet, rows: np.ndarray) -> tuple[torch.T
 
 
 def _global_stats(eng: Engine, data: TokenizedSet, micro: list[np.ndarray], batch: np.ndarray,
-                  targets: np.ndarray) -> GlobalBatchStats:
+                  targets: np.ndarray, history: PredictionHistory) -> GlobalBatchStats:
     """The student's predictions over the whole global batch (all ranks, all accumulation
-    steps), from a no-grad pass before the step: losses such as logconf take a quantile over
-    the global batch, exactly as the reference does over its one-device batch."""
+    steps), from a no-grad pass before the step, put in the global batch's own order: losses
+    such as logconf take a quantile over the global batch, exactly as the reference does over
+    its one-device batch; logconf_eleuther's buffer runs through the batch in that order."""
     with torch.no_grad():
         probs0 = torch.cat([torch.softmax(_forward(eng, data, rows)[0].float(), -1)[:, 0]
                             for rows in micro]).cpu()
-    return GlobalBatchStats(probs0=dist.all_gather_tensor(probs0),
-                            target_mean1=float(targets[batch, 1].mean()))
+    gathered = dist.all_gather_tensor(probs0)
+    rows = dist.all_gather_tensor(torch.as_tensor(np.concatenate(micro), dtype=torch.long))
+    in_order = torch.empty_like(gathered)
+    in_order[torch.as_tensor(_positions(batch, rows.numpy()))] = gathered
+    y1 = torch.as_tensor(targets[batch, 1], dtype=torch.float64)
+    return GlobalBatchStats(probs0=in_order, target_mean1=float(y1.mean()),
+                            target_logodds_mean1=label_logodds_mean(y1), history0=history.values)
+
+
+def _positions(batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Where each of `rows` stands in the global batch (a batch never repeats an example)."""
+    where = {int(r): i for i, r in enumerate(batch)}
+    return np.array([where[int(r)] for r in rows], dtype=np.int64)
 
 
 def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig, seed: int,
@@ -178,10 +197,13 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
     """Train on `data` against soft `targets` [N, 2]; resumes from `ckpt_dir` if a checkpoint
     exists there; raises RunStopped after checkpointing if a stop signal arrives."""
     train_cfg = eng.train_cfg
-    spec = LOSSES[loss.name]
+    with_stats = needs_global_stats(loss.name, loss.params)
+    params = resolve_params(loss.name, loss.params, targets)  # e.g. radius: midweak -> a number
+    if params != dict(loss.params):
+        tracker.log({"event": "loss_params", "loss": loss.name, "resolved": params})
     accumulation = eng.ds_config["gradient_accumulation_steps"]
     per_epoch = steps_per_epoch(len(data), train_cfg.batch_size)
-    start = load_checkpoint(eng, ckpt_dir)
+    start, history = load_checkpoint(eng, ckpt_dir)
     if start:
         tracker.log({"event": "resumed", "step": start, "checkpoint": latest_checkpoint(ckpt_dir)})
     lengths = data.lengths
@@ -196,18 +218,21 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
         batch = batches_of_epoch[epoch][step % per_epoch]
         micro = rank_micro_batches(batch, dist.rank(), dist.world_size(), accumulation)
         t0 = time.perf_counter()
-        stats = _global_stats(eng, data, micro, batch, targets) if spec.needs_global_stats else None
+        stats = _global_stats(eng, data, micro, batch, targets, history) if with_stats else None
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, agreement, examples, tokens
         for rows in micro:
             logits, n_tokens = _forward(eng, data, rows)
             target = torch.as_tensor(targets[rows], dtype=torch.float32, device=logits.device)
             value = compute_loss(loss.name, logits.float(), target, step / eng.total_steps,
-                                 stats, loss.params)
+                                 stats and stats.for_positions(_positions(batch, rows)), params,
+                                 step=step)
             eng.engine.backward(value)
             eng.engine.step()
             agree = (logits.argmax(-1) == target.argmax(-1)).sum().item()
             totals += torch.tensor([value.item() * len(rows), agree, len(rows), n_tokens],
                                    dtype=torch.float64)
+        if stats is not None:
+            history.push(stats.probs0)
         totals = dist.all_reduce_sum(totals)
         elapsed = time.perf_counter() - t0
         record = {"event": "train", "step": step + 1, "epoch": epoch,
@@ -219,13 +244,13 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
         bar.update(1, loss=record["loss"], acc=record["agreement"], ex_s=record["examples_per_s"])
         done = step + 1
         if dist.any_rank(stop.requested):
-            save_checkpoint(eng, ckpt_dir, done)
+            save_checkpoint(eng, ckpt_dir, done, history)
             tracker.log({"event": "stopped", "step": done, "signal": stop.signal_name})
             bar.close()
             raise RunStopped(f"stopped by {stop.signal_name or 'a signal'} after step {done}; "
                              f"checkpoint saved, rerun the same command to resume")
         if train_cfg.checkpoint_every and done % train_cfg.checkpoint_every == 0 and done < eng.total_steps:
-            save_checkpoint(eng, ckpt_dir, done)
+            save_checkpoint(eng, ckpt_dir, done, history)
     bar.close()
 
 

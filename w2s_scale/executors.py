@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 import yaml
 
 from w2s_scale import slurm
-from w2s_scale.config import ConfigError, train_for
+from w2s_scale.config import ConfigError
 from w2s_scale.results import atomic_write
 from w2s_scale.sweep import (Resources, SweepConfig, SweepRun, describe, disk_state,
                              resources_text, sweep_dir)
@@ -82,30 +82,17 @@ def slurm_world_size(cfg: SweepConfig, run: SweepRun) -> int:
     return run.resources.nodes * ranks_per_node(cfg, run.resources)
 
 
-def preflight(cfg: SweepConfig, runs: list[SweepRun], world_size) -> None:
-    """What can fail on bad input, before anything starts: DeepSpeed configs for each run's
-    world size, model configs and tokenizers, the data splits."""
-    from w2s_scale import ds_config
-    from w2s_scale.data.splits import make_splits
-    from w2s_scale.models import load_hf_config, load_tokenizer
+def preflight(cfg: SweepConfig, runs: list[SweepRun], world_size, local: bool = True) -> None:
+    """What can fail on bad input, before anything starts (see w2s_scale/preflight.py)."""
+    from w2s_scale.preflight import preflight_runs
 
-    checked = set()
-    for run in runs:
-        world = world_size(run)
-        if (run.plan.model.short_name, world) not in checked:
-            ds_config.build(train_for(run.experiment, run.plan.model), run.plan.model.dtype, world)
-            checked.add((run.plan.model.short_name, world))
-    for model in {r.plan.model.short_name: r.plan.model for r in runs}.values():
-        load_hf_config(model)
-        load_tokenizer(model)
-    for data in {r.dataset: r.experiment.data for r in runs}.values():
-        make_splits(data, cfg.seeds[0])
+    preflight_runs(cfg, runs, world_size, local)
 
 
-def run_command(config: Path, run: SweepRun) -> list[str]:
+def run_command(config: Path, run: SweepRun, redo: bool = False) -> list[str]:
     """The w2s arguments that carry out one run (each rank runs them)."""
     # --run-key, not --run: the launchers' parsers would take --run for their --run-path
-    return ["run", f"--config={config}", f"--run-key={run.key}"]
+    return ["run", f"--config={config}", f"--run-key={run.key}"] + (["--redo"] if redo else [])
 
 
 # --- local ---------------------------------------------------------------------------------------
@@ -121,18 +108,21 @@ def _tee(cmd: list[str], log: Path) -> int:
         return proc.wait()
 
 
-def execute_local(cfg: SweepConfig, runs: list[SweepRun], launcher: str, nproc: int) -> int:
-    """Every missing run, one after another, each in its own process under `launcher` with
-    `nproc` ranks; a run whose dependency failed is skipped. Returns the number not done."""
+def execute_local(cfg: SweepConfig, runs: list[SweepRun], launcher: str, nproc: int,
+                  redo: bool = False) -> int:
+    """Every missing run (every run with `redo`: each replaces its complete predecessor only
+    once it is complete itself), one after another, each in its own process under `launcher`
+    with `nproc` ranks; a run whose dependency failed is skipped. Returns the number not done."""
     config = snapshot(cfg)
     book = JobBook(cfg)
     failed: set[str] = set()
     for run in runs:
         state = disk_state(run)
-        if state == "done":
+        if state == "done" and not redo:
             continue
-        if state == "conflict":
-            say(f"{run.key}: finished earlier with other settings; change `name` or `results_dir`")
+        if state == "conflict" and not redo:
+            say(f"{run.key}: finished earlier with other settings; change `name` or `results_dir`, "
+                f"or pass --redo to replace it")
             failed.add(run.key)
             continue
         bad = [d for d in run.deps if d in failed]
@@ -142,7 +132,7 @@ def execute_local(cfg: SweepConfig, runs: list[SweepRun], launcher: str, nproc: 
             failed.add(run.key)
             continue
         log = log_path(cfg, run, "log")
-        cmd = [sys.executable, "-m", "w2s_scale.cli", *run_command(config, run),
+        cmd = [sys.executable, "-m", "w2s_scale.cli", *run_command(config, run, redo),
                f"--launcher={launcher}", f"--nproc={nproc}"]
         say(f"{run.key}: {'resuming' if state == 'partial' else 'starting'} "
             f"({nproc} rank(s), {launcher}; log {log})")
@@ -181,10 +171,10 @@ def sbatch_options(cfg: SweepConfig, run: SweepRun, log: Path, extra: Iterable[s
     return opts + list(res.sbatch) + list(extra)
 
 
-def script_args(cfg: SweepConfig, run: SweepRun, config: Path) -> list[str]:
+def script_args(cfg: SweepConfig, run: SweepRun, config: Path, redo: bool = False) -> list[str]:
     return [f"--launcher={node_launcher(cfg, run)}",
             f"--nproc-per-node={ranks_per_node(cfg, run.resources)}", f"--rdzv={run.resources.rdzv}",
-            "--", *run_command(config, run)]
+            "--", *run_command(config, run, redo)]
 
 
 def submit_env() -> dict[str, str]:
@@ -202,7 +192,7 @@ def _shell(cmd: list[str]) -> str:
 
 
 def submit_slurm(cfg: SweepConfig, runs: list[SweepRun], extra: Iterable[str] = (),
-                 dry_run: bool = False, report_job: bool = True) -> dict[str, str]:
+                 dry_run: bool = False, report_job: bool = True, redo: bool = False) -> dict[str, str]:
     """Submit every run that is neither done nor queued/running, each depending (afterok) on the
     jobs of its dependencies that are not done yet. Returns {run key: job id} of the runs that
     have a live or new job. Dry run: prints the sbatch commands instead (job ids as <key>)."""
@@ -216,10 +206,10 @@ def submit_slurm(cfg: SweepConfig, runs: list[SweepRun], extra: Iterable[str] = 
     new = []
     for run in runs:
         state = disk_state(run)
-        if state == "done":
+        if state == "done" and not redo:
             continue
-        if state == "conflict":
-            say(f"{run.key}: finished earlier with other settings; not submitted")
+        if state == "conflict" and not redo:
+            say(f"{run.key}: finished earlier with other settings; not submitted (--redo replaces it)")
             continue
         entry = recorded[run.key]
         if entry and entry.get("executor") == "slurm":
@@ -235,7 +225,7 @@ def submit_slurm(cfg: SweepConfig, runs: list[SweepRun], extra: Iterable[str] = 
         deps = [job_of[d] for d in run.deps if d in job_of]
         log = log_path(cfg, run, "%j.out")
         options = sbatch_options(cfg, run, log, extra)
-        args = script_args(cfg, run, config)
+        args = script_args(cfg, run, config, redo)
         if dry_run:
             dep = f" --dependency=afterok:{':'.join(deps)} --kill-on-invalid-dep=yes" if deps else ""
             print(f"  sbatch {_shell(options)}{dep} {RUN_SCRIPT.relative_to(REPO)} {_shell(args)}")
@@ -321,7 +311,7 @@ def sweep_status(cfg: SweepConfig, runs: list[SweepRun]) -> list[RunStatus]:
             continue
         if state == "conflict":
             out.append(RunStatus(run, "conflict", f"{run.plan.dir} holds a run finished with other "
-                                                  f"settings; change `name` or `results_dir`, or delete it"))
+                                                  f"settings; change `name` or `results_dir`, or pass --redo"))
             continue
         resume = " (resumes from its checkpoint)" if state == "partial" else ""
         if entry is None:

@@ -10,9 +10,14 @@ micro-batches (ranks x accumulation steps), averages the micro-batch losses and 
 one device on the whole batch exactly when each loss is ``mean_i l_i`` and ``l_i`` depends on the rest
 of the batch only through :class:`GlobalBatchStats`. That holds here:
 
-* xent, product, kl, entropy: ``l_i`` depends on example ``i`` alone.
+* xent, product, kl, entropy, entropy_min: ``l_i`` depends on example ``i`` alone (entropy with
+  ``balance_batch`` also on the global batch's mean label log-odds, from ``stats``).
 * logconf: ``l_i`` depends on the batch through the hardening threshold, which is taken from
   ``stats`` (the student's ``p[:, 0]`` and the mean weak label over the WHOLE global batch).
+* logconf_eleuther: example ``i``'s threshold is a quantile over a rolling buffer: the
+  predictions of earlier steps (``stats.history0``) followed by the global batch's own up to and
+  including position ``i`` in the global batch's fixed order (``stats.positions``), so it does not
+  depend on how the batch is cut over ranks and accumulation steps.
 * window: the mask uses example ``i``'s own prediction, and the masked sum is divided by ``B`` (not by
   the number of qualifying examples), so ``l_i = 1[max p_i < 0.5 + r] * CE_i``. Dividing by the
   qualifying count would weight micro-batches unequally and break the equivalence. EleutherAI also
@@ -26,6 +31,7 @@ forward; only an example lying exactly on the threshold could then flip.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -33,10 +39,16 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "GlobalBatchStats", "LossSpec", "LOSSES", "compute_loss", "gather_global_stats",
-    "logconf_coef", "logconf_threshold", "xent_loss", "product_loss", "logconf_loss",
-    "entropy_loss", "window_loss", "kl_loss",
+    "GlobalBatchStats", "LossSpec", "LOSSES", "PredictionHistory", "compute_loss",
+    "gather_global_stats", "label_logodds_mean", "needs_global_stats", "resolve_params",
+    "logconf_coef", "logconf_threshold", "xent_loss", "product_loss", "logconf_loss", "logconf_eleuther_loss",
+    "entropy_loss", "entropy_min_loss", "window_loss", "kl_loss",
 ]
+
+# EleutherAI's label log-odds use this epsilon (balance_batch)
+_LOGODDS_EPS = 1e-7
+# the longest rolling buffer logconf_eleuther may ask for (the history kept across steps)
+MAX_BUFFER = 4096
 
 
 @dataclass(frozen=True)
@@ -45,12 +57,43 @@ class GlobalBatchStats:
 
     probs0: torch.Tensor  # [N] the student's own p[:, 0] for all N examples (detached)
     target_mean1: float   # mean of soft targets[:, 1] over the global batch
+    # mean over the global batch of log(y1 + eps) - log(1 - y1 + eps) (EleutherAI's balance_batch)
+    target_logodds_mean1: float = 0.0
+    # p[:, 0] of the examples of EARLIER optimizer steps, oldest first (logconf_eleuther's buffer)
+    history0: Optional[torch.Tensor] = None
+    # positions in the global batch (its fixed order) of the examples a loss call sees; None:
+    # the call sees the whole global batch in order
+    positions: Optional[torch.Tensor] = None
 
     @classmethod
-    def from_batch(cls, logits: torch.Tensor, targets: torch.Tensor) -> "GlobalBatchStats":
+    def from_batch(cls, logits: torch.Tensor, targets: torch.Tensor,
+                   history0: Optional[torch.Tensor] = None) -> "GlobalBatchStats":
         """Stats of one local batch (what a single device on the whole batch would use)."""
         probs0 = torch.softmax(logits.detach().float(), dim=-1)[:, 0]
-        return cls(probs0=probs0, target_mean1=float(_two_col(targets)[:, 1].mean()))
+        y1 = _two_col(targets)[:, 1]
+        return cls(probs0=probs0, target_mean1=float(y1.mean()),
+                   target_logodds_mean1=label_logodds_mean(y1), history0=history0)
+
+    def for_positions(self, positions: Sequence[int] | torch.Tensor) -> "GlobalBatchStats":
+        """The same stats for a loss call on the examples at these global-batch positions."""
+        return dataclasses.replace(self, positions=torch.as_tensor(positions, dtype=torch.long))
+
+
+class PredictionHistory:
+    """The student's p[:, 0] over the last optimizer steps (global batches, in order): the rolling
+    buffer of logconf_eleuther. Every rank holds the same copy (it is built from gathered
+    predictions) and it is saved in checkpoints, so a resumed run continues it exactly."""
+
+    def __init__(self, values: Sequence[float] = (), capacity: int = MAX_BUFFER):
+        self.capacity = capacity
+        self.values = torch.tensor(list(values)[-capacity:], dtype=torch.float32)
+
+    def push(self, probs0: torch.Tensor) -> None:
+        new = probs0.detach().float().cpu().reshape(-1)
+        self.values = torch.cat([self.values, new])[-self.capacity:]
+
+    def state(self) -> list[float]:
+        return self.values.tolist()
 
 
 def gather_global_stats(probs0_parts: Sequence[torch.Tensor] | torch.Tensor,
@@ -70,7 +113,8 @@ def gather_global_stats(probs0_parts: Sequence[torch.Tensor] | torch.Tensor,
     y1 = torch.cat([_two_col(t)[:, 1] for t in targets_parts])
     all_p0 = distributed.all_gather_tensor(probs0)
     all_y1 = distributed.all_gather_tensor(y1)
-    return GlobalBatchStats(probs0=all_p0.detach(), target_mean1=float(all_y1.double().mean()))
+    return GlobalBatchStats(probs0=all_p0.detach(), target_mean1=float(all_y1.double().mean()),
+                            target_logodds_mean1=label_logodds_mean(all_y1))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -82,6 +126,28 @@ def _two_col(targets: torch.Tensor) -> torch.Tensor:
     if targets.dim() != 2 or targets.shape[1] != 2:
         raise ValueError(f"targets must be [B, 2] (or [B]); got shape {tuple(targets.shape)}")
     return targets
+
+
+def _logodds(y1: torch.Tensor) -> torch.Tensor:
+    return torch.log(y1 + _LOGODDS_EPS) - torch.log(1 - y1 + _LOGODDS_EPS)
+
+
+def label_logodds_mean(y1: torch.Tensor) -> float:
+    """Mean log-odds of soft labels p(class 1), EleutherAI's balance_batch centre."""
+    return float(_logodds(torch.as_tensor(y1).double()).mean())
+
+
+def _balanced(y: torch.Tensor, logodds_mean1: float) -> torch.Tensor:
+    """EleutherAI's balance_batch: labels' log-odds centred on the (global) batch mean."""
+    y1 = torch.sigmoid(_logodds(y[:, 1]) - logodds_mean1)
+    return torch.stack([1.0 - y1, y1], dim=1)
+
+
+def _eleuther_coef(step: int, aux_coef: float, warmup_steps: float) -> float:
+    """EleutherAI's warm-up: linear over optimizer steps (its Trainer's global_step, from 0)."""
+    if warmup_steps <= 0:
+        return float(aux_coef)
+    return float(aux_coef) * min(1.0, float(step) / float(warmup_steps))
 
 
 def _prep(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,17 +164,27 @@ def _soft_ce(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * logp).sum(dim=-1)
 
 
-def logconf_coef(step_frac: float, aux_coef: float = 0.5, warmup_frac: float = 0.1) -> float:
-    """aux_coef * min(1, step_frac / warmup_frac), per our notes.
+WARMUPS = ("linear", "reference")
 
-    NOTE: the reference (openai/weak-to-strong) uses ``step_frac`` itself during warm-up
-    (``coef = aux_coef * (1 if step_frac > warmup_frac else step_frac)``), i.e. at most
-    aux_coef * warmup_frac before jumping to aux_coef; we follow the notes' linear ramp instead
-    (the same ramp EleutherAI uses, there in steps).
+
+def logconf_coef(step_frac: float, aux_coef: float = 0.5, warmup_frac: float = 0.1,
+                 warmup: str = "linear") -> float:
+    """The auxiliary weight at ``step_frac``.
+
+    ``linear`` (default): aux_coef * min(1, step_frac / warmup_frac), a ramp to aux_coef.
+    ``reference``: what openai/weak-to-strong computes,
+    ``aux_coef * (1 if step_frac > warmup_frac else step_frac)``: at most aux_coef * warmup_frac
+    during warm-up, then a jump to aux_coef (configs/reference/ use it; docs/reference.md says
+    why linear stays the default).
     """
+    if warmup not in WARMUPS:
+        raise ValueError(f"warmup must be one of {WARMUPS}; got {warmup!r}")
+    step_frac = max(0.0, float(step_frac))
+    if warmup == "reference":
+        return float(aux_coef) * (1.0 if step_frac > float(warmup_frac) else step_frac)
     if warmup_frac <= 0:
         return float(aux_coef)
-    return float(aux_coef) * min(1.0, max(0.0, float(step_frac)) / float(warmup_frac))
+    return float(aux_coef) * min(1.0, step_frac / float(warmup_frac))
 
 
 def logconf_threshold(probs0: torch.Tensor, target_mean1: float) -> torch.Tensor:
@@ -146,7 +222,7 @@ def product_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float =
 
 def logconf_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
                  stats: Optional[GlobalBatchStats] = None, aux_coef: float = 0.5,
-                 warmup_frac: float = 0.1) -> torch.Tensor:
+                 warmup_frac: float = 0.1, warmup: str = "linear") -> torch.Tensor:
     """Auxiliary confidence loss (Burns et al.): CE against (1-coef)*y + coef*hardened(p).
 
     threshold = quantile of the student's p[:, 0] at q = mean of y[:, 1], both over the GLOBAL batch
@@ -154,7 +230,7 @@ def logconf_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
     hardened = [1, 0] where p0 >= threshold else [0, 1] (the reference's semantics).
     """
     z, y = _prep(logits, targets)
-    coef = logconf_coef(step_frac, aux_coef, warmup_frac)
+    coef = logconf_coef(step_frac, aux_coef, warmup_frac, warmup)
     logp = F.log_softmax(z, dim=-1)
     p0 = logp.detach().exp()[:, 0]
     if stats is None:
@@ -167,26 +243,82 @@ def logconf_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
     return _soft_ce(logp, target).mean()
 
 
-def entropy_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
-                 stats: Optional[GlobalBatchStats] = None, aux_coef: float = 0.5,
-                 warmup_frac: float = 0.1, detached_target: bool = False) -> torch.Tensor:
-    """logconf with the student's soft, unhardened predictions (EleutherAI's "entropy").
+def logconf_eleuther_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
+                          stats: Optional[GlobalBatchStats] = None, step: int = 0,
+                          aux_coef: float = 0.5, warmup_steps: float = 100,
+                          buffer_size: float = 32, balance_batch: float = 0,
+                          batch_prior: float = 0) -> torch.Tensor:
+    """EleutherAI's logconf: CE against (1-coef)*y + coef*hardened(p), hardened by a threshold
+    taken from a ROLLING BUFFER of the student's last ``buffer_size`` predictions.
 
-    Value: CE(p, (1-coef)*y + coef*p) = (1-coef)*CE(y, p) + coef*H(p).
-    EleutherAI builds the target with p detached; then the aux term has ZERO gradient
-    (d/dz CE(stopgrad(p), softmax z) = p - p = 0), so the loss trains exactly like xent scaled by
-    (1-coef). By default we write it as (1-coef)*CE(y, p) + coef*H(p) with gradient through H, i.e.
-    entropy minimisation, the confidence-boosting effect logconf gets from hardening. The value is the
-    same either way; ``detached_target=True`` gives EleutherAI's gradients exactly.
-    Same warm-up as logconf. Per-example, needs no global stats.
+    Example i's threshold is the quantile at ``prior`` of the buffer as it stands after example
+    i's own prediction was added: earlier steps' predictions (``stats.history0``) then this global
+    batch's up to position i, last ``buffer_size`` kept. That is EleutherAI's buffer with its
+    default one-example minibatches, made independent of ranks and accumulation.
+    prior: 0.5 (EleutherAI's value whenever its minibatch holds one example, its default), or with
+    ``batch_prior: 1`` the global batch's mean weak label (0.5 for a one-example batch).
+    ``balance_batch: 1``: labels' log-odds centred on the global batch's mean, prior 0.5.
+    Warm-up linear over ``warmup_steps`` optimizer steps.
     """
     z, y = _prep(logits, targets)
-    coef = logconf_coef(step_frac, aux_coef, warmup_frac)
     logp = F.log_softmax(z, dim=-1)
-    p = logp.exp()
-    if bool(detached_target):
-        return _soft_ce(logp, (1.0 - coef) * y + coef * p.detach()).mean()
-    ent = -(p * logp).sum(dim=-1)
+    p0 = logp.detach().exp()[:, 0]
+    if stats is None:
+        stats = GlobalBatchStats.from_batch(z, y)
+    positions = (torch.arange(len(p0)) if stats.positions is None else stats.positions).cpu()
+    if len(positions) != len(p0):
+        raise ValueError(f"stats.positions holds {len(positions)} positions for {len(p0)} examples")
+    if bool(balance_batch):
+        y = _balanced(y, stats.target_logodds_mean1)
+        prior = 0.5
+    elif bool(batch_prior) and len(stats.probs0) > 1:
+        prior = stats.target_mean1
+    else:
+        prior = 0.5
+    size = int(buffer_size)
+    if not 1 <= size <= MAX_BUFFER:
+        raise ValueError(f"logconf_eleuther: buffer_size must be in [1, {MAX_BUFFER}]; got {buffer_size}")
+    history = stats.history0 if stats.history0 is not None else torch.zeros(0)
+    stream = torch.cat([history.float().cpu(), stats.probs0.float().cpu()])
+    thresholds = torch.stack([logconf_threshold(stream[max(0, len(history) + int(i) + 1 - size):
+                                                       len(history) + int(i) + 1], prior)
+                              for i in positions]).to(z.device)
+    is0 = (p0 >= thresholds).float()
+    hardened = torch.stack([is0, 1.0 - is0], dim=1)
+    coef = _eleuther_coef(step, aux_coef, warmup_steps)
+    return _soft_ce(logp, (1.0 - coef) * y + coef * hardened).mean()
+
+
+def entropy_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
+                 stats: Optional[GlobalBatchStats] = None, step: int = 0, aux_coef: float = 0.5,
+                 warmup_steps: float = 100, balance_batch: float = 0) -> torch.Tensor:
+    """EleutherAI's "entropy": logconf with the student's soft, unhardened predictions, taken
+    DETACHED: CE(p, (1-coef)*y + coef*stopgrad(p)).
+
+    The value is (1-coef)*CE(y, p) + coef*H(p), but the auxiliary term has ZERO gradient
+    (d/dz CE(stopgrad(p), softmax z) = p - p = 0): it trains exactly like xent scaled by
+    (1-coef). Warm-up linear over ``warmup_steps`` optimizer steps; optional balance_batch (label
+    log-odds centred on the global batch's mean), as EleutherAI's.
+    """
+    z, y = _prep(logits, targets)
+    if bool(balance_batch):
+        y = _balanced(y, (stats or GlobalBatchStats.from_batch(z, y)).target_logodds_mean1)
+    coef = _eleuther_coef(step, aux_coef, warmup_steps)
+    logp = F.log_softmax(z, dim=-1)
+    return _soft_ce(logp, (1.0 - coef) * y + coef * logp.detach().exp()).mean()
+
+
+def entropy_min_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
+                     stats: Optional[GlobalBatchStats] = None, aux_coef: float = 0.5,
+                     warmup_frac: float = 0.1, warmup: str = "linear") -> torch.Tensor:
+    """Entropy minimisation (ours): (1-coef)*CE(y, p) + coef*H(p) with the gradient THROUGH
+    H(p), which pushes the student towards confident predictions, the effect logconf gets from
+    hardening. Same value as ``entropy``, different gradient. Warm-up as logconf's.
+    """
+    z, y = _prep(logits, targets)
+    coef = logconf_coef(step_frac, aux_coef, warmup_frac, warmup)
+    logp = F.log_softmax(z, dim=-1)
+    ent = -(logp.exp() * logp).sum(dim=-1)
     return ((1.0 - coef) * _soft_ce(logp, y) + coef * ent).mean()
 
 
@@ -225,34 +357,98 @@ class LossSpec:
     needs_global_stats: bool = False
     defaults: Mapping[str, Any] = field(default_factory=dict)
     doc: str = ""
+    # the words a parameter may take instead of (or, with a word default, as) its number
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    uses_step: bool = False  # fn also takes step= (the optimizer step, from 0)
+    # the numbers each param may take, in interval notation ("[0, 1)", "[0, inf)") or as a set
+    # ("{0, 1}"); checked before any run starts (w2s_scale/preflight.py)
+    ranges: Mapping[str, str] = field(default_factory=dict)
 
 
 LOSSES: dict[str, LossSpec] = {
     "xent": LossSpec(xent_loss, False, {}, "cross-entropy against the soft weak labels"),
     "product": LossSpec(product_loss, False, {"alpha": 1.0, "beta": 1.0},
-                        "CE against q ∝ p^beta y^alpha (detached)"),
-    "logconf": LossSpec(logconf_loss, True, {"aux_coef": 0.5, "warmup_frac": 0.1},
-                        "auxiliary confidence loss with a global-batch hardening threshold"),
+                        "CE against q ∝ p^beta y^alpha (detached)",
+                        ranges={"alpha": "[0, inf)", "beta": "[0, inf)"}),
+    "logconf": LossSpec(logconf_loss, True,
+                        {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"},
+                        "auxiliary confidence loss (Burns et al.), global-batch hardening threshold",
+                        choices={"warmup": WARMUPS},
+                        ranges={"aux_coef": "[0, 1]", "warmup_frac": "[0, 1)"}),
+    "logconf_eleuther": LossSpec(
+        logconf_eleuther_loss, True,
+        {"aux_coef": 0.5, "warmup_steps": 100, "buffer_size": 32, "balance_batch": 0,
+         "batch_prior": 0},
+        "EleutherAI's logconf: threshold from a rolling buffer of the last predictions",
+        uses_step=True, ranges={"aux_coef": "[0, 1]", "warmup_steps": "[0, inf)",
+                                "buffer_size": "[1, inf)", "balance_batch": "{0, 1}",
+                                "batch_prior": "{0, 1}"}),
     "entropy": LossSpec(entropy_loss, False,
-                        {"aux_coef": 0.5, "warmup_frac": 0.1, "detached_target": False},
-                        "(1-coef) CE(y, p) + coef H(p)"),
+                        {"aux_coef": 0.5, "warmup_steps": 100, "balance_batch": 0},
+                        "EleutherAI's entropy: CE against (1-coef) y + coef stopgrad(p); trains "
+                        "like (1-coef) xent", uses_step=True,
+                        ranges={"aux_coef": "[0, 1]", "warmup_steps": "[0, inf)",
+                                "balance_batch": "{0, 1}"}),
+    "entropy_min": LossSpec(entropy_min_loss, False,
+                            {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"},
+                            "entropy minimisation: (1-coef) CE(y, p) + coef H(p), gradient "
+                            "through H", choices={"warmup": WARMUPS},
+                            ranges={"aux_coef": "[0, 1]", "warmup_frac": "[0, 1)"}),
     "window": LossSpec(window_loss, False, {"radius": 0.15},
-                       "CE only where the student's max p < 0.5 + radius, divided by B"),
+                       "CE only where the student's max p < 0.5 + radius, divided by B; radius "
+                       "midweak = median |weak p1 - 0.5| over the training set",
+                       choices={"radius": ("midweak",)},
+                       ranges={"radius": "(0, 0.5)"}),  # 0: max p < 0.5 never holds
     "kl": LossSpec(kl_loss, False, {}, "KL(y || p)"),
 }
 
 
+def check_params(name: str, params: Mapping[str, Any]) -> None:
+    """ValueError naming the parameter when ``params`` does not fit loss ``name``."""
+    spec = LOSSES[name]
+    unknown = set(params) - set(spec.defaults)
+    if unknown:
+        raise ValueError(f"loss {name!r}: unknown params {sorted(unknown)}; "
+                         f"accepted: {sorted(spec.defaults)}")
+    for key, value in params.items():
+        words = spec.choices.get(key, ())
+        if isinstance(value, str) and value not in words:
+            allowed = f"one of {list(words)}" if words else "a number"
+            raise ValueError(f"loss {name!r}: param {key} is {value!r}; give {allowed}")
+        if not isinstance(value, str) and isinstance(spec.defaults[key], str):
+            raise ValueError(f"loss {name!r}: param {key} is {value!r}; give one of {list(words)}")
+
+
+def needs_global_stats(name: str, params: Optional[Mapping[str, Any]] = None) -> bool:
+    """Whether the engine must build GlobalBatchStats for this loss (a pre-pass over the batch)."""
+    return LOSSES[name].needs_global_stats or bool((params or {}).get("balance_batch", 0))
+
+
+def resolve_params(name: str, params: Optional[Mapping[str, Any]], targets) -> dict[str, Any]:
+    """``params`` with words that stand for numbers of the training set replaced by the numbers:
+    ``radius: midweak`` = median |weak p1 - 0.5| over ``targets`` (EleutherAI's rule)."""
+    params = dict(params or {})
+    if params.get("radius") == "midweak":
+        y1 = _two_col(torch.as_tensor(targets))[:, 1].double()
+        # torch's median is the lower middle value; EleutherAI takes torch's median too
+        params["radius"] = float((y1 - 0.5).abs().median())
+    return params
+
+
 def compute_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
                  stats: Optional[GlobalBatchStats] = None,
-                 params: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
-    """Look up ``name`` in LOSSES, merge ``params`` over its defaults, and evaluate it."""
+                 params: Optional[Mapping[str, Any]] = None, step: int = 0) -> torch.Tensor:
+    """Look up ``name`` in LOSSES, merge ``params`` over its defaults, and evaluate it.
+    ``step``: the optimizer step (from 0), for losses that warm up over steps (EleutherAI's)."""
     try:
         spec = LOSSES[name]
     except KeyError:
         raise KeyError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}") from None
     params = dict(params or {})
-    unknown = set(params) - set(spec.defaults)
-    if unknown:
-        raise ValueError(f"loss {name!r}: unknown params {sorted(unknown)}; "
-                         f"accepted: {sorted(spec.defaults)}")
-    return spec.fn(logits, targets, step_frac, stats, **{**spec.defaults, **params})
+    check_params(name, params)
+    merged = {**spec.defaults, **params}
+    if merged.get("radius") == "midweak":
+        raise ValueError("radius: midweak must be resolved on the training set first "
+                         "(losses.resolve_params)")
+    extra = {"step": step} if spec.uses_step else {}
+    return spec.fn(logits, targets, step_frac, stats, **extra, **merged)

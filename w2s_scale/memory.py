@@ -322,12 +322,16 @@ def cluster_for(model: ModelConfig, nodes: Optional[int] = None, gpus_per_node: 
 
 
 def add_plan_args(parser) -> None:
-    parser.add_argument("--nodes", type=int, help="nodes (default: the model's catalogue resources, else 1)")
-    parser.add_argument("--gpus-per-node", type=int,
+    from w2s_scale.preflight import positive_float, positive_int
+
+    parser.add_argument("--nodes", type=positive_int,
+                        help="nodes (default: the model's catalogue resources, else 1)")
+    parser.add_argument("--gpus-per-node", type=positive_int,
                         help="GPUs per node (default: the model's catalogue resources, else 1)")
-    parser.add_argument("--gpu-mem", type=float, default=80.0, help="GB per GPU (default 80)")
-    parser.add_argument("--cpu-mem", type=float, help="host memory per node in GB (checked if given)")
-    parser.add_argument("--seq-len", type=int, help="tokens per example (default: data.max_length)")
+    parser.add_argument("--gpu-mem", type=positive_float, default=80.0, help="GB per GPU (default 80)")
+    parser.add_argument("--cpu-mem", type=positive_float,
+                        help="host memory per node in GB (checked if given)")
+    parser.add_argument("--seq-len", type=positive_int, help="tokens per example (default: data.max_length)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME",
                         help="also plan this catalogue name or hub id (repeatable)")
     parser.add_argument("--json", action="store_true", help="print JSON rather than a table")

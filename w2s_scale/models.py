@@ -14,6 +14,7 @@ from torch import nn
 
 from w2s_scale import assets
 from w2s_scale.config import ModelConfig
+from w2s_scale.errors import ModelError, shorten  # noqa: F401
 
 # model types whose classifier reads the last real token; every other type reads the pooled output
 CAUSAL_TYPES = {"gpt2", "gpt_neox", "gptj", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe",
@@ -30,10 +31,6 @@ LORA_TARGETS = {
     "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class ModelError(ValueError):
-    """A model cannot be loaded or configured; one line naming the field and the fix."""
 
 
 def resolve_name(name: str) -> str:
@@ -59,7 +56,7 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
-        raise ModelError(f"model.tokenizer: cannot load a tokenizer from {name!r} "
+        raise ModelError(f"model.tokenizer: cannot load a tokenizer from {shorten(name)} "
                          f"({type(err).__name__}); give a local folder, an offline: asset or a "
                          f"reachable hub id") from None
     if tok.pad_token is None:  # GPT-2, Llama: padding is masked out, any existing token will do
@@ -77,7 +74,7 @@ def load_hf_config(cfg: ModelConfig):
         # a random-initialised catalogue model needs only its architecture: no download
         hf_config = entry.hf_config() if entry is not None else AutoConfig.from_pretrained(name)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"model.name: cannot load {cfg.name!r} ({type(err).__name__}: "
+        raise ModelError(f"model.name: cannot load {shorten(cfg.name)} ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:120]}); give a local folder, a catalogue "
                          f"name, an offline: asset or a reachable hub id") from None
     for key, value in cfg.config_overrides.items():
@@ -178,7 +175,7 @@ def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None) -> Clas
             backbone = AutoModel.from_pretrained(resolve_name(cfg.name), config=hf_config,
                                                  dtype=dtype)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"model.name: cannot load weights of {cfg.name!r} "
+        raise ModelError(f"model.name: cannot load weights of {shorten(cfg.name)} "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     if not cfg.dropout:
         for module in backbone.modules():

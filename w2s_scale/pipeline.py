@@ -22,7 +22,7 @@ from w2s_scale.data.splits import Splits, make_splits
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
-from w2s_scale.results import RunDir
+from w2s_scale.results import RunDir, finished
 from w2s_scale.saving import save_weights
 from w2s_scale.tracking import Tracker
 
@@ -92,7 +92,8 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, np.ndarray]:
     """B's examples with the weak model's soft labels (read from its run folder); examples the
     weak model never labelled (over-long for its tokenizer) are left out."""
-    labelled = {row["id"]: row["p1"] for row in RunDir(plan.weak.dir, plan.weak.hash).read_jsonl(
+    # only the labels of a weak run finished with the settings this run was planned against
+    labelled = {row["id"]: row["p1"] for row in finished(plan.weak.dir, plan.weak.hash).read_jsonl(
         "weak_labels.jsonl")}
     keep = np.array([i for i, ex_id in enumerate(train_set.ids) if ex_id in labelled], dtype=int)
     kept = train_set.subset(keep)
@@ -100,14 +101,16 @@ def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, 
     return kept, np.stack([1 - p1, p1], axis=1)
 
 
-def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, force: bool = False) -> None:
-    """Train one run, score it on test, and (gt runs) label B; DONE is written last."""
+def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = False) -> None:
+    """Train one run, score it on test, and (gt runs) label B; DONE is written last. A redo of
+    a complete run is written beside it and replaces it only once complete (results.RunDir)."""
     run_dir = RunDir(plan.dir, plan.hash)
-    if not force and run_dir.is_done():
-        say(f"{plan.name} (seed {plan.seed}): done already, reused")
+    if not redo and run_dir.is_done():
+        pending = " (an interrupted --redo waits beside it; --redo resumes it)" if run_dir.pending_redo() else ""
+        say(f"{plan.name} (seed {plan.seed}): done already, reused{pending}")
         return
-    resumed = run_dir.prepare(force)
-    say(f"{plan.name} (seed {plan.seed}): {'resuming' if resumed else 'starting'} in {plan.dir}")
+    resumed = run_dir.prepare(redo)
+    say(f"{plan.name} (seed {plan.seed}): {'resuming' if resumed else 'starting'} in {run_dir.path}")
     started = time.time()
     tokenizer = load_tokenizer(plan.model)
     data = cfg.data
@@ -118,7 +121,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, force: bool = 
         train_set, targets = weak_targets(plan, train_set)
     test_set = tokenize(splits.test, tokenizer, data.max_length, data.overlong)
     total_steps = total_train_steps(len(train_set), plan.train)
-    tracker = Tracker(plan.dir / "log.jsonl", cfg.tracking, run_name=plan.name,
+    tracker = Tracker(run_dir.path / "log.jsonl", cfg.tracking, run_name=plan.name,
                       group=f"{cfg.name}/seed{plan.seed}",
                       config={"experiment": cfg.model_dump(mode="json"), "run": plan.name})
     tracker.log({"event": "start", "run": plan.name, "resumed": resumed, "world_size": dist.world_size(),
@@ -163,14 +166,14 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, force: bool = 
     tracker.log({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     tracker.summary(metrics)
     tracker.close()
-    save_weights(eng, plan.model, plan.dir, run_dir.checkpoints)  # only what `save` asks for
+    save_weights(eng, plan.model, run_dir.path, run_dir.checkpoints)  # only what `save` asks for
     eng.close()
     run_dir.mark_done()
     say(f"{plan.name} (seed {plan.seed}): test accuracy {metrics['accuracy']:.4f} "
         f"in {metrics['seconds']:.0f} s")
 
 
-def run_experiment(cfg: ExperimentConfig, force: bool = False) -> list[dict]:
+def run_experiment(cfg: ExperimentConfig, redo: bool = False) -> list[dict]:
     """Every run of the experiment (skipping finished ones), then the summary."""
     from w2s_scale.report import summarize, write_summary
 
@@ -178,7 +181,7 @@ def run_experiment(cfg: ExperimentConfig, force: bool = False) -> list[dict]:
     for seed in cfg.seeds:
         splits = make_splits(cfg.data, seed)
         for plan in (p for p in plans if p.seed == seed):
-            execute(cfg, plan, splits, force=force)
+            execute(cfg, plan, splits, redo=redo)
     rows = summarize(plans)
     write_summary(rows, Path(cfg.results_dir) / cfg.name)
     return rows

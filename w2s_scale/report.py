@@ -12,13 +12,16 @@ from typing import Iterable, Optional
 import numpy as np
 
 from w2s_scale import distributed as dist
+from w2s_scale.aggregate import (cross_dataset, format_cross_dataset, format_paper_pgr,
+                                 pair_paper_pgr, paper_pgr)
 from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
-from w2s_scale.results import DONE, RunDir, atomic_write
+from w2s_scale.results import RunDir, atomic_write, describe_state, run_state
 
 
 def _load(plan) -> Optional[tuple[dict, dict[str, tuple[float, int]]]]:
-    """(metrics, {example id: (p1, label)}) of a finished run, None if not finished."""
-    if not (plan.dir / DONE).exists():
+    """(metrics, {example id: (p1, label)}) of a run finished with its plan's settings (its
+    DONE carries the plan's hash), None otherwise: another config's result is not this one's."""
+    if run_state(plan.dir, plan.hash) != "done":
         return None
     run = RunDir(plan.dir, plan.hash)
     preds = {r["id"]: (r["p1"], r["label"]) for r in run.read_jsonl("test_predictions.jsonl")}
@@ -54,12 +57,14 @@ def summarize(plans: Iterable) -> list[dict]:
             "weak_auc": wm.get("auc"), "ceiling_auc": cm.get("auc"), "transfer_auc": tm.get("auc"),
             "pgr": value, "pgr_lo": interval[0] if interval else None,
             "pgr_hi": interval[1] if interval else None,
+            "pgr_auc": _auc_pgr(wm.get("auc"), cm.get("auc"), tm.get("auc")),
             "agreement_with_weak": tm.get("train_agreement_with_weak")})
     groups = defaultdict(list)
     for row in rows:
         groups[(row["weak"], row["strong"], row["loss"])].append(row)
     for (weak, strong, loss), members in groups.items():
         pg = mean_interval([m["pgr"] for m in members])
+        paper, _, _ = pair_paper_pgr(members, None, weak, strong, loss)
         rows.append({"seed": "mean", "weak": weak, "strong": strong, "loss": loss,
                      "n_test": int(np.mean([m["n_test"] for m in members])),
                      **{k: float(np.mean([m[k] for m in members]))
@@ -67,8 +72,33 @@ def summarize(plans: Iterable) -> list[dict]:
                      "pgr": pg["mean"],
                      "pgr_lo": pg["mean"] - pg["ci95"] if pg["ci95"] is not None else None,
                      "pgr_hi": pg["mean"] + pg["ci95"] if pg["ci95"] is not None else None,
-                     "n_seeds": len(members)})
+                     "pgr_auc": mean_interval([m["pgr_auc"] for m in members])["mean"],
+                     # the reference's: median over seeds against the seed-mean weak and ceiling
+                     "pgr_paper": paper,
+                     # seeds with a finished run; of them, those whose paired PGR is defined (the
+                     # mean is over those) and those left out as undefined (ceiling <= weak)
+                     "n_seeds": len(members), "n_seeds_pgr": pg["n"],
+                     "n_seeds_pgr_undefined": len(members) - pg["n"]})
     return rows
+
+
+def unfinished_runs(plans: Iterable) -> str:
+    """Which planned runs the summary lacks and why (missing, unfinished, stale), one line
+    each, and how to fix; empty when every run is complete."""
+    lines = []
+    for plan in plans:
+        state = run_state(plan.dir, plan.hash)
+        if state != "done":
+            lines.append(f"[w2s]   {state:8s} {plan.dir}: {describe_state(state)}")
+    if not lines:
+        return ""
+    return "\n".join([f"[w2s] {len(lines)} run(s) not in the summary:", *lines])
+
+
+def _auc_pgr(weak: Optional[float], ceiling: Optional[float], transfer: Optional[float]) -> Optional[float]:
+    if weak is None or ceiling is None or transfer is None:
+        return None
+    return pgr(weak, ceiling, transfer)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -79,29 +109,60 @@ def _fmt(value, digits: int = 3) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text table; PGR reads 'undefined' where the ceiling does not beat the floor."""
-    header = ["seed", "weak", "strong", "loss", "weak_acc", "ceiling_acc", "transfer_acc", "PGR", "PGR 95%"]
+    header = ["seed", "weak", "strong", "loss", "weak_acc", "ceiling_acc", "transfer_acc",
+              "PGR (per-seed paired)", "PGR 95%", "AUC-PGR", "PGR (reference: median vs means)"]
     lines = [header]
     for r in rows:
         undefined = r["pgr"] is None
         interval = "" if r["pgr_lo"] is None else f"[{r['pgr_lo']:.2f}, {r['pgr_hi']:.2f}]"
-        lines.append([str(r["seed"]), r["weak"], r["strong"], r["loss"], _fmt(r["weak_acc"]),
+        lines.append([seed_text(r), r["weak"], r["strong"], r["loss"], _fmt(r["weak_acc"]),
                       _fmt(r["ceiling_acc"]), _fmt(r["transfer_acc"]),
-                      "undefined (ceiling <= weak)" if undefined else _fmt(r["pgr"]), interval])
+                      "undefined (ceiling <= weak)" if undefined else _fmt(r["pgr"]), interval,
+                      _fmt(r.get("pgr_auc")), _fmt(r.get("pgr_paper")) if r["seed"] == "mean" else ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def write_summary(rows: list[dict], out_dir: Path) -> None:
-    """summary.json and summary.csv (rank 0), and the table on stdout."""
+def seed_text(row: dict) -> str:
+    """'0', or for a mean row how many seeds it rests on: 'mean of 3 (PGR: 2, 1 undefined)'."""
+    if row["seed"] != "mean":
+        return str(row["seed"])
+    text = f"mean of {row['n_seeds']}"
+    if row.get("n_seeds_pgr_undefined"):
+        text += f" (PGR: {row['n_seeds_pgr']}, {row['n_seeds_pgr_undefined']} undefined)"
+    return text
+
+
+def write_rows(path_stem: Path, rows: list[dict]) -> None:
+    """<stem>.json and <stem>.csv of a list of flat rows (rank 0 only)."""
+    atomic_write(path_stem.with_suffix(".json"), json.dumps(rows, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path_stem.with_suffix(".csv"), buffer.getvalue())
+
+
+def aggregate_tables(rows: list[dict], out_dir: Path, order=None) -> str:
+    """The reference's median PGR and the cross-dataset table: written as paper_pgr.{json,csv}
+    and cross_dataset.{json,csv}; returned as text."""
+    paper, across = paper_pgr(rows), cross_dataset(rows, order)
+    write_rows(out_dir / "paper_pgr", paper)
+    write_rows(out_dir / "cross_dataset", across)
+    return format_paper_pgr(paper) + "\n\n" + format_cross_dataset(across)
+
+
+def write_summary(rows: list[dict], out_dir: Path, order=None) -> None:
+    """summary.{json,csv}, paper_pgr.{json,csv}, cross_dataset.{json,csv} (rank 0), and the
+    tables on stdout."""
     if not dist.is_main():
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
-    fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out_dir / "summary.csv", buffer.getvalue())
-    print(format_table(rows) if rows else "[w2s] no finished transfer runs to summarize", flush=True)
-    print(f"[w2s] summary written to {out_dir}/summary.json and summary.csv", flush=True)
+    write_rows(out_dir / "summary", rows)
+    if not rows:
+        print("[w2s] no finished transfer runs to summarize", flush=True)
+        return
+    print(format_table(rows), flush=True)
+    print("\n" + aggregate_tables(rows, out_dir, order), flush=True)
+    print(f"[w2s] summary written to {out_dir}/summary, paper_pgr and cross_dataset (.json, .csv)",
+          flush=True)

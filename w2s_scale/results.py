@@ -1,25 +1,34 @@
 """Run folders on disk: atomic writes by rank 0, a DONE marker written last.
 
-A folder with DONE is complete and never redone (unless forced); one without DONE resumes from
-its last checkpoint if it was started with the same settings, else it is cleared and restarted.
+A folder with DONE (of this run's settings hash) is complete and never redone unless asked
+(--redo); one without DONE resumes from its last checkpoint if it was started with the same
+settings, else it is cleared and restarted.
+
+A redo of a complete run is built beside it, in `.<run>.redo`, and swapped in only when it is
+complete (its DONE written): at every instant the run's folder holds either the old complete run
+or the new one. An interrupted redo leaves the old run in place; the next --redo resumes it.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import yaml
 
+from w2s_scale.errors import UserError
 from w2s_scale import distributed as dist
 
 DONE = "DONE"
 STARTED = "started.json"
+State = Literal["done", "stale", "partial", "missing"]
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError):
     """Existing results disagree with the config; one line saying what to do."""
 
 
@@ -29,42 +38,127 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _read_hash(marker: Path) -> str | None:
+    try:
+        return json.loads(marker.read_text()).get("hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _done_time(folder: Path) -> float:
+    try:
+        return float(json.loads((folder / DONE).read_text()).get("time", 0.0))
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE), so neither path is ever
+    missing. Where the file system cannot (EINVAL/ENOSYS), two renames; RunDir.recover repairs
+    an interruption between them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        errno = ctypes.get_errno()
+        if errno not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: fall back; else a real error
+            raise OSError(errno, os.strerror(errno), str(a))
+    parked = a.with_name(f"{a.name}.parked")
+    os.replace(a, parked)
+    os.replace(b, a)
+    os.replace(parked, b)
+
+
+def run_state(path: Path, config_hash: str) -> State:
+    """done (DONE of this hash), stale (DONE of other settings), partial (started with this
+    hash: the next attempt resumes), or missing. Reads only; any rank may call it."""
+    if (path / DONE).exists():
+        return "done" if _read_hash(path / DONE) == config_hash else "stale"
+    if _read_hash(path / STARTED) == config_hash:
+        return "partial"
+    return "missing"
+
+
 class RunDir:
+    """A run's folder. `final` is where its results are read from; `path` is where this attempt
+    writes (the same folder, or the `.redo` folder beside it while a complete run is redone)."""
+
     def __init__(self, path: Path, config_hash: str):
-        self.path = Path(path)
+        self.final = Path(path)
+        self.path = self.final
         self.hash = config_hash
 
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
-    def is_done(self) -> bool:
-        marker = self.path / DONE
-        if not marker.exists():
-            return False
-        found = json.loads(marker.read_text()).get("hash")
-        if found != self.hash:
-            raise ResultsError(
-                f"{self.path} was completed with other settings (hash {found}, now {self.hash}); "
-                f"change `name` or `results_dir` to keep both, or pass --force to redo it")
-        return True
+    @property
+    def redo_path(self) -> Path:
+        return self.final.with_name(f".{self.final.name}.redo")
 
-    def prepare(self, force: bool = False) -> bool:
-        """Make the folder ready to (re)start; returns True if an earlier attempt is resumed.
-        Every rank calls this; only rank 0 touches the disk."""
-        resumed = False
-        started = self.path / STARTED
+    def state(self) -> State:
+        return run_state(self.final, self.hash)
+
+    def is_done(self) -> bool:
+        state = self.state()
+        if state == "stale":
+            found = _read_hash(self.final / DONE)
+            raise ResultsError(
+                f"{self.final} was completed with other settings (hash {found}, now {self.hash}); "
+                f"change `name` or `results_dir` to keep both, or pass --redo to replace it "
+                f"(the old results stay until the new run is complete)")
+        return state == "done"
+
+    def recover(self) -> None:
+        """Finish or undo a swap that was interrupted (rank 0). A `.redo` folder with DONE is
+        either the finished replacement not yet swapped in (its DONE newer than the run's) or
+        the replaced run not yet deleted."""
+        redo = self.redo_path
+        parked = self.final.with_name(f"{self.final.name}.parked")
+        if parked.exists():  # interrupted between the two-rename fallback's steps
+            if not self.final.exists():
+                os.replace(redo if (redo / DONE).exists() else parked, self.final)
+            shutil.rmtree(parked, ignore_errors=True)
+        if not (redo / DONE).exists():
+            return
+        if not (self.final / DONE).exists():
+            shutil.rmtree(self.final, ignore_errors=True)
+            os.replace(redo, self.final)
+        elif _done_time(redo) > _done_time(self.final):
+            exchange(self.final, redo)
+            shutil.rmtree(redo, ignore_errors=True)
+        else:
+            shutil.rmtree(redo, ignore_errors=True)
+
+    def prepare(self, redo: bool = False) -> bool:
+        """Make the folder this attempt writes ready; returns True if an earlier attempt is
+        resumed. With `redo` and a complete run in place, that folder is `.<run>.redo` (the
+        complete run is kept until the new one is done). Every rank calls this; only rank 0
+        touches the disk."""
+        resumed, work = False, self.final
         if dist.is_main():
-            if force and self.path.exists():
-                shutil.rmtree(self.path)
-            if started.exists() and json.loads(started.read_text()).get("hash") != self.hash:
-                shutil.rmtree(self.path)  # an unfinished attempt with other settings
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.checkpoints.mkdir(exist_ok=True)
+            self.recover()
+            if redo and (self.final / DONE).exists():
+                work = self.redo_path
+            elif redo:  # nothing complete to keep: an unfinished attempt is restarted
+                shutil.rmtree(self.final, ignore_errors=True)
+            started = work / STARTED
+            if started.exists() and _read_hash(started) != self.hash:
+                shutil.rmtree(work)  # an unfinished attempt with other settings
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "checkpoints").mkdir(exist_ok=True)
             resumed = started.exists()
             atomic_write(started, json.dumps({"hash": self.hash}))
         dist.barrier()
-        return bool(dist.broadcast_object(resumed))
+        resumed, work = dist.broadcast_object((resumed, str(work)))
+        self.path = Path(work)
+        return bool(resumed)
+
+    def pending_redo(self) -> bool:
+        """An interrupted --redo waits beside this run (resumed by the next --redo)."""
+        return self.redo_path.exists() and not (self.redo_path / DONE).exists()
 
     def write_json(self, name: str, payload: Any) -> None:
         if dist.is_main():
@@ -85,10 +179,33 @@ class RunDir:
         return [json.loads(line) for line in (self.path / name).read_text().splitlines() if line]
 
     def mark_done(self, keep_checkpoints: bool = False) -> None:
-        """Last step of a run: everything it wrote is in place before DONE appears."""
+        """Last step of a run: everything it wrote is in place before DONE appears; a redo is
+        then swapped in for the run it replaces, and the replaced run deleted."""
         dist.barrier()
         if dist.is_main():
             if not keep_checkpoints:
                 shutil.rmtree(self.checkpoints, ignore_errors=True)
-            atomic_write(self.path / DONE, json.dumps({"hash": self.hash}) + "\n")
+            atomic_write(self.path / DONE, json.dumps({"hash": self.hash,
+                                                       "time": time.time()}) + "\n")
+            if self.path != self.final:
+                exchange(self.final, self.path)
+                shutil.rmtree(self.path, ignore_errors=True)
         dist.barrier()
+        self.path = self.final
+
+
+def finished(path: Path, config_hash: str) -> RunDir:
+    """The run at `path` if it finished with these settings, to read its results; else a
+    ResultsError saying whether it is missing, unfinished or of other settings."""
+    state = run_state(path, config_hash)
+    if state != "done":
+        raise ResultsError(f"{path}: {describe_state(state)}")
+    return RunDir(path, config_hash)
+
+
+def describe_state(state: State) -> str:
+    return {"done": "complete",
+            "stale": "finished with other settings (not this config's result); redo it with "
+                     "--redo, or give this config another `name`",
+            "partial": "started but not finished; rerun the same command to resume it",
+            "missing": "not run yet"}[state]

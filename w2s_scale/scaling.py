@@ -5,22 +5,20 @@ ground truth), and PGR against the strong model's size. PNG files always; the sa
 W&B workspace when tracking.wandb is on.
 
 Written to results/<name>/: summary.json / summary.csv (transfer rows, as `w2s summary` writes
-them, with a dataset column), gt_summary.json / gt_summary.csv, summary.txt (the tables as
-printed), plots/<dataset>-<loss>-accuracy.png and plots/<dataset>-<loss>-pgr.png.
+them, with a dataset column), gt_summary.json / gt_summary.csv, paper_pgr and cross_dataset
+(.json, .csv: w2s_scale/aggregate.py), summary.txt (the tables as printed), plots/<dataset>-<loss>-accuracy.png and plots/<dataset>-<loss>-pgr.png.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
 from w2s_scale.metrics import mean_interval
-from w2s_scale.report import summarize
+from w2s_scale.report import aggregate_tables, seed_text, summarize, unfinished_runs, write_rows
 from w2s_scale.results import RunDir, atomic_write
 from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
+from w2s_scale.tracking import check_wandb
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -99,25 +97,17 @@ def format_tables(gt: list[dict], transfer: list[dict]) -> str:
             pgr = _pm(r["pgr"], half)
         else:
             pgr = _num(r["pgr"]) + ("" if r["pgr_lo"] is None else f" [{r['pgr_lo']:.2f}, {r['pgr_hi']:.2f}]")
-        tr_lines.append([r["dataset"], r["weak"], r["strong"], r["loss"],
-                         f"mean of {r['n_seeds']}" if mean else str(r["seed"]),
+        tr_lines.append([r["dataset"], r["weak"], r["strong"], r["loss"], seed_text(r),
                          _num(r["weak_acc"]), _num(r["ceiling_acc"]),
                          _pm(r["transfer_acc"], r.get("transfer_acc_ci95")) if mean else _num(r["transfer_acc"]),
-                         pgr])
-    out += ["", "transfer runs: test accuracy and PGR = (transfer - weak) / (ceiling - weak)",
-            _table(["dataset", "weak", "strong", "loss", "seed", "weak", "ceiling", "transfer", "PGR"],
+                         pgr, _num(r.get("pgr_auc")), _num(r.get("pgr_paper")) if mean else ""])
+    out += ["", "transfer runs: test accuracy and PGR = (transfer - weak) / (ceiling - weak); per-seed "
+            "paired PGR (mean over seeds), AUC-PGR, and the reference's (median over seeds against "
+            "the seed-mean weak and ceiling)",
+            _table(["dataset", "weak", "strong", "loss", "seed", "weak", "ceiling", "transfer",
+                    "PGR (per-seed paired)", "AUC-PGR", "PGR (reference)"],
                    tr_lines) if tr_lines else "  (none finished)"]
     return "\n".join(out)
-
-
-def _write_rows(path_stem: Path, rows: list[dict]) -> None:
-    atomic_write(path_stem.with_suffix(".json"), json.dumps(rows, indent=2) + "\n")
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path_stem.with_suffix(".csv"), buffer.getvalue())
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -247,7 +237,7 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], pngs: list
     can be restyled there), and the PNGs, in one run of job type `report`."""
     import wandb
 
-    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, mode=cfg.tracking.wandb,
+    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, mode=check_wandb(cfg.tracking, out_dir),
                      group=cfg.name, name=f"{cfg.name}-scaling", job_type="report",
                      dir=str(out_dir), config=cfg.model_dump(mode="json"), reinit="finish_previous")
     sizes = parameter_counts(cfg)
@@ -297,9 +287,14 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     gt, transfer = gt_rows(runs), transfer_rows(runs)
     text = format_tables(gt, transfer)
+    if transfer:
+        text += "\n\n" + aggregate_tables(transfer, out_dir, [m.short_name for m in cfg.models])
     print(text, flush=True)
-    _write_rows(out_dir / "summary", transfer)
-    _write_rows(out_dir / "gt_summary", gt)
+    lacking = unfinished_runs(r.plan for r in runs)
+    if lacking:
+        print(lacking, flush=True)
+    write_rows(out_dir / "summary", transfer)
+    write_rows(out_dir / "gt_summary", gt)
     atomic_write(out_dir / "summary.txt", text + "\n")
     pngs = []
     if plots and gt:

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from w2s_scale.config import (ConfigError, DataConfig, ExperimentConfig, LaunchConfig, LossConfig,
                               ModelConfig, Strict, TrackingConfig, TrainConfig, _one_line,
-                              apply_overrides)
+                              apply_overrides, read_config_file)
 from w2s_scale.pipeline import RunPlan, plan_gt, plan_transfer
-from w2s_scale.results import DONE, STARTED
+from w2s_scale.results import run_state
 
 
 class Resources(Strict):
@@ -139,23 +138,20 @@ def from_experiment(exp: ExperimentConfig) -> SweepConfig:
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     """A sweep YAML (or an experiment YAML, read as the sweep of its two models)."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    raw = read_config_file(path)
     raw = apply_overrides(raw, list(overrides))
     if "models" not in raw and ("weak" in raw or "strong" in raw):
         from w2s_scale.config import load_config
 
         return from_experiment(load_config(raw=raw))
     try:
-        return SweepConfig(**raw)
+        cfg = SweepConfig(**raw)
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
+    from w2s_scale.preflight import check_settings  # preflight imports this module
+
+    check_settings(cfg)
+    return cfg
 
 
 # --- the plan ----------------------------------------------------------------------------------
@@ -228,21 +224,8 @@ def sweep_dir(cfg: SweepConfig) -> Path:
 def disk_state(run: SweepRun) -> str:
     """done (DONE with this run's hash), conflict (DONE with other settings), partial (started:
     the next attempt resumes from its checkpoint), or missing."""
-    done = run.plan.dir / DONE
-    if done.exists():
-        try:
-            found = json.loads(done.read_text()).get("hash")
-        except (OSError, ValueError):
-            found = None
-        return "done" if found == run.plan.hash else "conflict"
-    started = run.plan.dir / STARTED
-    if started.exists():
-        try:
-            if json.loads(started.read_text()).get("hash") == run.plan.hash:
-                return "partial"
-        except (OSError, ValueError):
-            pass
-    return "missing"
+    state = run_state(run.plan.dir, run.plan.hash)
+    return "conflict" if state == "stale" else state
 
 
 def describe(cfg: SweepConfig, runs: list[SweepRun]) -> str:

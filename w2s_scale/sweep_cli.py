@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from w2s_scale.config import ConfigError
+from w2s_scale.preflight import positive_int
 from w2s_scale.results import ResultsError
 
 COMMANDS = ("sweep", "run", "status", "report")
@@ -22,14 +23,24 @@ def add_commands(sub, add_config_args) -> None:
                                          "finished ones, run the rest locally or as Slurm jobs")
     add_config_args(sweep)
     sweep.add_argument("--dry-run", action="store_true",
-                       help="print the plan (runs, dependencies, what is reused) and stop")
+                       help="print the plan (runs, dependencies, what is reused), the resolved "
+                            "settings and the GPU-hours estimate, and stop")
+    sweep.add_argument("--mfu", type=float, default=None,
+                       help="dry run: assumed model-FLOPs utilisation (default 0.35)")
+    sweep.add_argument("--cluster-gpus", type=int, default=None,
+                       help="dry run: H100s of the cluster to fit in (default 64)")
+    sweep.add_argument("--cluster-hours", type=float, default=None,
+                       help="dry run: hours to fit in (default 48)")
     sweep.add_argument("--executor", choices=["local", "slurm"], help="default: the config's `executor`")
-    sweep.add_argument("--nproc", type=int, help="local executor: ranks per run (default: launch.nproc)")
+    sweep.add_argument("--nproc", type=positive_int, help="local executor: ranks per run (default: launch.nproc)")
     sweep.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                        help="local executor: how to start the ranks (default: launch.launcher)")
     sweep.add_argument("--sbatch", dest="sbatch_options", action="append", default=[], metavar="OPTION",
                        help="Slurm: an extra sbatch option for every job, e.g. --sbatch=--qos=high "
                             "(repeatable; per model: resources.sbatch)")
+    sweep.add_argument("--redo", action="store_true",
+                       help="redo every run, finished ones too (each replaces its finished "
+                            "predecessor only once it is complete)")
     sweep.add_argument("--wait", action="store_true",
                        help="Slurm: wait for the jobs to end, then print the status and the summary")
 
@@ -39,7 +50,7 @@ def add_commands(sub, add_config_args) -> None:
                      help="the run's key (dataset/seed<k>/<name>) or name")
     run.add_argument("--seed", type=int, help="with a run name: its seed")
     run.add_argument("--dataset", help="with a run name: its dataset")
-    run.add_argument("--nproc", type=int, help="ranks on this machine (default: launch.nproc)")
+    run.add_argument("--nproc", type=positive_int, help="ranks on this machine (default: launch.nproc)")
     run.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                      help="how to start the ranks (default: launch.launcher)")
     run.add_argument("--redo", action="store_true", help="redo the run even if it is complete")
@@ -91,25 +102,26 @@ def _sweep(cfg, runs, args) -> int:
     else:
         world = lambda run: nproc  # noqa: E731
     print(ex.format_plan(cfg, runs, executor, world), flush=True)
-    todo = [r for r in runs if disk_state(r) != "done"]
+    todo = [r for r in runs if args.redo or disk_state(r) != "done"]
     if args.dry_run:
+        print(dry_run_text(cfg, runs, args), flush=True)
         if executor == "slurm" and todo:
             print("sbatch commands (job ids of dependencies shown as <run key>):")
-            ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True)
+            ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True, redo=args.redo)
         return 0
     if todo:
         if executor == "local" and launcher == "none" and nproc > 1:
             raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; set launch.launcher "
                               f"to torchrun or deepspeed")
-        ex.preflight(cfg, todo, world)
+        ex.preflight(cfg, todo, world, local=executor == "local")
     if executor == "local":
-        left = ex.execute_local(cfg, runs, launcher, nproc) if todo else 0
+        left = ex.execute_local(cfg, runs, launcher, nproc, redo=args.redo) if todo else 0
         report(cfg, runs)
         if left:
             print(ex.format_status(cfg, ex.sweep_status(cfg, runs)), flush=True)
         return 0 if not left else 1
     ex.check_executor(executor)
-    jobs = ex.submit_slurm(cfg, runs, args.sbatch_options, report_job=not args.wait)
+    jobs = ex.submit_slurm(cfg, runs, args.sbatch_options, report_job=not args.wait, redo=args.redo)
     if not args.wait:
         print(f"[w2s] {len(jobs)} job(s) queued or running; follow them with `w2s status -c "
               f"{args.config}`; `w2s report -c {args.config}` summarizes what has finished", flush=True)
@@ -119,6 +131,21 @@ def _sweep(cfg, runs, args) -> int:
     print(ex.format_status(cfg, statuses), flush=True)
     report(cfg, runs)
     return 0 if all(s.state == "done" for s in statuses) else 1
+
+
+def dry_run_text(cfg, runs, args) -> str:
+    """The resolved settings and the compute estimate (also `w2s experiment --dry-run`)."""
+    from w2s_scale import costs
+    from w2s_scale.resolved import format_settings, resolved_settings
+
+    def given(name, default):
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    return "\n".join([format_settings(resolved_settings(cfg)), costs.format_costs(
+        cfg, runs, mfu=given("mfu", costs.DEFAULT_MFU),
+        cluster_gpus=given("cluster_gpus", costs.DEFAULT_CLUSTER_GPUS),
+        cluster_hours=given("cluster_hours", costs.DEFAULT_CLUSTER_HOURS))])
 
 
 def _run(cfg, runs, args, in_rank: bool) -> int:
@@ -147,4 +174,4 @@ def _run(cfg, runs, args, in_rank: bool) -> int:
     from w2s_scale.pipeline import execute
 
     return cli.run_until_stopped(lambda: execute(
-        run.experiment, run.plan, make_splits(run.experiment.data, run.seed), force=args.redo))
+        run.experiment, run.plan, make_splits(run.experiment.data, run.seed), redo=args.redo))

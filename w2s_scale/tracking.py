@@ -1,14 +1,136 @@
-"""Run logs: a jsonl file always, W&B when asked, a progress bar; rank 0 only."""
+"""Run logs: a jsonl file always, W&B when asked, a progress bar; rank 0 only.
+
+W&B online is checked before anything trains (`check_wandb`): an API key, and an answer from the
+server within a few seconds. Without them `wandb.init` waits 100 s or more and then fails; here
+the run logs offline instead (and says how to sync later) or stops, as tracking.on_no_network says.
+
+One run folder is one W&B run: its id is kept in the folder (`wandb_run_id`), and a resumed
+attempt (after a preemption) continues it (resume="allow"); training steps are W&B's steps, each
+logged once, other events go to the run's summary.
+"""
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
+from w2s_scale.errors import UserError
 from w2s_scale import distributed as dist
 from w2s_scale.config import TrackingConfig
+
+WANDB_CHECK_S = 5.0               # the longest the online check may take
+DECIDED_MODE_ENV = "W2S_WANDB_MODE"  # the mode check_wandb settled on, inherited by the ranks
+RUN_ID_FILE = "wandb_run_id"
+
+
+class TrackingError(UserError):
+    """W&B online cannot work here and tracking.on_no_network is `error`."""
+
+
+def _wandb_base_url() -> str:
+    from wandb.sdk import wandb_setup
+
+    try:  # WANDB_BASE_URL, wandb's settings files
+        return str(wandb_setup.singleton().settings.base_url)
+    except ValueError as err:  # a WANDB_* variable wandb rejects (pydantic's error is a ValueError)
+        first = str(err).splitlines()
+        raise TrackingError(f"tracking.wandb: W&B's settings cannot be read: "
+                            f"{' '.join(first[1:3]).strip()[:200]}; fix the WANDB_* variable") from None
+
+
+def _has_api_key(base_url: str) -> bool:
+    """A key wandb itself would find: environment, ~/.netrc for this host, its settings."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    from wandb.sdk import wandb_setup
+    from wandb.sdk.lib.wbauth import wbnetrc
+
+    try:
+        if wbnetrc.read_netrc_auth(host=base_url):
+            return True
+    except Exception:  # noqa: BLE001 - a malformed netrc entry is wandb's to report; no key here
+        pass
+    return bool(wandb_setup.singleton().settings.api_key)
+
+
+def _server_problem(base_url: str, timeout_s: float) -> Optional[str]:
+    """None if the W&B server answers an HTTP request within timeout_s (any status: it is
+    there), else why not. Name resolution and the request run in a thread with a deadline,
+    because a resolver with no network can block far longer than any socket timeout."""
+    import urllib.error
+    import urllib.request
+
+    outcome: list[Optional[str]] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(base_url, timeout=timeout_s).close()
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)  # an answer, if not a welcome one: the server is reachable
+        except Exception as err:  # noqa: BLE001 - every failure means the same: unreachable
+            reason = getattr(err, "reason", err)
+            outcome.append(f"{type(reason).__name__}: {reason}"[:160])
+
+    thread = threading.Thread(target=probe, daemon=True, name="w2s-wandb-check")
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        return f"no answer within {timeout_s:.0f} s"
+    return outcome[0]
+
+
+def wandb_online_problem(timeout_s: float = WANDB_CHECK_S) -> Optional[str]:
+    """Why W&B online would hang or fail here (no key, server unreachable), or None."""
+    base_url = _wandb_base_url()
+    if not _has_api_key(base_url):
+        return f"no W&B API key for {base_url} (set WANDB_API_KEY or run `wandb login`)"
+    problem = _server_problem(base_url, timeout_s)
+    return None if problem is None else f"{base_url} cannot be reached ({problem})"
+
+
+def check_wandb(cfg: TrackingConfig, sync_from: Path) -> str:
+    """The W&B mode to run with: `cfg.wandb`, except that online with no key or no network
+    becomes offline (one line saying how to sync the runs under `sync_from` later) or a
+    TrackingError, as cfg.on_no_network says. Decided once per command: the ranks inherit it."""
+    if cfg.wandb != "online":
+        return cfg.wandb
+    if os.environ.get(DECIDED_MODE_ENV):
+        return os.environ[DECIDED_MODE_ENV]
+    started = time.monotonic()
+    problem = wandb_online_problem()
+    mode = "online"
+    if problem is not None:
+        waited = time.monotonic() - started
+        if cfg.on_no_network == "error":
+            raise TrackingError(f"tracking.wandb: online, but {problem} after {waited:.1f} s; set "
+                                f"tracking.wandb: offline, or tracking.on_no_network: offline to "
+                                f"log offline and sync later")
+        mode = "offline"
+        print(f"w2s: W&B online is not possible: {problem} ({waited:.1f} s); logging offline "
+              f"(tracking.on_no_network: offline); upload later with "
+              f"`wandb sync {sync_from}/wandb/offline-run-*`", file=sys.stderr, flush=True)
+    os.environ[DECIDED_MODE_ENV] = mode
+    return mode
+
+
+def stable_run_id(run_dir: Path) -> str:
+    """This run folder's W&B run id, made once and kept in the folder, so every attempt of the
+    run (resumed after a preemption) logs into the same W&B run; a redo (a new folder) gets its
+    own. Rank 0 only."""
+    from w2s_scale.results import atomic_write
+
+    path = run_dir / RUN_ID_FILE
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:16]
+    atomic_write(path, run_id + "\n")
+    return run_id
 
 
 class _NoBar:
@@ -54,9 +176,11 @@ class Tracker:
         if cfg.wandb != "off":
             import wandb
 
-            self._wandb = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.wandb,
+            mode = check_wandb(cfg, log_path.parent)
+            self._wandb = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode,
                                      group=group, name=run_name, job_type=run_name.split("-")[0],
                                      config=config or {}, dir=str(wandb_dir or log_path.parent),
+                                     id=stable_run_id(log_path.parent), resume="allow",
                                      reinit="finish_previous")
 
     def log(self, record: dict[str, Any]) -> None:
@@ -69,8 +193,10 @@ class Tracker:
             event = record.get("event", "log")
             numbers = {f"{event}/{k}": v for k, v in record.items()
                        if isinstance(v, (int, float)) and k != "time"}
-            if numbers:  # W&B's own step counter: train and predict records interleave
-                self._wandb.log(numbers)
+            if event == "train":  # the training step is W&B's step: each logged once, and a
+                self._wandb.log(numbers, step=record["step"])  # resumed attempt goes on from it
+            elif numbers:  # start, resumed, stopped, predictions: no step of their own
+                self._wandb.summary.update(numbers)
 
     def summary(self, values: dict[str, Any]) -> None:
         if self._wandb is not None:

