@@ -10,8 +10,8 @@ still finishing the last collective when the rank leaves), tests/helpers/zero3_h
 experiment` runs on 2 ranks, alternately through torchrun and the deepspeed launcher (slow:
 about a minute each on a loaded 2-core machine). One line per run, then `N runs, M failures`;
 exit status 1 on any failure. --legacy-exit ends exit_race.py the way every entry point
-ended before the fix (destroy_process_group, then the interpreter's own exit): it reproduces
-the abort. Not part of the test suite (`make stress`)."""
+ended before the fix (destroy_process_group, then the interpreter's own exit), to look for
+the abort (seen by hand, rarely under this script: see that helper). Not part of the test suite (`make stress`)."""
 from __future__ import annotations
 
 import argparse

@@ -18,8 +18,8 @@ from w2s_scale.processes import descendants
 
 
 def test_rank_leaves_cleanly_while_gloo_still_finishes_its_last_collective(tmp_path):
-    # exit_race.py "legacy" (the exit before the fix) aborts in most runs on an idle machine:
-    # "terminate called without an active exception" on one rank, SIGABRT
+    # exit_race.py "legacy" (the exit before the fix) aborted in some runs ("terminate called
+    # without an active exception" on one rank, SIGABRT), not in all: see the helper
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          f"--master_port={_free_port()}", str(REPO / "tests/helpers/exit_race.py"),
