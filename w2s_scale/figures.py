@@ -302,24 +302,34 @@ def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, lege
 
 
 def draw(rows: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
-    """Every figure; returns the paths written."""
+    """Every figure as a PNG in out_dir; returns the paths written."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in build(rows, summary_rows).items():
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+    return written
+
+
+def build(rows: list[dict], summary_rows: list[dict]) -> dict:
+    """Every figure (file name -> matplotlib Figure): per dataset and loss, a grid per loss, the
+    cross-dataset summary."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     colors = _weak_colors(rows)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     losses = list(dict.fromkeys(r["loss"] for r in rows if r["kind"] == "transfer"))
-    written = []
+    figs = {}
 
     def save(fig, name: str) -> None:
-        fig.tight_layout()
-        path = out_dir / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        figs[name] = fig
 
     for dataset in datasets:
         for loss in losses:
@@ -357,4 +367,4 @@ def draw(rows: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path
                   title="tasks: datasets x weak supervisors; bars: 95% bootstrap over seeds and test "
                         "examples", title_fontsize=7)
         save(fig, "summary-median-pgr.png")
-    return written
+    return figs
