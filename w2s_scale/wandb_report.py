@@ -33,7 +33,6 @@ RUN_PAGE_KEYS = {
     "examples per second": "train/examples_per_s",
     "tokens per second": "train/tokens_per_s",
 }
-RUN_SUMMARY_KEYS = ["accuracy", "auc", "weak_model", "weak_accuracy", "pgr"]
 
 
 def curve_key(dataset: str, loss: str, metric: str) -> str:
