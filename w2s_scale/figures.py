@@ -236,7 +236,8 @@ def _seeds_note(rows: list[dict]) -> str:
     seeds = sorted({r["n_seeds"] for r in rows})
     n_test = min(r["n_test"] for r in rows)
     seed_text = "/".join(map(str, seeds)) + (" seed" if seeds == [1] else " seeds")
-    return f"mean of {seed_text}; bars: 95% bootstrap over seeds and {n_test} test examples"
+    over = f"{n_test} test examples" if seeds == [1] else f"seeds and {n_test} test examples"
+    return f"mean of {seed_text}; bars: 95% bootstrap over {over}"
 
 
 def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True) -> None:
