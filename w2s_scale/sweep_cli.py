@@ -3,7 +3,7 @@
   w2s sweep  -c S.yaml [--dry-run] [--executor local|slurm] [--wait]   plan, then run or submit
   w2s run    -c S.yaml --run KEY|NAME [--seed K] [--dataset D]        one run (what a job runs)
   w2s status -c S.yaml                                                 where every run stands
-  w2s report -c S.yaml                                                 tables and scaling plots
+  w2s report -c S.yaml [--wandb-report]                                tables, scaling figures, W&B Report
 
 An experiment YAML works wherever a sweep YAML does (the sweep of its two models).
 """
@@ -62,6 +62,9 @@ def add_commands(sub, add_config_args) -> None:
     report = sub.add_parser("report", help="summary tables and scaling plots of a sweep")
     add_config_args(report)
     report.add_argument("--no-plots", action="store_true", help="tables only")
+    report.add_argument("--wandb-report", action="store_true",
+                        help="also build a W&B Report of the sweep (wandb-workspaces): published when "
+                             "tracking.wandb is online, else saved as JSON with the command to publish it")
 
 
 def main(args: argparse.Namespace, in_rank: bool) -> int:
@@ -85,7 +88,7 @@ def main(args: argparse.Namespace, in_rank: bool) -> int:
         return 1 if any(s.failed for s in statuses) else 3
     from w2s_scale.scaling import report
 
-    report(cfg, runs, plots=not args.no_plots)
+    report(cfg, runs, plots=not args.no_plots, wandb_report=args.wandb_report)
     return 0
 
 

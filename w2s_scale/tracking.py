@@ -214,3 +214,16 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def update_summary(cfg: TrackingConfig, run_id: str, values: dict[str, Any], wandb_dir: Path) -> None:
+    """Add values (a PGR known only once the ceiling exists) to a finished run's W&B summary, by
+    resuming that run under its id. Rank 0 / a single process only."""
+    if cfg.wandb == "off":
+        return
+    import wandb
+
+    run = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.wandb, id=run_id,
+                     resume="allow", dir=str(wandb_dir), reinit="finish_previous")
+    run.summary.update(values)
+    run.finish()

@@ -1,0 +1,371 @@
+"""Paper-style scaling figures of a sweep (Burns et al. 2023, figure 3 style) and their table.
+
+From the finished runs' test predictions:
+  - points(): one row per curve point, the summary table: the weak supervisors' own accuracy,
+    the ceiling (each strong model trained on ground truth), and each (weak, strong, loss)
+    transfer accuracy and PGR, all with 95% two-level bootstrap intervals over seeds and test
+    examples (w2s_scale/intervals.py), so accuracy intervals stay within [0, 1].
+  - summary(): median PGR over tasks (dataset x weak supervisor) per loss and student size.
+  - draw(): per dataset and loss, accuracy and PGR against the student's parameter count on a log
+    axis; a grid over datasets per loss; the cross-dataset summary. PNG files.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from w2s_scale import intervals
+from w2s_scale.results import RunDir, atomic_write
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished run: which test examples it got right."""
+    dataset: str
+    seed: int
+    model: str                 # the trained model (the student of a transfer run)
+    weak: Optional[str]        # transfer runs: the supervisor; None for ground-truth runs
+    loss: Optional[str]        # transfer runs: the loss tag
+    correct: dict[str, bool]   # test example id -> classified correctly
+
+
+def load_results(runs) -> list[RunResult]:
+    """The finished runs of a sweep (w2s_scale.sweep.SweepRun), read from their folders."""
+    from w2s_scale.sweep import disk_state
+
+    out = []
+    for run in runs:
+        if disk_state(run) != "done":
+            continue
+        plan = run.plan
+        preds = RunDir(plan.dir, plan.hash).read_jsonl("test_predictions.jsonl")
+        out.append(RunResult(
+            dataset=run.dataset, seed=plan.seed, model=plan.model.short_name,
+            weak=plan.weak.model.short_name if plan.kind == "transfer" else None,
+            loss=plan.loss.tag if plan.kind == "transfer" else None,
+            correct={r["id"]: (r["p1"] > 0.5) == bool(r["label"]) for r in preds}))
+    return out
+
+
+def _aligned(*runs: RunResult) -> list[np.ndarray]:
+    """Correct-or-not arrays on the examples all runs scored (over-long ones may differ)."""
+    ids = sorted(set.intersection(*(set(r.correct) for r in runs)))
+    return [np.array([r.correct[i] for i in ids], dtype=float) for r in runs]
+
+
+def _index(results: list[RunResult]):
+    gt = {(r.dataset, r.model, r.seed): r for r in results if r.weak is None}
+    transfer = defaultdict(dict)  # (dataset, loss, weak, strong) -> {seed: run}
+    for r in results:
+        if r.weak is not None:
+            transfer[(r.dataset, r.loss, r.weak, r.model)][r.seed] = r
+    return gt, transfer
+
+
+def _triples(gt, dataset: str, weak: str, strong: str, by_seed: dict) -> list[list[np.ndarray]]:
+    """Per seed: (weak, ceiling, transfer) aligned, for seeds where all three finished."""
+    return [_aligned(gt[(dataset, weak, s)], gt[(dataset, strong, s)], run)
+            for s, run in sorted(by_seed.items())
+            if (dataset, weak, s) in gt and (dataset, strong, s) in gt]
+
+
+def points(results: list[RunResult], sizes: dict[str, Optional[int]], n_boot: int = intervals.N_BOOT) -> list[dict]:
+    """The summary table: one row per curve point (kind weak / ceiling / transfer)."""
+    gt, transfer = _index(results)
+    weak_models = {k[2] for k in transfer}
+    strong_models = {k[3] for k in transfer}
+    rows = []
+    for role, models in (("weak", weak_models), ("ceiling", strong_models)):
+        for dataset, model in sorted({(d, m) for d, m, _ in gt if m in models}):
+            seeds = [r for (d, m, _), r in sorted(gt.items()) if (d, m) == (dataset, model)]
+            est = intervals.accuracy([np.array(list(r.correct.values()), dtype=float) for r in seeds],
+                                     n_boot)
+            rows.append({"kind": role, "dataset": dataset, "loss": None, "weak": None, "strong": model,
+                         "params": sizes.get(model), **est.as_dict("accuracy"),
+                         "n_seeds": est.n_seeds, "n_test": est.n_examples})
+    for (dataset, loss, weak, strong), by_seed in sorted(transfer.items()):
+        triples = _triples(gt, dataset, weak, strong, by_seed)
+        if not triples:
+            continue
+        acc = intervals.accuracy([t[2] for t in triples], n_boot)
+        pgr = intervals.pgr(triples, n_boot)
+        rows.append({"kind": "transfer", "dataset": dataset, "loss": loss, "weak": weak, "strong": strong,
+                     "params": sizes.get(strong), "weak_params": sizes.get(weak),
+                     **acc.as_dict("accuracy"), **pgr.as_dict("pgr"),
+                     "weak_accuracy": float(np.mean([t[0].mean() for t in triples])),
+                     "ceiling_accuracy": float(np.mean([t[1].mean() for t in triples])),
+                     "n_seeds": acc.n_seeds, "n_test": acc.n_examples})
+    return rows
+
+
+def summary(results: list[RunResult], sizes: dict[str, Optional[int]], n_boot: int = intervals.N_BOOT) -> list[dict]:
+    """Median PGR over tasks (dataset x weak supervisor, self-supervision left out) per loss and
+    student, with an interval from the tasks' bootstrap draws; the paper's summary of its suite."""
+    gt, transfer = _index(results)
+    tasks = defaultdict(list)  # (loss, strong) -> [(value, draws)]
+    for (dataset, loss, weak, strong), by_seed in sorted(transfer.items()):
+        triples = _triples(gt, dataset, weak, strong, by_seed)
+        if weak == strong or not triples:
+            continue
+        est = intervals.pgr(triples, n_boot)
+        if est.value is not None:
+            tasks[(loss, strong)].append((est.value, intervals.pgr_draws(triples, n_boot)))
+    rows = []
+    for (loss, strong), members in sorted(tasks.items()):
+        value, lo, hi = intervals.median_interval([d for _, d in members], [v for v, _ in members])
+        rows.append({"loss": loss, "strong": strong, "params": sizes.get(strong), "median_pgr": value,
+                     "median_pgr_lo": lo, "median_pgr_hi": hi, "n_tasks": len(members)})
+    return rows
+
+
+# --- the table as files ---------------------------------------------------------------------------
+
+def _fmt(v, lo=None, hi=None) -> str:
+    if v is None:
+        return "undefined"
+    return f"{v:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
+
+
+def format_points(rows: list[dict], summary_rows: list[dict]) -> str:
+    """The curve points as a plain table, 95% bootstrap intervals in brackets."""
+    head = ["dataset", "loss", "weak", "strong", "params", "seeds", "accuracy [95%]", "PGR [95%]"]
+    lines = [head]
+    for r in rows:
+        lines.append([r["dataset"], r["loss"] or "-", r["weak"] or ("(weak alone)" if r["kind"] == "weak" else "(ceiling)"),
+                      r["strong"], size_label(r["params"]), str(r["n_seeds"]),
+                      _fmt(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+                      _fmt(r["pgr"], r["pgr_lo"], r["pgr_hi"]) if r["kind"] == "transfer" else ""])
+    widths = [max(len(x[i]) for x in lines) for i in range(len(head))]
+    text = ["curve points (mean over seeds; 95% bootstrap over seeds and test examples)"]
+    text += ["  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in lines]
+    if summary_rows:
+        text += ["", "median PGR over datasets and weak supervisors"]
+        text += [f"  {r['loss']:<10} {r['strong']:<18} {size_label(r['params']):>7}  "
+                 f"{_fmt(r['median_pgr'], r['median_pgr_lo'], r['median_pgr_hi'])}  ({r['n_tasks']} tasks)"
+                 for r in summary_rows]
+    return "\n".join(text)
+
+
+def write_table(rows: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, table in (("scaling_points", rows), ("scaling_median_pgr", summary_rows)):
+        fields = list(dict.fromkeys(k for r in table for k in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(table)
+        atomic_write(out_dir / f"{stem}.csv", buffer.getvalue())
+        atomic_write(out_dir / f"{stem}.json", json.dumps(table, indent=2) + "\n")
+        written += [out_dir / f"{stem}.csv", out_dir / f"{stem}.json"]
+    atomic_write(out_dir / "scaling_points.txt", format_points(rows, summary_rows) + "\n")
+    return written + [out_dir / "scaling_points.txt"]
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+def size_label(n: Optional[int]) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+def _weak_colors(rows: list[dict]) -> dict[str, tuple]:
+    """Supervisors coloured by size: small = dark purple, large = orange (plasma, without its
+    pale yellow end, which vanishes on white)."""
+    import matplotlib
+
+    weak = sorted({r["strong"] for r in rows if r["kind"] == "weak"},
+                  key=lambda m: next(r["params"] or 0 for r in rows if r["strong"] == m))
+    cmap = matplotlib.colormaps["plasma"]
+    return {w: cmap(0.1 + 0.65 * i / max(1, len(weak) - 1)) for i, w in enumerate(weak)}
+
+
+def _err(rows: list[dict], key: str) -> np.ndarray:
+    """Asymmetric error bars from [lo, hi]; zero length where no interval could be formed."""
+    lo = [r[key] - r[f"{key}_lo"] if r[f"{key}_lo"] is not None else 0.0 for r in rows]
+    hi = [r[f"{key}_hi"] - r[key] if r[f"{key}_hi"] is not None else 0.0 for r in rows]
+    return np.array([lo, hi])
+
+
+def _dodge(xs: list, index: int, count: int) -> list:
+    """Shift the lines of different supervisors a little apart on the log axis, so that their
+    error bars at the same student do not hide each other."""
+    factor = 1.05 ** (index - (count - 1) / 2)
+    return [x * factor for x in xs]
+
+
+def _name_points(ax, rows: list[dict]) -> None:
+    """Write each model's name by its point; neighbours closer than 1.6x in size lean apart so
+    their names do not overlap."""
+    rows = sorted(rows, key=lambda r: r["params"])
+    for i, r in enumerate(rows):
+        near_next = i + 1 < len(rows) and rows[i + 1]["params"] < 1.6 * r["params"]
+        near_prev = i > 0 and r["params"] < 1.6 * rows[i - 1]["params"]
+        ha, dx = ("right", -4) if near_next else ("left", 4) if near_prev else ("center", 0)
+        ax.annotate(r["strong"], (r["params"], r["accuracy"]), textcoords="offset points",
+                    xytext=(dx, 8), ha=ha, fontsize=7)
+
+
+def _log_axis(ax, ticks: dict[int, str]) -> None:
+    """Log axis of parameters with a tick at every model size, labelled by size; names go in the
+    legend and beside the points, so ticks never crowd."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(ticks))
+    ax.set_xticklabels([ticks[t] for t in sorted(ticks)], fontsize=7, rotation=45, ha="right")
+    ax.xaxis.set_minor_locator(NullLocator())
+    lo, hi = min(ticks), max(ticks)
+    ax.set_xlim(lo / 1.6, hi * 1.6)
+    ax.set_xlabel("parameters of the model (log scale)")
+    ax.grid(alpha=0.3)
+
+
+def _seeds_note(rows: list[dict]) -> str:
+    seeds = sorted({r["n_seeds"] for r in rows})
+    n_test = min(r["n_test"] for r in rows)
+    seed_text = "/".join(map(str, seeds)) + (" seed" if seeds == [1] else " seeds")
+    over = f"{n_test} test examples" if seeds == [1] else f"seeds and {n_test} test examples"
+    return f"mean of {seed_text}; bars: 95% bootstrap over {over}"
+
+
+def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True) -> None:
+    weak_rows = [r for r in rows if r["kind"] == "weak" and r["dataset"] == dataset]
+    ceiling = sorted((r for r in rows if r["kind"] == "ceiling" and r["dataset"] == dataset),
+                     key=lambda r: r["params"])
+    transfer = [r for r in rows if r["kind"] == "transfer" and r["dataset"] == dataset and r["loss"] == loss]
+    ticks = {r["params"]: size_label(r["params"]) for r in weak_rows + ceiling}
+    if ceiling:
+        ax.errorbar([r["params"] for r in ceiling], [r["accuracy"] for r in ceiling], yerr=_err(ceiling, "accuracy"),
+                    color="black", linestyle="--", marker="s", markersize=5, capsize=3,
+                    label="strong ceiling (trained on ground truth)")
+        _name_points(ax, ceiling)
+    for i, w in enumerate(colors):
+        own = next((r for r in weak_rows if r["strong"] == w), None)
+        line = sorted((r for r in transfer if r["weak"] == w and r["strong"] != w), key=lambda r: r["params"])
+        if own is None and not line:
+            continue
+        if own is not None:
+            ax.errorbar([own["params"]], [own["accuracy"]], yerr=_err([own], "accuracy"), color=colors[w],
+                        marker="*", markersize=11, capsize=3, linestyle="none")
+            ax.axhline(own["accuracy"], color=colors[w], linestyle=":", linewidth=1, alpha=0.7)
+        if line:
+            ax.errorbar(_dodge([r["params"] for r in line], i, len(colors)), [r["accuracy"] for r in line],
+                        yerr=_err(line, "accuracy"), color=colors[w], marker="o", markersize=5, capsize=3,
+                        label=f"strong supervised by {w} ({size_label(own['params'] if own else None)}; "
+                              f"\u2605 and dotted line: {w} alone)")
+    _log_axis(ax, ticks)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{dataset}, {loss}: test accuracy", fontsize=10)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  title=_seeds_note(weak_rows + ceiling + transfer), title_fontsize=7)
+
+
+def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True) -> None:
+    transfer = [r for r in rows if r["kind"] == "transfer" and r["dataset"] == dataset and r["loss"] == loss
+                and r["weak"] != r["strong"]]
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.axhline(1, color="black", linewidth=0.8, linestyle="--")
+    ticks = {r["params"]: size_label(r["params"]) for r in transfer}
+    for i, w in enumerate(colors):
+        line = sorted((r for r in transfer if r["weak"] == w and r["pgr"] is not None), key=lambda r: r["params"])
+        if line:
+            ax.errorbar(_dodge([r["params"] for r in line], i, len(colors)), [r["pgr"] for r in line],
+                        yerr=_err(line, "pgr"),
+                        color=colors[w], marker="o", markersize=5, capsize=3,
+                        label=f"supervised by {w} ({size_label(line[0]['weak_params'])})")
+    if ticks:
+        _log_axis(ax, ticks)
+        ax.set_xlabel("parameters of the strong student (log scale)")
+    low, high = ax.get_ylim()  # 0 (weak) and 1 (ceiling) always in view: the scale of PGR
+    ax.set_ylim(min(low, -0.1), max(high, 1.1))
+    ax.set_ylabel("performance gap recovered (PGR)")
+    ax.set_title(f"{dataset}, {loss}: PGR (1 = ceiling, 0 = weak)", fontsize=10)
+    undefined = [r for r in transfer if r["pgr"] is None]
+    if undefined:  # a reader must not take a missing point for a zero
+        ax.text(0.02, 0.02, f"{len(undefined)} point(s) undefined: ceiling <= weak",
+                transform=ax.transAxes, fontsize=7, color="grey")
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), title=_seeds_note(transfer),
+                  title_fontsize=7)
+
+
+def draw(rows: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
+    """Every figure as a PNG in out_dir; returns the paths written."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in build(rows, summary_rows).items():
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+    return written
+
+
+def build(rows: list[dict], summary_rows: list[dict]) -> dict:
+    """Every figure (file name -> matplotlib Figure): per dataset and loss, a grid per loss, the
+    cross-dataset summary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = _weak_colors(rows)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    losses = list(dict.fromkeys(r["loss"] for r in rows if r["kind"] == "transfer"))
+    figs = {}
+
+    def save(fig, name: str) -> None:
+        figs[name] = fig
+
+    for dataset in datasets:
+        for loss in losses:
+            fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.6))
+            _accuracy_panel(left, rows, dataset, loss, colors)
+            _pgr_panel(right, rows, dataset, loss, colors)
+            save(fig, f"{dataset}-{loss}.png")
+    for loss in losses:
+        fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 10.5), squeeze=False)
+        for col, dataset in enumerate(datasets):
+            _accuracy_panel(axes[0][col], rows, dataset, loss, colors, legend=col == 0)
+            _pgr_panel(axes[1][col], rows, dataset, loss, colors, legend=col == 0)
+        fig.suptitle(f"weak-to-strong scaling over datasets, loss {loss}", fontsize=11)
+        save(fig, f"grid-{loss}.png")
+    if summary_rows:
+        fig, ax = plt.subplots(figsize=(6.4, 6))
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.axhline(1, color="black", linewidth=0.8, linestyle="--")
+        styles = {"xent": ("tab:blue", "o"), "logconf": ("tab:red", "s")}
+        losses = list(dict.fromkeys(r["loss"] for r in summary_rows))
+        for i, loss in enumerate(losses):
+            line = sorted((r for r in summary_rows if r["loss"] == loss), key=lambda r: r["params"])
+            color, marker = styles.get(loss.split("-")[0], (f"C{i + 2}", "^"))
+            ax.errorbar(_dodge([r["params"] for r in line], i, len(losses)), [r["median_pgr"] for r in line],
+                        yerr=_err(line, "median_pgr"), color=color, marker=marker, capsize=3,
+                        label=f"{loss} (median of {line[0]['n_tasks']} tasks)")
+        _log_axis(ax, {r["params"]: f"{r['strong']} {size_label(r['params'])}" for r in summary_rows})
+        ax.set_xlabel("strong student parameters (log scale)")
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, -0.1), max(high, 1.1))
+        ax.set_ylabel("median PGR over datasets x weak supervisors")
+        ax.set_title("weak-to-strong: median PGR by loss and student size\n(1 = strong ceiling, "
+                     "0 = weak supervisor)", fontsize=10)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.42),
+                  title="tasks: datasets x weak supervisors; bars: 95% bootstrap over seeds and test "
+                        "examples", title_fontsize=7)
+        save(fig, "summary-median-pgr.png")
+    return figs
