@@ -415,3 +415,15 @@ def test_two_ranks_two_micro_batches_equal_one_device():
                                          for a, b in zip(n_grads, ref_grads)))
     # sanity: per-micro-batch thresholds (no global stats) would NOT match the one-device result
     assert all(naive_differs)
+
+
+def test_a_loss_whose_meaning_changed_does_not_reuse_old_runs(tmp_path):
+    """`entropy` meant our entropy minimisation before it meant EleutherAI's loss: a run of the old
+    meaning (hash without a revision) must not share the hash of the new one."""
+    from w2s_scale.config import LossConfig, stable_hash
+    from w2s_scale.pipeline import _loss_identity
+
+    for name in ("xent", "logconf"):  # unchanged losses keep the hashes of finished runs
+        assert _loss_identity(LossConfig(name=name)) == LossConfig(name=name)
+    entropy = LossConfig(name="entropy")
+    assert stable_hash(_loss_identity(entropy)) != stable_hash(entropy)

@@ -363,6 +363,9 @@ class LossSpec:
     # the numbers each param may take, in interval notation ("[0, 1)", "[0, inf)") or as a set
     # ("{0, 1}"); checked before any run starts (w2s_scale/preflight.py)
     ranges: Mapping[str, str] = field(default_factory=dict)
+    # raised when a name's meaning changes, so that runs finished under the old meaning are
+    # stale (in the run hash), never reused as the new loss's results
+    revision: int = 0
 
 
 LOSSES: dict[str, LossSpec] = {
@@ -388,7 +391,8 @@ LOSSES: dict[str, LossSpec] = {
                         "EleutherAI's entropy: CE against (1-coef) y + coef stopgrad(p); trains "
                         "like (1-coef) xent", uses_step=True,
                         ranges={"aux_coef": "[0, 1]", "warmup_steps": "[0, inf)",
-                                "balance_batch": "{0, 1}"}),
+                                "balance_batch": "{0, 1}"},
+                        revision=1),  # 0: our entropy minimisation, now entropy_min
     "entropy_min": LossSpec(entropy_min_loss, False,
                             {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"},
                             "entropy minimisation: (1-coef) CE(y, p) + coef H(p), gradient "

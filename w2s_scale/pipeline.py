@@ -70,8 +70,16 @@ def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, los
     return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
                    seed=seed, dir=seed_dir(cfg, seed) / name,
                    hash=stable_hash("transfer", *_results_identity(strong, train_cfg), cfg.data,
-                                    seed, loss, weak.hash),
+                                    seed, _loss_identity(loss), weak.hash),
                    weak=weak)
+
+
+def _loss_identity(loss: LossConfig):
+    """The loss as it enters a run's hash: its config, and its revision once its meaning changed."""
+    from w2s_scale.losses import LOSSES
+
+    revision = LOSSES[loss.name].revision
+    return loss if not revision else (loss.model_dump(mode="json"), revision)
 
 
 def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:

@@ -9,7 +9,6 @@ runs only what is new. Executors (local, Slurm) are in executors.py; tables and 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
