@@ -47,6 +47,7 @@ bench: setup
 # the way 2-rank runs end, 30 times under CPU load (several minutes; not part of `make test`)
 stress: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/stress_exit.py --runs 30
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m stress
 
 clean-results:
 	rm -rf results

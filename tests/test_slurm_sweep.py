@@ -103,7 +103,7 @@ def test_sweep_of_dependent_jobs_failure_status_resubmit_summary(slurm_cluster, 
         else:
             assert row["pgr"] is None
     assert "transfer runs: test accuracy and PGR" in second.stdout
-    assert (tmp_path / "results/sweep/plots/jsonl-xent-accuracy.png").exists()
-    assert (tmp_path / "results/sweep/plots/jsonl-xent-pgr.png").exists()
+    assert (tmp_path / "results/sweep/figures/jsonl-xent.png").exists()
+    assert (tmp_path / "results/sweep/figures/grid-xent.png").exists()
     status = run_w2s(["status", "-c", str(config)], env=env)
     assert status.returncode == 0 and "5 done" in status.stdout

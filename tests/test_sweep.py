@@ -310,7 +310,7 @@ def test_local_sweep_runs_each_run_once_then_reuses(tmp_path, tiny_models, tiny_
     assert proc.stdout.index("gt-gpt2-weak (seed 0): test accuracy") < proc.stdout.index(
         "w2s-gpt2-weak-to-gpt2-weak-xent (seed 0): starting")
     out = tmp_path / "results" / "sweep"
-    assert (out / "plots" / "jsonl-xent-accuracy.png").exists() and (out / "summary.csv").exists()
+    assert (out / "figures" / "jsonl-xent.png").exists() and (out / "summary.csv").exists()
     book = json.loads((out / "sweep" / "jobs.json").read_text())
     assert {e["status"] for e in book.values()} == {"done"}
     again = run_w2s(["sweep", "-c", str(path)])

@@ -141,7 +141,13 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     set_seed(plan.seed)
     eng = build_engine(plan.model, plan.train, total_steps, tokenizer)
     with StopFlag() as stop:
-        train(eng, train_set, targets, plan.loss, plan.seed, run_dir.checkpoints, tracker, stop)
+        try:
+            train(eng, train_set, targets, plan.loss, plan.seed, run_dir.checkpoints, tracker, stop)
+        except BaseException:
+            # a stopped (or failed) attempt finishes its W&B run here, so that the attempt that
+            # resumes it can take up the same run id (W&B refuses an id still in use)
+            tracker.close()
+            raise
     test_probs = predict(eng, test_set, tracker, desc="test")
     metrics = {"run": plan.name, "kind": plan.kind, "seed": plan.seed,
                "accuracy": accuracy(test_set.labels, test_probs[:, 1]),
