@@ -3,15 +3,13 @@ cut, the run hash, and the real engine (tiny GPT-2 models, ZeRO-3): on 1 rank th
 is the one tested; on 2 ranks, stopped by a signal and resumed, the same step is chosen and the
 same test predictions come out."""
 import json
-import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
 
 from conftest import tiny_config, write_config
-from test_experiment_e2e import _start, _wait_for_checkpoint, predictions, w2s
+from test_experiment_e2e import predictions, stop_and_resume, w2s
 
 from w2s_scale.config import TrainConfig, load_config
 
@@ -94,16 +92,7 @@ def test_two_ranks_stopped_and_resumed_choose_the_same_step(one_rank, tiny_model
         shutil.copytree(one_rank / "tiny/jsonl/seed0" / gt, results / "tiny/jsonl/seed0" / gt)
     cfg = write_config(tmp_path / "cfg.yaml", _config(results, tiny_models, tiny_data))
     run_dir = results / "tiny/jsonl/seed0" / RUN
-    proc = _start(cfg)
-    _wait_for_checkpoint(run_dir, None, proc)
-    os.kill(proc.pid, signal.SIGUSR1)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 75, out[-2000:]
-    proc = _start(cfg)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
-
-    assert _events(results, "resumed")[0]["step"] > 0
+    stop_and_resume(cfg, run_dir)
     one, two = _metrics(one_rank), _metrics(results)
     assert two["world_size"] == 2
     assert two["early_stopping"]["chosen_step"] == one["early_stopping"]["chosen_step"]
