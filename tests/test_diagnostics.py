@@ -55,6 +55,7 @@ def test_summary_table_and_scatter_of_gain_against_misfit(tmp_path):
     text = format_diagnostics(rows)
     assert "misfit (test)" in text and "0.120" in text
     assert format_diagnostics([{"seed": 0, "misfit": None}]) == ""
+    assert format_diagnostics([dict(rows[0], dataset="sst2")]).splitlines()[1].split()[0] == "dataset"
     assert draw_gain_misfit(rows, tmp_path) == [tmp_path / "gain-vs-misfit.png"]
     assert (tmp_path / "gain-vs-misfit.png").stat().st_size > 1000
     assert draw_gain_misfit([{"seed": 0, "misfit": None}], tmp_path / "none") == []

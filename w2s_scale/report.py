@@ -137,14 +137,16 @@ def format_diagnostics(rows: list[dict]) -> str:
     rows = [r for r in rows if r.get("misfit") is not None]
     if not rows:
         return ""
-    header = ["dataset", "seed", "weak", "strong", "loss", "gain over weak", "misfit (test)",
-              "agree test", "agree B", "ECE", "weak ECE", "chosen step"]
-    lines = [header] + [[str(r.get("dataset", "")), seed_text(r), r["weak"], r["strong"], r["loss"],
+    header = ["seed", "weak", "strong", "loss", "gain over weak", "misfit (test)", "agree test",
+              "agree B", "ECE", "weak ECE", "chosen step"]
+    lines = [header] + [[seed_text(r), r["weak"], r["strong"], r["loss"],
                          _fmt(r["gain_over_weak"]), _fmt(r["misfit"]),
                          _fmt(r["agreement_with_weak_test"]), _fmt(r.get("agreement_with_weak")),
                          _fmt(r["ece"]), _fmt(r["weak_ece"]), _fmt(r.get("chosen_step", ""))]
                         for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    if any(r.get("dataset") for r in rows):  # a sweep's rows name their dataset
+        lines = [[h, *line] for h, line in zip(["dataset"] + [r["dataset"] for r in rows], lines)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
     return ("diagnostics: gain = transfer - weak accuracy; misfit = the student's disagreement with "
             "its supervisor on test (Charikar et al. 2024); ECE over 10 equal-width confidence bins\n"
