@@ -13,7 +13,7 @@ from test_experiment_e2e import predictions, stop_and_resume, w2s
 
 from w2s_scale.config import TrainConfig, load_config
 
-RUN = "w2s-gpt2-weak-to-gpt2-strong-xent"
+RUN = "w2s-gpt2-weak-to-gpt2-strong-xent-es3v0.25-gtc3f0.2"
 HELD_OUT = {"early_stopping": {"every": 3, "val_fraction": 0.25}, "gt_curve": {"every": 3, "fraction": 0.2}}
 
 
@@ -41,6 +41,7 @@ def test_held_out_settings_enter_transfer_hashes_only(tiny_models, tiny_data, tm
         assert [p.hash for p in on[:2]] == [p.hash for p in off[:2]]  # gt runs: unchanged
         assert on[2].hash != off[2].hash and on[2].train.model_dump()[next(iter(extra))]
         assert on[0].train.early_stopping is None and on[0].train.gt_curve is None
+        assert on[2].name != off[2].name  # a folder of its own beside the run without it
 
 
 def _config(results, tiny_models, tiny_data) -> dict:

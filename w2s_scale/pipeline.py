@@ -72,7 +72,7 @@ def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> RunPlan:
 def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
                   seed: int) -> RunPlan:
     train_cfg = train_for(cfg, strong)
-    name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
+    name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}{selection.name_tag(train_cfg)}"
     return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
                    seed=seed, dir=seed_dir(cfg, seed) / name,
                    hash=stable_hash("transfer", *_results_identity(strong, train_cfg), cfg.data,

@@ -217,6 +217,8 @@ def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: boo
             f"models[{model.short_name}]", model, run.plan.train, set(), set()))
         t.worlds.add(world_size(run))
         t.splits.add("a" if run.plan.kind == "gt" else "b")
+        if run.plan.kind == "transfer":  # its train holds what gt runs drop (early_stopping, ...)
+            t.train = run.plan.train
     datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
     check_trainees(list(trainees.values()), datasets, cfg.seeds, local)
     from w2s_scale.sweep import sweep_dir
