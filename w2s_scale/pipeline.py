@@ -15,10 +15,10 @@ from typing import Literal, Optional
 import numpy as np
 
 from w2s_scale import distributed as dist
+from w2s_scale import selection
 from w2s_scale.config import (ExperimentConfig, LossConfig, ModelConfig, TrainConfig, stable_hash,
                               train_for)
 from w2s_scale.data.batching import TokenizedSet, tokenize
-from w2s_scale import selection
 from w2s_scale.data.splits import Splits, make_splits
 from w2s_scale.diagnostics import transfer_diagnostics, two_class
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
