@@ -176,6 +176,18 @@ CASES = [
     ("section is a number", _exp({"train": 5}), ["train", "valid dictionary", "got 5"]),
     ("epochs infinite", _exp({}, "--set", "train.epochs=.inf"), ["train.epochs", "finite"]),
     ("--set huge value", _exp({}, "--set", f"data.dataset={HUGE}"), ["data.dataset", "20000 characters"]),
+    # early stopping and the ground-truth curve (w2s_scale/selection.py)
+    ("early stopping every 0", _exp({}, "--set", "train.early_stopping={every: 0}"),
+     ["train.early_stopping.every", "greater than 0"]),
+    ("early stopping holds out most of B", _exp({}, "--set", "train.early_stopping={every: 5, val_fraction: 0.9}"),
+     ["train.early_stopping.val_fraction", "0.5"]),
+    ("held-out slices together too large", _exp({"train": {"early_stopping": {"every": 5, "val_fraction": 0.3},
+                                                          "gt_curve": {"every": 5, "fraction": 0.3}}}),
+     ["early_stopping.val_fraction + gt_curve.fraction", "0.6"]),
+    ("validation split under 2 examples", _exp({}, "--set", "train.early_stopping={every: 5, val_fraction: 0.01}"),
+     ["strong.train.early_stopping.val_fraction", "0.01", "80"]),
+    ("gt curve without every", _exp({}, "--set", "train.gt_curve={fraction: 0.1}"),
+     ["train.gt_curve.every", "required"]),
     # unreadable inputs: the DeepSpeed template
     ("ds_config is a folder", _ds("ds-folder"), ["train.ds_config", "ds-folder", "is a folder"]),
     ("ds_config is a JSON list", _ds("ds-list.json"), ["ds-list.json", "JSON list"]),

@@ -92,6 +92,21 @@ def _wait_for_checkpoint(run_dir: Path, beyond: str | None, proc: subprocess.Pop
     raise AssertionError(f"no new checkpoint appeared in {run_dir}")
 
 
+def stop_and_resume(cfg: Path, run_dir: Path) -> None:
+    """2 ranks: SIGUSR1 once `run_dir` has a checkpoint (exit 75), then the same command to the end;
+    asserts the second attempt resumed from a step > 0."""
+    proc = _start(cfg)
+    _wait_for_checkpoint(run_dir, None, proc)
+    os.kill(proc.pid, signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out[-2000:]
+    proc = _start(cfg)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [e for e in events if e["event"] == "resumed"][0]["step"] > 0
+
+
 def test_stopped_and_killed_run_resumes_to_the_same_result(tiny_models, tiny_data, tmp_path):
     config = tiny_config(tmp_path / "results", tiny_models, tiny_data, losses=["xent"])
     config["train"]["checkpoint_every"] = 4

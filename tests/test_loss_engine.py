@@ -3,13 +3,11 @@ with a rolling buffer longer than the batch (so earlier steps' predictions matte
 radius midweak give the same transfer models on 2 ranks, stopped and resumed mid-run, as on 1 rank
 uninterrupted: the buffer is gathered in the global batch's order and restored from the checkpoint."""
 import json
-import os
-import signal
 
 import numpy as np
 
 from conftest import tiny_config, write_config
-from test_experiment_e2e import _start, _wait_for_checkpoint, predictions, w2s
+from test_experiment_e2e import predictions, stop_and_resume, w2s
 
 ELEUTHER = "w2s-gpt2-weak-to-gpt2-strong-logconf_eleuther-batch_prior1-buffer_size20-warmup_steps3"
 WINDOW = "w2s-gpt2-weak-to-gpt2-strong-window-radiusmidweak"
@@ -31,17 +29,7 @@ def test_eleuther_losses_one_rank_equals_two_ranks_stopped_and_resumed(tiny_mode
 
     two_cfg = write_config(tmp_path / "two.yaml", _config(tmp_path / "two", tiny_models, tiny_data))
     run_dir = tmp_path / "two/tiny/jsonl/seed0" / ELEUTHER
-    proc = _start(two_cfg)
-    _wait_for_checkpoint(run_dir, None, proc)
-    os.kill(proc.pid, signal.SIGUSR1)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 75, out[-2000:]
-    proc = _start(two_cfg)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
-
-    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert [e for e in events if e["event"] == "resumed"][0]["step"] > 0
+    stop_and_resume(two_cfg, run_dir)
     for run in (ELEUTHER, WINDOW):
         np.testing.assert_allclose(predictions(tmp_path / "two", run),
                                    predictions(tmp_path / "one", run), atol=1e-5, err_msg=run)

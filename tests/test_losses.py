@@ -256,6 +256,64 @@ def test_window_empty_keeps_graph():
     assert torch.equal(z.grad, torch.zeros_like(z.grad))
 
 
+# reverse losses: Y row 2 is [1, 0], so log 0 is floored at A = -4 there
+A = -4.0
+LOGQ = np.maximum(np.log(np.where(Y > 0, Y, 1e-300)), A)  # row 2: [0, -4]
+
+
+def _rce_rows():
+    # RCE_i = -sum_c p_c log q_c, e.g. row 0: -(0.25 ln 0.2 + 0.75 ln 0.8); row 2: -(0.1 * -4) = 0.4
+    return [-(P[i] * LOGQ[i]).sum() for i in range(4)]
+
+
+def test_rce_by_hand():
+    rows = _rce_rows()
+    assert rows[0] == pytest.approx(-(0.25 * math.log(0.2) + 0.75 * math.log(0.8)))
+    assert rows[2] == pytest.approx(0.4)
+    loss, grad = _loss_and_grad("rce")
+    assert loss == pytest.approx(sum(rows) / 4, rel=1e-5)
+    # d/dz_k of -sum_c p_c g_c (g = floored log q) is -p_k (g_k - sum_c p_c g_c)
+    expected = -P * (LOGQ - (P * LOGQ).sum(axis=1, keepdims=True)) / 4
+    np.testing.assert_allclose(grad, expected, atol=1e-6)
+
+
+def test_reverse_kl_by_hand():
+    # RKL_i = sum_c p_c (ln p_c - ln q_c) = RCE_i - H(p_i); row 1: (2/3) ln((2/3)/0.6) + (1/3) ln((1/3)/0.4)
+    rows = [(P[i] * np.log(P[i])).sum() + r for i, r in enumerate(_rce_rows())]
+    assert rows[1] == pytest.approx(2 / 3 * math.log((2 / 3) / 0.6) + 1 / 3 * math.log((1 / 3) / 0.4))
+    loss, grad = _loss_and_grad("reverse_kl")
+    assert loss == pytest.approx(sum(rows) / 4, rel=1e-5)
+    g = np.log(P) - LOGQ  # d/dz_k sum_c p_c (ln p_c - g_c) = p_k (ln p_k - g_k - RKL_i)
+    expected = P * (g - (P * g).sum(axis=1, keepdims=True)) / 4
+    np.testing.assert_allclose(grad, expected, atol=1e-6)
+
+
+def test_sce_by_hand():
+    ce = [_ce(Y[i], P[i]) for i in range(4)]
+    expected = float(np.mean([0.1 * c + 1.0 * r for c, r in zip(ce, _rce_rows())]))
+    loss, _ = _loss_and_grad("sce")  # defaults alpha 0.1, beta 1 (Wang et al.)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    loss, _ = _loss_and_grad("sce", params={"alpha": 1.0, "beta": 0.0})
+    assert loss == pytest.approx(np.mean(ce), rel=1e-5)  # beta 0: plain cross-entropy
+
+
+def test_reverse_losses_take_k_classes():
+    """Three classes, by hand: p = softmax(ln [0.5, 0.3, 0.2]), q = [0.2, 0, 0.8] (log 0 -> A = -2)."""
+    p, q = np.array([0.5, 0.3, 0.2]), np.array([[0.2, 0.0, 0.8]])
+    logits = torch.tensor(np.log([p]), dtype=torch.float32)
+    y = torch.tensor(q, dtype=torch.float32)
+    logq = np.array([math.log(0.2), -2.0, math.log(0.8)])
+    rce = -(p * logq).sum()
+    assert compute_loss("rce", logits, y, 0.0, params={"log_zero": -2.0}).item() == pytest.approx(rce, rel=1e-5)
+    rkl = (p * (np.log(p) - logq)).sum()
+    assert compute_loss("reverse_kl", logits, y, 0.0, params={"log_zero": -2.0}).item() == pytest.approx(rkl, rel=1e-5)
+    sce = 0.5 * -(q[0] * np.log(p)).sum() + 2.0 * rce
+    got = compute_loss("sce", logits, y, 0.0, params={"alpha": 0.5, "beta": 2.0, "log_zero": -2.0})
+    assert got.item() == pytest.approx(sce, rel=1e-5)
+    with pytest.raises(ValueError, match="K >= 2"):
+        compute_loss("rce", logits, torch.tensor([[0.5, 0.5]]), 0.0)
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_gradients_finite(name):
     z = torch.tensor([[60.0, -60.0], [-80.0, 80.0], [0.0, 0.0], [3.0, -1.0]], requires_grad=True)
@@ -268,7 +326,7 @@ def test_gradients_finite(name):
 
 def test_registry():
     assert set(LOSSES) == {"xent", "product", "logconf", "logconf_eleuther", "entropy",
-                           "entropy_min", "window", "kl"}
+                           "entropy_min", "window", "kl", "rce", "reverse_kl", "sce"}
     assert {n for n, s in LOSSES.items() if s.needs_global_stats} == {"logconf", "logconf_eleuther"}
     assert LOSSES["logconf"].defaults == {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"}
     assert LOSSES["product"].defaults == {"alpha": 1.0, "beta": 1.0}
@@ -303,7 +361,9 @@ CASES = [("xent", 0.5, None), ("product", 0.5, None), ("logconf", 0.05, None),
          ("entropy_min", 0.05, None), ("entropy_min", 1.0, None),
          ("logconf_eleuther", 1.0, None), ("logconf_eleuther", 1.0, {"buffer_size": 5}),
          ("logconf_eleuther", 1.0, {"batch_prior": 1, "buffer_size": 6}),
-         ("logconf_eleuther", 1.0, {"balance_batch": 1}), ("window", 0.5, None), ("kl", 0.5, None)]
+         ("logconf_eleuther", 1.0, {"balance_batch": 1}), ("window", 0.5, None), ("kl", 0.5, None),
+         ("rce", 0.5, None), ("reverse_kl", 0.5, None), ("sce", 0.5, None),
+         ("sce", 0.5, {"alpha": 1.0, "beta": 0.5, "log_zero": -2.0})]
 STEP = 60  # optimizer step for the losses that warm up over steps
 HISTORY = torch.tensor([0.2, 0.7, 0.45, 0.9])  # logconf_eleuther's buffer from earlier steps
 

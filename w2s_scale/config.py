@@ -99,6 +99,22 @@ class DataConfig(Strict):
     balance: bool = False  # downsample the majority class in each split
 
 
+class EarlyStoppingConfig(Strict):
+    """Model selection without peeking (transfer runs): a validation split of B labelled by the
+    weak supervisor is held out of training; every `every` optimizer steps (and at the last) the
+    student is scored on it, and the checkpoint with the best AUC against the weak labels
+    (hardened at 0.5, EleutherAI's rule) is the one tested."""
+    every: int = Field(gt=0)  # optimizer steps between evaluations
+    val_fraction: float = Field(0.1, gt=0, le=0.5)  # of B's weak-labelled examples
+
+
+class GtCurveConfig(Strict):
+    """Accuracy against ground truth through training (transfer runs): a slice of B is held out
+    of training and used only for this curve (never for selection), scored every `every` steps."""
+    every: int = Field(gt=0)  # optimizer steps between evaluations
+    fraction: float = Field(0.1, gt=0, le=0.5)  # of B's examples
+
+
 class TrainConfig(Strict):
     epochs: float = Field(2, gt=0)
     lr: float = Field(5e-5, gt=0)
@@ -116,6 +132,20 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(0, ge=0)  # optimizer steps; 0: only on a stop signal
     keep_checkpoints: int = Field(1, gt=0)
     length_grouping: bool = True
+    # transfer runs only (w2s_scale/selection.py); None: off. Both hold examples of B out of
+    # training, so both enter the run's hash when set
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    gt_curve: Optional[GtCurveConfig] = None
+
+    @model_validator(mode="after")
+    def _held_out_leaves_training_data(self) -> "TrainConfig":
+        held = sum(c.fraction if isinstance(c, GtCurveConfig) else c.val_fraction
+                   for c in (self.early_stopping, self.gt_curve) if c is not None)
+        if held > 0.5:
+            raise ValueError(f"early_stopping.val_fraction + gt_curve.fraction hold out {held:g} "
+                             f"of B; keep them at 0.5 or less together so the student has data "
+                             f"to train on")
+        return self
 
     @model_validator(mode="after")
     def _micro_divides_global(self) -> "TrainConfig":

@@ -129,13 +129,15 @@ def latest_checkpoint(ckpt_dir: Path) -> Optional[str]:
 
 
 def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int,
-                    history: Optional[PredictionHistory] = None) -> None:
+                    history: Optional[PredictionHistory] = None, monitor=None) -> None:
     """Every rank writes its shard; only when all are done does rank 0 point `latest_step` (and
     DeepSpeed's `latest`) at the new tag (atomically), so a crash mid-save leaves the previous
     checkpoint in force.
-    `history`: the losses' rolling prediction buffer, resumed with the weights."""
+    `history`: the losses' rolling prediction buffer, resumed with the weights; `monitor`:
+    early stopping's best step so far (selection.TrainingMonitor)."""
     tag = f"step{step}"
-    client = {"step": step, "prediction_history": history.state() if history else []}
+    client = {"step": step, "prediction_history": history.state() if history else [],
+              "monitor": monitor.state() if monitor else None}
     eng.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client, save_latest=False)
     dist.barrier()
     if dist.is_main():
@@ -149,13 +151,16 @@ def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int,
     dist.barrier()
 
 
-def load_checkpoint(eng: Engine, ckpt_dir: Path) -> tuple[int, PredictionHistory]:
-    """The step to continue from and the prediction buffer as it was then."""
+def load_checkpoint(eng: Engine, ckpt_dir: Path, monitor=None) -> tuple[int, PredictionHistory]:
+    """The step to continue from and the prediction buffer as it was then (and the monitor's
+    state, restored into it)."""
     tag = latest_checkpoint(ckpt_dir)
     if tag is None:
         return 0, PredictionHistory()
     _, client = eng.engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
                                            load_lr_scheduler_states=True)
+    if monitor is not None:
+        monitor.load(client.get("monitor"))
     return int(client["step"]), PredictionHistory(client.get("prediction_history", []))
 
 
@@ -193,9 +198,10 @@ def _positions(batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig, seed: int,
-          ckpt_dir: Path, tracker, stop: StopFlag) -> None:
+          ckpt_dir: Path, tracker, stop: StopFlag, monitor=None) -> None:
     """Train on `data` against soft `targets` [N, 2]; resumes from `ckpt_dir` if a checkpoint
-    exists there; raises RunStopped after checkpointing if a stop signal arrives."""
+    exists there; raises RunStopped after checkpointing if a stop signal arrives. `monitor`
+    (selection.TrainingMonitor): evaluated after every step, on every rank."""
     train_cfg = eng.train_cfg
     with_stats = needs_global_stats(loss.name, loss.params)
     params = resolve_params(loss.name, loss.params, targets)  # e.g. radius: midweak -> a number
@@ -203,7 +209,7 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
         tracker.log({"event": "loss_params", "loss": loss.name, "resolved": params})
     accumulation = eng.ds_config["gradient_accumulation_steps"]
     per_epoch = steps_per_epoch(len(data), train_cfg.batch_size)
-    start, history = load_checkpoint(eng, ckpt_dir)
+    start, history = load_checkpoint(eng, ckpt_dir, monitor)
     if start:
         tracker.log({"event": "resumed", "step": start, "checkpoint": latest_checkpoint(ckpt_dir)})
     lengths = data.lengths
@@ -243,14 +249,16 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
         tracker.log(record)
         bar.update(1, loss=record["loss"], acc=record["agreement"], ex_s=record["examples_per_s"])
         done = step + 1
+        if monitor is not None:
+            monitor.after_step(eng, done, tracker)
         if dist.any_rank(stop.requested):
-            save_checkpoint(eng, ckpt_dir, done, history)
+            save_checkpoint(eng, ckpt_dir, done, history, monitor)
             tracker.log({"event": "stopped", "step": done, "signal": stop.signal_name})
             bar.close()
             raise RunStopped(f"stopped by {stop.signal_name or 'a signal'} after step {done}; "
                              f"checkpoint saved, rerun the same command to resume")
         if train_cfg.checkpoint_every and done % train_cfg.checkpoint_every == 0 and done < eng.total_steps:
-            save_checkpoint(eng, ckpt_dir, done, history)
+            save_checkpoint(eng, ckpt_dir, done, history, monitor)
     bar.close()
 
 

@@ -369,3 +369,45 @@ def build(rows: list[dict], summary_rows: list[dict]) -> dict:
                         "examples", title_fontsize=7)
         save(fig, "summary-median-pgr.png")
     return figs
+
+
+def gain_misfit(rows: list[dict]):
+    """Gain over the supervisor (transfer - weak accuracy) against misfit (the student's
+    disagreement with its supervisor on test), one point per transfer run (per seed), one colour
+    per loss, with the line gain = misfit: Charikar et al. 2024 bound the gain below by the misfit
+    (in their setting). None when no run carries the diagnostics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in rows if r.get("seed") not in ("mean", "median") and r.get("misfit") is not None]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for i, loss in enumerate(dict.fromkeys(r["loss"] for r in runs)):
+        mine = [r for r in runs if r["loss"] == loss]
+        ax.scatter([r["misfit"] for r in mine], [r["gain_over_weak"] for r in mine], color=f"C{i}",
+                   label=f"{loss} ({len(mine)} runs)", s=28, alpha=0.8)
+    top = max(max(r["misfit"] for r in runs), 0.01)
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=0.8, label="gain = misfit")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("misfit: disagreement with the weak supervisor on test")
+    ax.set_ylabel("gain: transfer accuracy - weak accuracy")
+    ax.set_title("weak-to-strong gain against misfit, one point per run and seed", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def draw_gain_misfit(rows: list[dict], out_dir: Path) -> list[Path]:
+    """gain-vs-misfit.png in out_dir (nothing when no run carries the diagnostics)."""
+    import matplotlib.pyplot as plt
+
+    fig = gain_misfit(rows)
+    if fig is None:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out_dir / "gain-vs-misfit.png", dpi=110)
+    plt.close(fig)
+    return [out_dir / "gain-vs-misfit.png"]

@@ -456,3 +456,89 @@ def compute_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, step_fr
                          "(losses.resolve_params)")
     extra = {"step": step} if spec.uses_step else {}
     return spec.fn(logits, targets, step_frac, stats, **extra, **merged)
+
+
+# --------------------------------------------------------------------------- reverse losses
+# Yao et al. 2025 ("Revisiting Weak-to-Strong Generalization in Theory and Practice: Reverse KL vs.
+# Forward KL") train the student with the divergence taken the other way round: the student's own
+# distribution p weighs the log of the weak labels q. Wang et al. 2019 (symmetric cross-entropy)
+# define the reverse cross-entropy with log 0 := A, A = -4. These losses take [B, K] logits and
+# [B, K] soft targets for any K >= 2 (a [B] target is read as p(class 1) of two classes).
+
+RCE_LOG_ZERO = -4.0  # Wang et al. 2019's A: log 0 := A in the reverse cross-entropy
+
+
+def _prep_classes(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 logits [B, K] and targets [B, K] on the logits' device, for any K >= 2."""
+    targets = targets.detach().float()
+    if targets.dim() == 1:
+        targets = torch.stack([1.0 - targets, targets], dim=1)
+    if logits.dim() != 2 or logits.shape[1] < 2 or targets.shape != logits.shape:
+        raise ValueError(f"logits and targets must both be [B, K] with K >= 2; got "
+                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+    return logits.float(), targets.to(logits.device)
+
+
+def _floored_log(q: torch.Tensor, log_zero: float) -> torch.Tensor:
+    """log q with a floor at ``log_zero`` (so log 0 = log_zero, finite), as Wang et al.'s A.
+    The floor also applies to 0 < q < exp(log_zero): the clipped log stays continuous in q."""
+    return torch.clamp(torch.log(q), min=float(log_zero))
+
+
+def rce_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0,
+             stats: Optional[GlobalBatchStats] = None, log_zero: float = RCE_LOG_ZERO) -> torch.Tensor:
+    """Reverse cross-entropy (Wang et al. 2019; Yao et al. 2025): the student's p is the "target",
+    the weak labels' log the "prediction":
+
+        RCE_i = -sum_c p_c * max(log q_c, A),   A = ``log_zero`` (default -4, Wang et al.'s).
+
+    The gradient flows through p only (q is data). On one-hot labels RCE_i = -A * (1 - p_label),
+    a bounded loss (Wang et al.'s noise-robustness argument).
+    """
+    z, q = _prep_classes(logits, targets)
+    p = torch.softmax(z, dim=-1)
+    return -(p * _floored_log(q, log_zero)).sum(dim=-1).mean()
+
+
+def reverse_kl_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0,
+                    stats: Optional[GlobalBatchStats] = None,
+                    log_zero: float = RCE_LOG_ZERO) -> torch.Tensor:
+    """Reverse KL (Yao et al. 2025): KL(p || q) of the student p from the weak labels q,
+
+        RKL_i = sum_c p_c * (log p_c - max(log q_c, A)) = RCE_i - H(p_i),
+
+    mode-seeking ("zero-forcing"): the student may drop classes the weak labels give mass to.
+    log q is floored at A = ``log_zero`` (default -4) as in rce, so a weak label of exactly 0 (or 1)
+    gives a finite loss.
+    """
+    z, q = _prep_classes(logits, targets)
+    logp = F.log_softmax(z, dim=-1)
+    return (logp.exp() * (logp - _floored_log(q, log_zero))).sum(dim=-1).mean()
+
+
+def sce_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0,
+             stats: Optional[GlobalBatchStats] = None, alpha: float = 0.1, beta: float = 1.0,
+             log_zero: float = RCE_LOG_ZERO) -> torch.Tensor:
+    """Symmetric cross-entropy (Wang et al. 2019): SCE_i = alpha * CE_i + beta * RCE_i with
+    CE_i = -sum_c q_c log p_c and RCE_i as in rce. Defaults alpha = 0.1, beta = 1.0, A = -4
+    (Wang et al.'s CIFAR-10 setting; they tune alpha and beta per data set).
+    """
+    z, q = _prep_classes(logits, targets)
+    logp = F.log_softmax(z, dim=-1)
+    ce = -(q * logp).sum(dim=-1)
+    rce = -(logp.exp() * _floored_log(q, log_zero)).sum(dim=-1)
+    return (float(alpha) * ce + float(beta) * rce).mean()
+
+
+LOSSES.update({
+    "rce": LossSpec(rce_loss, False, {"log_zero": RCE_LOG_ZERO},
+                    "reverse cross-entropy -sum p log q, log floored at A = log_zero "
+                    "(Wang et al. 2019; Yao et al. 2025)",
+                    ranges={"log_zero": "(-inf, 0)"}),
+    "reverse_kl": LossSpec(reverse_kl_loss, False, {"log_zero": RCE_LOG_ZERO},
+                           "reverse KL(p || q) of the student from the weak labels (Yao et al. "
+                           "2025), log q floored at log_zero", ranges={"log_zero": "(-inf, 0)"}),
+    "sce": LossSpec(sce_loss, False, {"alpha": 0.1, "beta": 1.0, "log_zero": RCE_LOG_ZERO},
+                    "symmetric cross-entropy alpha CE + beta RCE (Wang et al. 2019)",
+                    ranges={"alpha": "[0, inf)", "beta": "[0, inf)", "log_zero": "(-inf, 0)"}),
+})

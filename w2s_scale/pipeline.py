@@ -15,10 +15,12 @@ from typing import Literal, Optional
 import numpy as np
 
 from w2s_scale import distributed as dist
+from w2s_scale import selection
 from w2s_scale.config import (ExperimentConfig, LossConfig, ModelConfig, TrainConfig, stable_hash,
                               train_for)
 from w2s_scale.data.batching import TokenizedSet, tokenize
 from w2s_scale.data.splits import Splits, make_splits
+from w2s_scale.diagnostics import transfer_diagnostics, two_class
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
@@ -36,7 +38,10 @@ def _results_identity(model: ModelConfig, train_cfg: TrainConfig) -> tuple:
     """What of a model and its training changes results: not its display label, where its
     train overrides came from (train_cfg holds them resolved), what is saved, or NOT_IN_HASH."""
     model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
-    return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
+    # early stopping / the ground-truth curve enter the hash only when on, so the hashes of runs
+    # finished before they existed stay valid
+    off = {k for k in ("early_stopping", "gt_curve") if getattr(train_cfg, k) is None}
+    return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH | off)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,8 @@ def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
 
 
 def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> RunPlan:
-    train_cfg = train_for(cfg, model)
+    # early stopping and the ground-truth curve hold out slices of B: transfer runs only
+    train_cfg = train_for(cfg, model).model_copy(update={"early_stopping": None, "gt_curve": None})
     return RunPlan(name=f"gt-{model.short_name}", kind="gt", model=model, train=train_cfg,
                    loss=GT_LOSS, seed=seed, dir=seed_dir(cfg, seed) / f"gt-{model.short_name}",
                    hash=stable_hash("gt", *_results_identity(model, train_cfg), cfg.data, seed))
@@ -66,7 +72,7 @@ def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> RunPlan:
 def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
                   seed: int) -> RunPlan:
     train_cfg = train_for(cfg, strong)
-    name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
+    name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}{selection.name_tag(train_cfg)}"
     return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
                    seed=seed, dir=seed_dir(cfg, seed) / name,
                    hash=stable_hash("transfer", *_results_identity(strong, train_cfg), cfg.data,
@@ -125,8 +131,11 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     train_set = tokenize(splits.a if plan.kind == "gt" else splits.b, tokenizer, data.max_length, data.overlong)
     if plan.kind == "gt":
         targets = one_hot(train_set.labels)
+        monitor = None
     else:
         train_set, targets = weak_targets(plan, train_set)
+        train_set, targets, monitor = selection.prepare(plan.train, plan.seed, train_set, targets,
+                                                        run_dir.checkpoints)
     test_set = tokenize(splits.test, tokenizer, data.max_length, data.overlong)
     total_steps = total_train_steps(len(train_set), plan.train)
     tracker = Tracker(run_dir.path / "log.jsonl", cfg.tracking, run_name=plan.name,
@@ -142,12 +151,14 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     eng = build_engine(plan.model, plan.train, total_steps, tokenizer)
     with StopFlag() as stop:
         try:
-            train(eng, train_set, targets, plan.loss, plan.seed, run_dir.checkpoints, tracker, stop)
+            train(eng, train_set, targets, plan.loss, plan.seed, run_dir.checkpoints, tracker, stop,
+                  monitor)
         except BaseException:
             # a stopped (or failed) attempt finishes its W&B run here, so that the attempt that
             # resumes it can take up the same run id (W&B refuses an id still in use)
             tracker.close()
             raise
+    held_out = monitor.finish(eng, tracker) if monitor else {}  # early stopping: the chosen checkpoint
     test_probs = predict(eng, test_set, tracker, desc="test")
     metrics = {"run": plan.name, "kind": plan.kind, "seed": plan.seed,
                "accuracy": accuracy(test_set.labels, test_probs[:, 1]),
@@ -168,11 +179,11 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
             for i, p, y in zip(b_set.ids, b_probs[:, 1], b_set.labels)))
     else:  # how often the student sides with its teacher on B: imitation vs generalisation
         train_probs = predict(eng, train_set, tracker, desc="train-agreement")
-        metrics["train_agreement_with_weak"] = float(np.mean(
-            train_probs.argmax(1) == targets.argmax(1)))
         # the run page names its supervisor and how good it was (PGR: added by `w2s report`)
         metrics["weak_model"] = plan.weak.model.short_name
         metrics["weak_accuracy"] = RunDir(plan.weak.dir, plan.weak.hash).read_json("metrics.json")["accuracy"]
+        metrics.update(_diagnostics(plan, test_set, test_probs, train_probs, targets))
+        metrics.update(held_out)
     run_dir.write_yaml("config.yaml", {
         "run": plan.name, "kind": plan.kind, "seed": plan.seed, "hash": plan.hash,
         "experiment": cfg.name, "weak_run": str(plan.weak.dir) if plan.weak else None,
@@ -188,6 +199,18 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     run_dir.mark_done()
     say(f"{plan.name} (seed {plan.seed}): test accuracy {metrics['accuracy']:.4f} "
         f"in {metrics['seconds']:.0f} s")
+
+
+def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,
+                 train_probs: np.ndarray, targets: np.ndarray) -> dict:
+    """Agreement with the supervisor on test and B, misfit, gain, ECE (w2s_scale/diagnostics.py),
+    on the test examples both the student and its supervisor scored."""
+    weak_p1 = {r["id"]: r["p1"] for r in RunDir(plan.weak.dir, plan.weak.hash).read_jsonl(
+        "test_predictions.jsonl")}
+    both = [i for i, ex_id in enumerate(test_set.ids) if ex_id in weak_p1]
+    weak_test = two_class([weak_p1[test_set.ids[i]] for i in both])
+    return transfer_diagnostics(test_set.labels[both], test_probs[both], weak_test, train_probs,
+                                targets)
 
 
 def run_experiment(cfg: ExperimentConfig, redo: bool = False) -> list[dict]:

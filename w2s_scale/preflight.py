@@ -217,6 +217,8 @@ def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: boo
             f"models[{model.short_name}]", model, run.plan.train, set(), set()))
         t.worlds.add(world_size(run))
         t.splits.add("a" if run.plan.kind == "gt" else "b")
+        if run.plan.kind == "transfer":  # its train holds what gt runs drop (early_stopping, ...)
+            t.train = run.plan.train
     datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
     check_trainees(list(trainees.values()), datasets, cfg.seeds, local)
     from w2s_scale.sweep import sweep_dir
@@ -246,6 +248,10 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
         tokenizers[t.where] = tokenizer
     for where, data in datasets.items():
         _check_data(where, data, seeds, [(t, tokenizers[t.where]) for t in trainees])
+        for t in (t for t in trainees if "b" in t.splits):  # students: slices held out of B
+            from w2s_scale.selection import held_out_sizes
+
+            held_out_sizes(data.n_train - data.n_train // 2, t.train, f"{t.where}.train")
 
 
 def _check_precision(where: str, model: ModelConfig) -> None:

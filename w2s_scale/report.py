@@ -18,6 +18,11 @@ from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
 from w2s_scale.results import RunDir, atomic_write, describe_state, run_state
 
 
+# transfer runs' diagnostics (w2s_scale/diagnostics.py) carried from metrics.json into the rows;
+# runs finished before they existed read None
+DIAGNOSTICS = ("agreement_with_weak_test", "misfit", "gain_over_weak", "ece", "weak_ece")
+
+
 def _load(plan) -> Optional[tuple[dict, dict[str, tuple[float, int]]]]:
     """(metrics, {example id: (p1, label)}) of a run finished with its plan's settings (its
     DONE carries the plan's hash), None otherwise: another config's result is not this one's."""
@@ -58,7 +63,9 @@ def summarize(plans: Iterable) -> list[dict]:
             "pgr": value, "pgr_lo": interval[0] if interval else None,
             "pgr_hi": interval[1] if interval else None,
             "pgr_auc": _auc_pgr(wm.get("auc"), cm.get("auc"), tm.get("auc")),
-            "agreement_with_weak": tm.get("train_agreement_with_weak")})
+            "agreement_with_weak": tm.get("train_agreement_with_weak"),
+            **{key: tm.get(key) for key in DIAGNOSTICS},
+            "chosen_step": (tm.get("early_stopping") or {}).get("chosen_step")})
     groups = defaultdict(list)
     for row in rows:
         groups[(row["weak"], row["strong"], row["loss"])].append(row)
@@ -73,6 +80,7 @@ def summarize(plans: Iterable) -> list[dict]:
                      "pgr_lo": pg["mean"] - pg["ci95"] if pg["ci95"] is not None else None,
                      "pgr_hi": pg["mean"] + pg["ci95"] if pg["ci95"] is not None else None,
                      "pgr_auc": mean_interval([m["pgr_auc"] for m in members])["mean"],
+                     **{key: mean_interval([m[key] for m in members])["mean"] for key in DIAGNOSTICS},
                      # the reference's: median over seeds against the seed-mean weak and ceiling
                      "pgr_paper": paper,
                      # seeds with a finished run; of them, those whose paired PGR is defined (the
@@ -123,6 +131,28 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
+def format_diagnostics(rows: list[dict]) -> str:
+    """Transfer runs' gain over their supervisor beside their misfit (disagreement with it on
+    test), agreement on test and on B, and ECE (10 equal-width bins); '' when no run has them."""
+    rows = [r for r in rows if r.get("misfit") is not None]
+    if not rows:
+        return ""
+    header = ["seed", "weak", "strong", "loss", "gain over weak", "misfit (test)", "agree test",
+              "agree B", "ECE", "weak ECE", "chosen step"]
+    lines = [header] + [[seed_text(r), r["weak"], r["strong"], r["loss"],
+                         _fmt(r["gain_over_weak"]), _fmt(r["misfit"]),
+                         _fmt(r["agreement_with_weak_test"]), _fmt(r.get("agreement_with_weak")),
+                         _fmt(r["ece"]), _fmt(r["weak_ece"]), _fmt(r.get("chosen_step", ""))]
+                        for r in rows]
+    if any(r.get("dataset") for r in rows):  # a sweep's rows name their dataset
+        lines = [[h, *line] for h, line in zip(["dataset"] + [r["dataset"] for r in rows], lines)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return ("diagnostics: gain = transfer - weak accuracy; misfit = the student's disagreement with "
+            "its supervisor on test (Charikar et al. 2024); ECE over 10 equal-width confidence bins\n"
+            + table)
+
+
 def seed_text(row: dict) -> str:
     """'0', or for a mean row how many seeds it rests on: 'mean of 3 (PGR: 2, 1 undefined)'."""
     if row["seed"] != "mean":
@@ -163,6 +193,8 @@ def write_summary(rows: list[dict], out_dir: Path, order=None) -> None:
         print("[w2s] no finished transfer runs to summarize", flush=True)
         return
     print(format_table(rows), flush=True)
+    if format_diagnostics(rows):
+        print("\n" + format_diagnostics(rows), flush=True)
     print("\n" + aggregate_tables(rows, out_dir, order), flush=True)
     print(f"[w2s] summary written to {out_dir}/summary, paper_pgr and cross_dataset (.json, .csv)",
           flush=True)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from w2s_scale.metrics import mean_interval
-from w2s_scale.report import aggregate_tables, seed_text, summarize, unfinished_runs, write_rows
+from w2s_scale.report import (aggregate_tables, format_diagnostics, seed_text, summarize,
+                              unfinished_runs, write_rows)
 from w2s_scale.results import RunDir, atomic_write
 from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
 from w2s_scale import tracking
@@ -235,6 +236,8 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
     out_dir.mkdir(parents=True, exist_ok=True)
     gt, transfer = gt_rows(runs), transfer_rows(runs)
     text = format_tables(gt, transfer)
+    if format_diagnostics(transfer):
+        text += "\n\n" + format_diagnostics(transfer)
     if transfer:
         text += "\n\n" + aggregate_tables(transfer, out_dir, [m.short_name for m in cfg.models])
     print(text, flush=True)
@@ -254,6 +257,9 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
         if plots:
             try:
                 pngs = draw_figures(points, summary_rows, out_dir)
+                from w2s_scale.figures import draw_gain_misfit
+
+                pngs += draw_gain_misfit(transfer, out_dir / "figures")  # over the whole sweep
             except ImportError:
                 print("[w2s] no plots: matplotlib is missing (pip install 'w2s-scale[plot]')", flush=True)
     logged = {}

@@ -193,8 +193,9 @@ class Tracker:
             event = record.get("event", "log")
             numbers = {f"{event}/{k}": v for k, v in record.items()
                        if isinstance(v, (int, float)) and k != "time"}
-            if event == "train":  # the training step is W&B's step: each logged once, and a
-                self._wandb.log(numbers, step=record["step"])  # resumed attempt goes on from it
+            if event in ("train", "eval"):  # the training step is W&B's step: each logged once,
+                # and a resumed attempt goes on from it; "eval": curves on held-out slices of B
+                self._wandb.log(numbers, step=record["step"])
             elif numbers:  # start, resumed, stopped, predictions: no step of their own
                 self._wandb.summary.update(numbers)
 

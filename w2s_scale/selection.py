@@ -1,0 +1,181 @@
+"""Evaluation during a transfer run on slices of B held out of its training: early stopping
+without peeking (a validation split labelled by the weak supervisor) and the accuracy against
+ground truth through training (a slice used for that curve alone).
+
+Early stopping (Section 2 of issue 9; EleutherAI's rule): every `every` optimizer steps and at the
+last step the student is scored on the validation split; the checkpoint with the highest ROC AUC of
+the student's p1 against the weak labels hardened at 0.5 (EleutherAI: `labels > 0.5`) is kept
+(ties keep the earlier step, as the HF Trainer's best-model rule) and, at the end, loaded back, so
+the test set is scored once, on the chosen checkpoint. Neither ground truth nor test is looked at.
+
+Every rank runs every function here: the evaluations are ZeRO-3 forwards (collectives), their
+predictions are gathered on every rank, so all ranks take the same decision; DeepSpeed checkpoints
+are written and read by every rank; only rank 0 logs and deletes folders.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from w2s_scale import distributed as dist
+from w2s_scale.config import ConfigError, TrainConfig
+from w2s_scale.data.batching import TokenizedSet
+from w2s_scale.metrics import accuracy, roc_auc
+
+HELD_OUT_STREAM = 9  # the held-out cut draws from its own stream beside the run's seed
+BEST_PREFIX = "best-step"  # checkpoints/best-stepN (the step* glob that prunes regular ones misses it)
+
+
+def name_tag(train_cfg: TrainConfig) -> str:
+    """Appended to a transfer run's folder name when slices of B are held out ("-es20v0.1",
+    "-gtc50f0.1"), so it lives beside the run without them and both reuse the same gt runs."""
+    stop, curve = train_cfg.early_stopping, train_cfg.gt_curve
+    return ((f"-es{stop.every}v{stop.val_fraction:g}" if stop else "")
+            + (f"-gtc{curve.every}f{curve.fraction:g}" if curve else ""))
+
+
+@dataclass(frozen=True)
+class HeldOutCut:
+    """Positions in B's weak-labelled examples (the transfer run's training set before the cut),
+    each in B's order; disjoint."""
+    train: np.ndarray
+    val: np.ndarray    # early stopping's validation split (weak labels only)
+    curve: np.ndarray  # the ground-truth curve's slice
+
+
+def held_out_sizes(n: int, train_cfg: TrainConfig, where: str = "train") -> tuple[int, int]:
+    """(validation split, curve slice) sizes out of B's n examples; ConfigError when one of them
+    is too small to use (preflight calls this with B's planned size)."""
+    stop, curve = train_cfg.early_stopping, train_cfg.gt_curve
+    n_val = int(round(stop.val_fraction * n)) if stop else 0
+    n_curve = int(round(curve.fraction * n)) if curve else 0
+    if stop and n_val < 2:
+        raise ConfigError(f"{where}.early_stopping.val_fraction: {stop.val_fraction:g} of B's {n} "
+                          f"examples holds out {n_val} for validation; raise it (or data.n_train) "
+                          f"so at least 2 are held out")
+    if curve and n_curve < 1:
+        raise ConfigError(f"{where}.gt_curve.fraction: {curve.fraction:g} of B's {n} examples holds "
+                          f"none out; raise it (or data.n_train)")
+    return n_val, n_curve
+
+
+def cut_held_out(n: int, seed: int, train_cfg: TrainConfig) -> HeldOutCut:
+    """The same cut on any number of ranks (it depends on the seed and n only)."""
+    order = np.random.default_rng([seed, HELD_OUT_STREAM]).permutation(n)
+    n_val, n_curve = held_out_sizes(n, train_cfg)
+    return HeldOutCut(train=np.sort(order[n_val + n_curve:]), val=np.sort(order[:n_val]),
+                      curve=np.sort(order[n_val:n_val + n_curve]))
+
+
+def _score(probs: np.ndarray, weak: np.ndarray) -> float:
+    """ROC AUC of the student's p1 against the weak labels hardened at 0.5 (EleutherAI:
+    labels > 0.5); where the hardened labels hold one class (AUC undefined), the agreement."""
+    hard = (weak[:, 1] > 0.5).astype(int)
+    auc = roc_auc(hard, probs[:, 1])
+    return auc if auc is not None else float(np.mean((probs[:, 1] > 0.5) == hard))
+
+
+class TrainingMonitor:
+    """Called by engine.train after every optimizer step (all ranks). State that must survive a
+    resume (the best step so far) travels in the regular checkpoints' client state."""
+
+    def __init__(self, train_cfg: TrainConfig, val: Optional[tuple[TokenizedSet, np.ndarray]],
+                 curve: Optional[TokenizedSet], ckpt_dir: Path):
+        self.stop_cfg, self.curve_cfg = train_cfg.early_stopping, train_cfg.gt_curve
+        self.val = val      # (examples, weak soft labels [N, 2])
+        self.curve = curve  # examples with their ground truth
+        self.ckpt_dir = ckpt_dir
+        self.best_step: Optional[int] = None
+        self.best_auc: Optional[float] = None
+        self._kept_step: Optional[int] = None  # best as of the last regular checkpoint
+        self._best_probs: Optional[np.ndarray] = None
+
+    # -- resume
+    def state(self) -> dict[str, Any]:
+        """Saved with a regular checkpoint: the best checkpoint it refers to is kept until a
+        later regular checkpoint supersedes it (a crash resumes from the regular one)."""
+        self._kept_step = self.best_step
+        return {"best_step": self.best_step, "best_auc": self.best_auc}
+
+    def load(self, state: Optional[dict[str, Any]]) -> None:
+        state = state or {}
+        self.best_step, self.best_auc = state.get("best_step"), state.get("best_auc")
+        self._kept_step = self.best_step
+
+    # -- the hook
+    def after_step(self, eng, done: int, tracker) -> None:
+        from w2s_scale.engine import predict
+
+        last = done == eng.total_steps
+        if self.curve is not None and (done % self.curve_cfg.every == 0 or last):
+            probs = predict(eng, self.curve)
+            tracker.log({"event": "eval", "step": done,
+                         "gt_curve_accuracy": accuracy(self.curve.labels, probs[:, 1]),
+                         "gt_curve_auc": roc_auc(self.curve.labels, probs[:, 1])})
+        if self.val is not None and (done % self.stop_cfg.every == 0 or last):
+            data, weak = self.val
+            probs = predict(eng, data)
+            score = _score(probs, weak)
+            improved = self.best_auc is None or score > self.best_auc
+            tracker.log({"event": "eval", "step": done, "val_weak_auc": score,
+                         "val_weak_agreement": float(np.mean(probs.argmax(1) == weak.argmax(1))),
+                         "best": improved})
+            if improved:
+                self.best_step, self.best_auc = done, score
+                self._best_probs = probs  # to check the reload against (this attempt only)
+                if not last:  # the final weights are the engine's own: no copy needed
+                    self._save_best(eng, done)
+
+    def _save_best(self, eng, step: int) -> None:
+        eng.engine.save_checkpoint(str(self.ckpt_dir), tag=f"{BEST_PREFIX}{step}",
+                                   client_state={"step": step}, save_latest=False)
+        dist.barrier()
+        if dist.is_main():
+            keep = {f"{BEST_PREFIX}{s}" for s in (step, self._kept_step) if s is not None}
+            for old in self.ckpt_dir.glob(f"{BEST_PREFIX}*"):
+                if old.name not in keep:
+                    shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+
+    def finish(self, eng, tracker) -> dict[str, Any]:
+        """Load the chosen checkpoint into the engine (all ranks); what metrics.json records."""
+        from w2s_scale.engine import predict
+
+        out = {"gt_curve": {"n": len(self.curve), "every": self.curve_cfg.every}} if self.curve else {}
+        if self.val is None:
+            return out
+        if self.best_step != eng.total_steps:
+            tag = f"{BEST_PREFIX}{self.best_step}"
+            if not (self.ckpt_dir / tag).is_dir():
+                raise RuntimeError(f"early stopping chose step {self.best_step}, but its "
+                                   f"checkpoint {self.ckpt_dir / tag} is missing")
+            # with the optimizer states: under ZeRO they hold the fp32 master weights
+            eng.engine.load_checkpoint(str(self.ckpt_dir), tag=tag, load_optimizer_states=True,
+                                       load_lr_scheduler_states=False)
+        # the chosen weights really are in the engine: the validation score comes out the same
+        data, weak = self.val
+        probs = predict(eng, data)
+        reloaded = _score(probs, weak)
+        drift = None if self._best_probs is None else float(np.abs(probs - self._best_probs).max())
+        tracker.log({"event": "selected", "step": self.best_step, "val_score": self.best_auc,
+                     "val_score_reloaded": reloaded, "val_probs_max_diff_reloaded": drift})
+        return {**out, "early_stopping": {"chosen_step": self.best_step, "chosen_val_weak_auc": self.best_auc,
+                                   "val_score_reloaded": reloaded, "n_val": len(data),
+                                   "every": self.stop_cfg.every}}
+
+
+def prepare(train_cfg: TrainConfig, seed: int, train_set: TokenizedSet, targets: np.ndarray,
+            ckpt_dir: Path) -> tuple[TokenizedSet, np.ndarray, Optional[TrainingMonitor]]:
+    """B's weak-labelled examples with the held-out slices cut out, and the monitor that
+    evaluates on them (None, and B untouched, when neither early stopping nor the curve is on)."""
+    if train_cfg.early_stopping is None and train_cfg.gt_curve is None:
+        return train_set, targets, None
+    cut = cut_held_out(len(train_set), seed, train_cfg)
+    val = (train_set.subset(cut.val), targets[cut.val]) if train_cfg.early_stopping else None
+    curve = train_set.subset(cut.curve) if train_cfg.gt_curve else None
+    monitor = TrainingMonitor(train_cfg, val, curve, ckpt_dir)
+    return train_set.subset(cut.train), targets[cut.train], monitor
