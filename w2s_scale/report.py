@@ -36,7 +36,8 @@ def summarize(plans: Iterable) -> list[dict]:
     """One row per transfer run (weak, ceiling, transfer, PGR with a bootstrap interval) plus
     one row per (weak, strong, loss) with the mean over seeds."""
     plans = list(plans)
-    gt = {(p.model.short_name, p.seed): p for p in plans if p.kind == "gt"}
+    # ceilings: the gt runs of the experiment's own seed (not an ensemble member's seed_offset)
+    gt = {(p.model.short_name, p.seed): p for p in plans if p.kind == "gt" and not p.seed_offset}
     rows = []
     for plan in (p for p in plans if p.kind == "transfer"):
         weak_plan, ceiling_plan = plan.weak, gt.get((plan.model.short_name, plan.seed))
@@ -52,7 +53,7 @@ def summarize(plans: Iterable) -> list[dict]:
         interval = bootstrap_pgr(labels, weak_c, ceil_c, tran_c, seed=plan.seed) if value is not None else None
         rows.append({
             "seed": plan.seed, "weak": weak_plan.model.short_name, "strong": plan.model.short_name,
-            "loss": plan.loss.tag, "n_test": len(ids),
+            "loss": plan.variant, "labels": plan.label_tag, "n_test": len(ids),
             "weak_acc": weak_c.mean(), "ceiling_acc": ceil_c.mean(), "transfer_acc": tran_c.mean(),
             "weak_auc": wm.get("auc"), "ceiling_auc": cm.get("auc"), "transfer_auc": tm.get("auc"),
             "pgr": value, "pgr_lo": interval[0] if interval else None,

@@ -31,7 +31,8 @@ from w2s_scale.tracking import check_wandb
 def gt_rows(runs: list[SweepRun]) -> list[dict]:
     """One row per finished ground-truth run, then one per (dataset, model) over seeds."""
     rows = []
-    for run in (r for r in runs if r.plan.kind == "gt" and disk_state(r) == "done"):
+    for run in (r for r in runs if r.plan.kind == "gt" and not r.plan.seed_offset
+                and disk_state(r) == "done"):
         metrics = RunDir(run.plan.dir, run.plan.hash).read_json("metrics.json")
         rows.append({"dataset": run.dataset, "model": run.plan.model.short_name, "seed": run.seed,
                      "accuracy": metrics["accuracy"], "auc": metrics.get("auc"),
@@ -199,7 +200,7 @@ def record_pgr(runs: list[SweepRun], transfer: list[dict]) -> int:
     run's own folder: pgr.json and a `pgr` event in its log.jsonl (what its run page shows; the
     W&B summary of the same run: tracking.update_summary under the run's id). Only what changed
     is written, so repeated reports add nothing. Returns the number of runs updated."""
-    by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.loss.tag): r
+    by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.variant): r
               for r in runs if r.plan.kind == "transfer"}
     updated = 0
     for row in (r for r in transfer if r["seed"] != "mean"):
