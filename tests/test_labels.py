@@ -135,6 +135,21 @@ def test_bad_label_config_exits_2_before_any_run(tmp_path, tiny_models, tiny_dat
     assert not (tmp_path / "results").exists()
 
 
+def test_probe_layer_beyond_the_model_stops_at_preflight(tmp_path, tiny_models, tiny_data):
+    from w2s_scale.errors import ProbeLayerError
+    from w2s_scale.preflight import preflight
+
+    cfg = load_config(raw=raw_config(tmp_path, tiny_models, tiny_data,
+                                     {"source": "probe", "probe": {"layer": 3}}))
+    with pytest.raises(ProbeLayerError, match=r"labels.probe.layer: 3 .* hidden states are 0..2"):
+        preflight(cfg, 1)
+    bad_member = raw_config(tmp_path, tiny_models, tiny_data, {"source": "ensemble", "members": [
+        {"model": "weak"}, {"model": {"name": str(tmp_path / "nowhere"), "label": "other"}}]})
+    with pytest.raises(Exception, match="nowhere"):
+        preflight(load_config(raw=bad_member), 1)
+    assert not (tmp_path / "results").exists()
+
+
 # --- planning: experiment and sweep share every run -------------------------------------------------
 
 ALL_SOURCES = [

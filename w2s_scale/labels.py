@@ -93,6 +93,31 @@ def check_label_models(labels: list[LabelsConfig], named: dict[str, ModelConfig]
                              f"ladder instead)")
 
 
+def label_models(cfg: ExperimentConfig) -> list[tuple[str, ModelConfig]]:
+    """The model sections an experiment's label sources add (ensemble members, bootstrap steps):
+    preflight checks them as it checks weak and strong."""
+    out = []
+    for i, entry in enumerate(cfg.labels):
+        refs = [(f"labels.{i}.members.{j}.model", m.model) for j, m in enumerate(entry.members)]
+        refs += [(f"labels.{i}.via.{j}", v) for j, v in enumerate(entry.via)]
+        out += [(where, ref) for where, ref in refs if isinstance(ref, ModelConfig)]
+    return out
+
+
+def check_probe_layers(plans: list[RunPlan]) -> None:
+    """A probe's layer must be one of its model's hidden states (0: embeddings .. num_layers)."""
+    from w2s_scale.errors import ProbeLayerError
+    from w2s_scale.models import load_hf_config
+
+    for plan in (p for p in plans if p.kind == "activations" and p.stage is not None):
+        n_layers = load_hf_config(plan.model).num_hidden_layers
+        if plan.stage > n_layers:
+            raise ProbeLayerError(f"labels.probe.layer: {plan.stage} is not a layer of "
+                                  f"{plan.model.short_name}, whose hidden states are 0..{n_layers}; "
+                                  f"choose one of them, or leave it unset for the middle one "
+                                  f"({n_layers // 2})")
+
+
 # --- planning ---------------------------------------------------------------------------------------
 
 def resolve(ref: ModelRef, weak: ModelConfig, strong: ModelConfig, named: dict[str, ModelConfig]) -> ModelConfig:
