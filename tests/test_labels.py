@@ -177,10 +177,14 @@ def test_sweep_of_an_experiment_plans_the_same_runs(tmp_path, tiny_models, tiny_
     from w2s_scale.pipeline import plan_experiment
     from w2s_scale.sweep import from_experiment, plan_sweep
 
-    exp = load_config(raw=all_sources_config(tmp_path, tiny_models, tiny_data))
+    exp = load_config(raw={**all_sources_config(tmp_path, tiny_models, tiny_data), "seeds": [0, 1]})
     plans = plan_experiment(exp)
+    # one ensemble is one name over seeds (one summary row), its runs one per seed
+    assert len({p.name for p in plans if "ens-" in p.name}) == 2
+    assert len([p for p in plans if "ens-" in p.name]) == 4
+    plans = [p for p in plans if p.seed == 0]
     runs = plan_sweep(from_experiment(exp))
-    assert {(p.dir, p.hash) for p in plans} == {(r.plan.dir, r.plan.hash) for r in runs}
+    assert {(p.dir, p.hash) for p in plans} == {(r.plan.dir, r.plan.hash) for r in runs if r.seed == 0}
     names = [p.name for p in plans]
     for expected in ["labels-ens-", "w2s-ens-", "acts-gpt2-strong-Lmid", "labels-gpt2-weak-knn-relabel-gpt2-strong",
                      "w2s-gpt2-weak-logreg-filter-to-gpt2-strong-xent", "w2s-gpt2-weak-to-mid-xent",

@@ -175,7 +175,10 @@ def plan_label_source(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig,
     elif src == "ensemble":
         members = [plan_gt(cfg, resolve(m.model, weak.model, strong, named), seed, m.seed_offset)
                    for m in labels.members]
-        tag = "ens-" + stable_hash([m.hash for m in members], labels.weights)[:6]
+        # named by what the members are, not by their runs' hashes (those differ per seed): the
+        # same ensemble is one row of the summary over seeds
+        tag = "ens-" + stable_hash([(_results_identity(m.model, m.train), m.seed_offset)
+                                    for m in members], labels.weights)[:6]
         stage = _label_stage(cfg, f"labels-{tag}", members[0].model,
                              {"source": "ensemble", "weights": labels.weights}, members, seed,
                              labels)
