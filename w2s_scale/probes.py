@@ -31,20 +31,30 @@ import torch
 PROBE_KINDS = ("knn", "logreg", "topo")
 
 
-def _pairwise(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
-    return torch.cdist(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64))
+CHUNK = 1024  # query rows per distance block: memory O(CHUNK x N), never N x N
 
 
-def _nearest(dists: torch.Tensor, k: int) -> np.ndarray:
-    """Indices of the k smallest entries of each row, nearest first (stable on ties)."""
-    k = min(k, dists.shape[1])
-    order = np.argsort(dists.numpy(), axis=1, kind="stable")
-    return order[:, :k]
+def _nearest(x: np.ndarray, x_fit: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
+    """Indices [N, k] of each query's k nearest fitted points by Euclidean distance, nearest
+    first, ties broken by index. `exclude_self`: x is x_fit and a point is not its own neighbour."""
+    k = min(k, len(x_fit) - (1 if exclude_self else 0))
+    fit = torch.as_tensor(x_fit, dtype=torch.float64)
+    out = np.empty((len(x), k), dtype=np.int64)
+    for start in range(0, len(x), CHUNK):
+        d = torch.cdist(torch.as_tensor(x[start:start + CHUNK], dtype=torch.float64), fit).numpy()
+        if exclude_self:
+            rows = np.arange(len(d))
+            d[rows, start + rows] = np.inf
+        kth = np.partition(d, k - 1, axis=1)[:, k - 1:k]
+        for i, row in enumerate(d):
+            candidates = np.flatnonzero(row <= kth[i])  # the k nearest and anything tied with the k-th
+            out[start + i] = candidates[np.argsort(row[candidates], kind="stable")][:k]
+    return out
 
 
 def knn_predict(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, k: int = 50) -> np.ndarray:
     """Mean soft label of each query's k nearest fitted points."""
-    return y_fit[_nearest(_pairwise(x, x_fit), k)].mean(axis=1)
+    return y_fit[_nearest(x, x_fit, k)].mean(axis=1)
 
 
 def logreg_predict(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, l2: float = 1e-3,
@@ -81,7 +91,7 @@ def logreg_predict(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, l2: floa
         return torch.softmax(logits, -1).numpy().astype(np.float64)
 
 
-def _largest_component(adjacency: np.ndarray) -> np.ndarray:
+def _largest_component(adjacency) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
 
     n_parts, part = connected_components(adjacency, connection="strong")
@@ -90,18 +100,20 @@ def _largest_component(adjacency: np.ndarray) -> np.ndarray:
 
 def topo_trusted(x: np.ndarray, y: np.ndarray, k: int = 50) -> np.ndarray:
     """TopoCC: a mask of the points in their class's largest strongly connected component of
-    the k-nearest-neighbour graph (self left out)."""
-    dists = _pairwise(x, x)
-    dists.fill_diagonal_(float("inf"))
-    near = _nearest(dists, k)
-    adjacency = np.zeros((len(x), len(x)), dtype=bool)
-    np.put_along_axis(adjacency, near, True, axis=1)
+    the k-nearest-neighbour graph (self left out), kept sparse (N x k edges)."""
+    from scipy.sparse import csr_matrix
+
+    near = _nearest(x, x, k, exclude_self=True)
+    src = np.repeat(np.arange(len(x)), near.shape[1])
+    dst = near.ravel()
     cls = y.argmax(1)
     trusted = np.zeros(len(x), dtype=bool)
     for c in np.unique(cls):
-        same = cls[:, None] == c
-        # a point of another class has no edges here: its own one-point component
-        trusted |= _largest_component(adjacency & same & same.T) & (cls == c)
+        # edges between points of class c; a point of another class is then its own component
+        keep = (cls[src] == c) & (cls[dst] == c)
+        graph = csr_matrix((np.ones(keep.sum(), dtype=np.int8), (src[keep], dst[keep])),
+                           shape=(len(x), len(x)))
+        trusted |= _largest_component(graph) & (cls == c)
     return trusted
 
 
@@ -139,9 +151,7 @@ def topo_filter(x: np.ndarray, y: np.ndarray, fraction: float, k: int = 50) -> n
     """TopoCC, then zeta filtering among the trusted points (module docstring); kept indices."""
     trusted = np.flatnonzero(topo_trusted(x, y, k))
     xt, yt = x[trusted], y[trusted]
-    dists = _pairwise(xt, xt)
-    dists.fill_diagonal_(float("inf"))
-    neighbour_mean = yt[_nearest(dists, k)].mean(axis=1)
+    neighbour_mean = yt[_nearest(xt, xt, k, exclude_self=True)].mean(axis=1)
     n_more = max(round(len(x) * fraction) - (len(x) - len(trusted)), 0)
     order = np.argsort(-disagreement(neighbour_mean, yt), kind="stable")
     return np.sort(trusted[order[n_more:]])
