@@ -207,3 +207,29 @@ def _values(node, name):
     elif isinstance(node, list):
         for v in node:
             yield from _values(v, name)
+
+
+def test_report_puts_pgr_into_each_transfer_runs_own_wandb_summary(finished_sweep, monkeypatch):
+    """The report job knows a run's PGR only once its ceiling exists; it resumes the run's own W&B
+    run (the id kept in its folder) and adds the PGR to its summary, so the run page shows it."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep, runs = finished_sweep
+    sweep = sweep.model_copy(update={"tracking": sweep.tracking.model_copy(update={"wandb": "offline"})})
+    from w2s_scale.scaling import report
+    from w2s_scale.tracking import RUN_ID_FILE
+
+    run = next(r for r in runs if r.plan.kind == "transfer")
+    (run.plan.dir / RUN_ID_FILE).write_text("pgrsummarytest01\n")
+    report(sweep, runs, plots=False)
+    offline = list((run.plan.dir / "wandb").glob("offline-run-*-pgrsummarytest01"))
+    assert len(offline) == 1
+    from helpers.wandb_log import wandb_records
+
+    summary = {}
+    for record in wandb_records(next(offline[0].glob("*.wandb"))):
+        if record.WhichOneof("record_type") == "summary":
+            summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
+    pgr = json.loads((run.plan.dir / "pgr.json").read_text())
+    assert summary["pgr"] == pgr["pgr"] and summary["weak_model"] == run.plan.weak.model.short_name
+    other = next(r for r in runs if r.plan.kind == "transfer" and r is not run)
+    assert not (other.plan.dir / "wandb").exists()  # runs without a W&B run get none made for them

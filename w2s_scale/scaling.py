@@ -23,6 +23,8 @@ from w2s_scale.metrics import mean_interval
 from w2s_scale.report import aggregate_tables, seed_text, summarize, unfinished_runs, write_rows
 from w2s_scale.results import RunDir, atomic_write
 from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
+from w2s_scale import tracking
+from w2s_scale.config import TrackingConfig
 from w2s_scale.tracking import check_wandb
 
 
@@ -195,11 +197,12 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], points: li
     return {k: type(v).__name__ for k, v in logged.items()}
 
 
-def record_pgr(runs: list[SweepRun], transfer: list[dict]) -> int:
+def record_pgr(runs: list[SweepRun], transfer: list[dict], tracking_cfg: Optional[TrackingConfig] = None) -> int:
     """Each transfer run's PGR, known only once its ceiling run has finished, written into the
-    run's own folder: pgr.json and a `pgr` event in its log.jsonl (what its run page shows; the
-    W&B summary of the same run: tracking.update_summary under the run's id). Only what changed
-    is written, so repeated reports add nothing. Returns the number of runs updated."""
+    run's own folder: pgr.json and a `pgr` event in its log.jsonl, and, with W&B on, into the
+    summary of the run's own W&B run (resumed under the id kept in its folder), so its run page
+    shows it. Only what changed is written, so repeated reports add nothing. Returns the number
+    of runs updated."""
     by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.variant): r
               for r in runs if r.plan.kind == "transfer"}
     updated = 0
@@ -216,6 +219,9 @@ def record_pgr(runs: list[SweepRun], transfer: list[dict]) -> int:
         atomic_write(path, json.dumps(values, indent=2) + "\n")
         with (run.plan.dir / "log.jsonl").open("a") as log:
             log.write(json.dumps({"time": round(time.time(), 3), "event": "pgr", **values}) + "\n")
+        id_file = run.plan.dir / tracking.RUN_ID_FILE
+        if tracking_cfg is not None and tracking_cfg.wandb != "off" and id_file.exists():
+            tracking.update_summary(tracking_cfg, id_file.read_text().strip(), values, run.plan.dir)
         updated += 1
     return updated
 
@@ -239,7 +245,7 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
     write_rows(out_dir / "summary", transfer)
     write_rows(out_dir / "gt_summary", gt)
     atomic_write(out_dir / "summary.txt", text + "\n")
-    record_pgr(runs, transfer)
+    record_pgr(runs, transfer, cfg.tracking)
     pngs, points, summary_rows = [], [], []
     if gt:
         from w2s_scale.figures import write_table

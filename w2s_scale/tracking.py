@@ -223,7 +223,7 @@ def update_summary(cfg: TrackingConfig, run_id: str, values: dict[str, Any], wan
         return
     import wandb
 
-    run = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.wandb, id=run_id,
+    run = wandb.init(project=cfg.project, entity=cfg.entity, mode=check_wandb(cfg, wandb_dir), id=run_id,
                      resume="allow", dir=str(wandb_dir), reinit="finish_previous")
     run.summary.update(values)
     run.finish()
