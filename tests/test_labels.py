@@ -239,6 +239,13 @@ def test_every_label_source_runs_end_to_end(all_sources_run):
     # the chain's final student is scored against the original weak model and its own ceiling
     chain = next(r for r in summary if r["seed"] == 0 and r["labels"] == "boot-mid")
     assert chain["weak"] == "gpt2-weak" and chain["strong"] == "gpt2-strong" and chain["loss"] == "xent+boot-mid"
+    # ... beside direct transfer: the paired difference of their PGRs (None where one is undefined)
+    direct = next(r for r in summary if r["seed"] == 0 and r["labels"] == "weak")
+    assert direct["pgr_vs_direct"] is None
+    if chain["pgr"] is not None and direct["pgr"] is not None:
+        assert chain["pgr_vs_direct"] == pytest.approx(chain["pgr"] - direct["pgr"])
+    mean_rows = {r["loss"]: r for r in summary if r["seed"] == "mean"}
+    assert mean_rows["xent+boot-mid"]["labels"] == "boot-mid" and "pgr_vs_direct" in mean_rows["xent+boot-mid"]
     # an ensemble is the weighted mean of its members' labels
     rows = {n: {json.loads(l)["id"]: json.loads(l)["p1"] for l in (seed / n / "weak_labels.jsonl").read_text().splitlines()}
             for n in ("gt-gpt2-weak", "gt-gpt2-weak-seed+1")}

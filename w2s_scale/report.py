@@ -60,13 +60,17 @@ def summarize(plans: Iterable) -> list[dict]:
             "pgr_hi": interval[1] if interval else None,
             "pgr_auc": _auc_pgr(wm.get("auc"), cm.get("auc"), tm.get("auc")),
             "agreement_with_weak": tm.get("train_agreement_with_weak")})
+    _add_pgr_vs_direct(rows, [p for p in plans if p.kind == "transfer"])
     groups = defaultdict(list)
     for row in rows:
         groups[(row["weak"], row["strong"], row["loss"])].append(row)
     for (weak, strong, loss), members in groups.items():
         pg = mean_interval([m["pgr"] for m in members])
         paper, _, _ = pair_paper_pgr(members, None, weak, strong, loss)
+        vs_direct = mean_interval([m["pgr_vs_direct"] for m in members])
         rows.append({"seed": "mean", "weak": weak, "strong": strong, "loss": loss,
+                     "labels": members[0]["labels"],
+                     "pgr_vs_direct": vs_direct["mean"], "pgr_vs_direct_ci95": vs_direct["ci95"],
                      "n_test": int(np.mean([m["n_test"] for m in members])),
                      **{k: float(np.mean([m[k] for m in members]))
                         for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
@@ -81,6 +85,29 @@ def summarize(plans: Iterable) -> list[dict]:
                      "n_seeds": len(members), "n_seeds_pgr": pg["n"],
                      "n_seeds_pgr_undefined": len(members) - pg["n"]})
     return rows
+
+
+def _add_pgr_vs_direct(rows: list[dict], transfers: list) -> None:
+    """A label source's PGR minus that of direct transfer (labels: weak) of the same seed, weak
+    model, strong model and loss: how the paper compares bootstrapping with direct transfer,
+    paired per seed. None for direct transfer itself, or where either PGR is undefined."""
+    # rows were made in the order of the finished transfer plans; match them by run identity
+    base = {(r["seed"], r["weak"], r["strong"], r["loss"]): r for r in rows}
+    direct = {}
+    for plan in transfers:
+        if plan.label_tag == "weak":
+            row = base.get((plan.seed, plan.weak.model.short_name, plan.model.short_name, plan.variant))
+            if row is not None:
+                direct[(plan.seed, row["weak"], row["strong"], plan.loss.tag)] = row["pgr"]
+    for row in rows:
+        row["pgr_vs_direct"] = None
+    for plan in transfers:
+        row = base.get((plan.seed, plan.weak.model.short_name, plan.model.short_name, plan.variant))
+        if row is None or plan.label_tag == "weak":
+            continue
+        other = direct.get((plan.seed, row["weak"], row["strong"], plan.loss.tag))
+        if other is not None and row["pgr"] is not None:
+            row["pgr_vs_direct"] = row["pgr"] - other
 
 
 def unfinished_runs(plans: Iterable) -> str:
