@@ -168,6 +168,89 @@ class LossConfig(Strict):
         return f"{self.name}{extra}"
 
 
+# --- the label stage: what a transfer run's student trains on (see w2s_scale/labels.py) ---------
+
+class EnsembleMember(Strict):
+    # a model of this experiment ("weak", "strong", or a model's label; in a sweep: a sweep
+    # model's name, "weak" being each pair's weak model), or a whole model section
+    model: Union[str, ModelConfig] = "weak"
+    # trains the member's gt run with seed + seed_offset (another data order / initialisation)
+    # on the same split of the data: an ensemble of seeds of one model
+    seed_offset: int = Field(0, ge=0)
+
+
+class ProbeConfig(Strict):
+    """A probe on the pretrained strong model's activations (EleutherAI w2s's probes)."""
+    kind: Literal["knn", "logreg", "topo"] = "knn"
+    # relabel: train on the probe's predictions; filter: drop the examples whose weak label
+    # disagrees most with the probe's
+    mode: Literal["relabel", "filter"] = "relabel"
+    # index into the model's hidden states (0: embeddings, i: after block i); None: the middle
+    layer: Optional[int] = Field(None, ge=0)
+    k: int = Field(50, gt=0)               # knn neighbours; topo: k_cc and k_zeta
+    l2: float = Field(1e-3, ge=0)          # logreg: L2 penalty on the weights
+    contamination: float = Field(0.1, gt=0, lt=1)  # filter: fraction of the examples dropped
+
+
+LABEL_SOURCES = ("weak", "ensemble", "probe", "bootstrap")
+
+
+class LabelsConfig(Strict):
+    source: Literal["weak", "ensemble", "probe", "bootstrap"] = "weak"
+    members: list[EnsembleMember] = Field(default_factory=list)   # ensemble
+    weights: Optional[list[float]] = None                         # ensemble; None: equal
+    probe: Optional[ProbeConfig] = None                           # probe (None: its defaults)
+    # bootstrap: the intermediate students, small -> large (names as in `members`, or model
+    # sections); in a sweep, empty means every model between the pair's weak and strong
+    via: list[Union[str, ModelConfig]] = Field(default_factory=list)
+    # strong-to-strong: after training, the student is retrained this many times from its
+    # pretrained weights on its own previous predictions on B
+    s2s_iterations: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _fields_of_source(self) -> "LabelsConfig":
+        src = self.source
+        if src != "ensemble" and (self.members or self.weights is not None):
+            raise ValueError(f"members/weights belong to source: ensemble (this is source: {src}); "
+                             f"remove them or set source: ensemble")
+        if src != "probe" and self.probe is not None:
+            raise ValueError(f"probe belongs to source: probe (this is source: {src}); remove it "
+                             f"or set source: probe")
+        if src != "bootstrap" and self.via:
+            raise ValueError(f"via belongs to source: bootstrap (this is source: {src}); remove "
+                             f"it or set source: bootstrap")
+        if src == "ensemble":
+            if len(self.members) < 2:
+                raise ValueError("members: an ensemble needs at least 2 members, e.g. members: "
+                                 "[{model: weak}, {model: weak, seed_offset: 1}]")
+            if self.weights is not None:
+                if len(self.weights) != len(self.members):
+                    raise ValueError(f"weights: {len(self.weights)} weight(s) for "
+                                     f"{len(self.members)} members; give one per member")
+                if any(w < 0 for w in self.weights) or not sum(self.weights) > 0:
+                    raise ValueError(f"weights: {shorten(self.weights)} must be >= 0 with a "
+                                     f"positive sum")
+            keys = [(m.model if isinstance(m.model, str) else m.model.model_dump_json(),
+                     m.seed_offset) for m in self.members]
+            if len(set(keys)) != len(keys):
+                raise ValueError("members: two members are the same model with the same "
+                                 "seed_offset; give one another seed_offset")
+        return self
+
+    @property
+    def probe_or_default(self) -> ProbeConfig:
+        return self.probe or ProbeConfig()
+
+
+def labels_shorthand(value: Any) -> Any:
+    # `labels: ensemble`-style words and a single mapping are shorthand for a one-entry list
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if isinstance(value, list):
+        return [{"source": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class TrackingConfig(Strict):
     wandb: Literal["off", "online", "offline"] = "off"
     # online, but no API key or no way to the W&B server (a cluster node): log offline and say
@@ -195,8 +278,15 @@ class ExperimentConfig(Strict):
     strong: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")])
+    # where each transfer run's labels come from (one set of transfer runs per entry and loss)
+    labels: list[LabelsConfig] = Field(default_factory=lambda: [LabelsConfig()])
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_shorthand(cls, value: Any) -> Any:
+        return labels_shorthand(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -255,6 +345,11 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"{role}.save: model32 reads DeepSpeed's fp32 master weights, "
                                  f"which ZeRO stage 0 in {model.dtype} does not keep; use "
                                  f"zero_stage >= 1 or save: model16")
+        from w2s_scale.labels import check_label_models
+
+        check_label_models(self.labels, {"weak": self.weak, "strong": self.strong,
+                                         self.weak.short_name: self.weak,
+                                         self.strong.short_name: self.strong}, bootstrap_needs_via=True)
         return self
 
 

@@ -132,6 +132,10 @@ def run_flops(entry, model, kind: str, train_examples: int, predict_examples: in
               epochs: float, global_stats: bool) -> float:
     """FLOPs of one run (see the module doc for the formula)."""
     fwd = forward_flops_per_token(entry, tokens)
+    if kind == "labels":  # combines label files (numpy): no model runs
+        return 0.0
+    if kind == "activations":  # one forward pass over B, nothing trained
+        return tokens * train_examples * fwd
     per_train_token = (2.0 if model.lora.enabled else 3.0) * fwd
     if model.gradient_checkpointing:
         per_train_token += fwd

@@ -265,35 +265,48 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
 # --- prediction --------------------------------------------------------------------------------
 
 def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [N, 2] in dataset order, on every rank. Each example is scored by
-    exactly one rank; results are gathered and put back in order."""
+    """Class probabilities [N, 2] in dataset order, on every rank."""
+    def probs(input_ids, mask):
+        return torch.softmax(eng.engine(input_ids, mask).float(), -1)
+
+    return map_examples(eng, data, probs, 2, tracker, desc)
+
+
+def map_examples(eng: Engine, data: TokenizedSet, fn, width: int, tracker=None,
+                 desc: str = "predict") -> np.ndarray:
+    """fn(input_ids, attention_mask) -> [B, width] for every example, as an array [N, W] in dataset
+    order, on every rank. Each example is scored by exactly one rank; results are gathered and
+    put back in order."""
     batch_size = eng.train_cfg.eval_batch_size
     batches, n_forward = eval_batches(data.lengths, batch_size, dist.rank(), dist.world_size())
     eng.engine.eval()
-    rows_done, probs_done = [], []
+    rows_done, out_done = [], []
     bar = tracker.progress(total=n_forward, desc=desc) if tracker else None
     t0, n_tokens = time.perf_counter(), 0
+    device = eng.engine.device
     with torch.no_grad():
         for i in range(n_forward):
             # a rank out of work repeats a batch and discards it: ZeRO-3 forwards are collectives
             rows = batches[i] if i < len(batches) else (batches[0] if batches else np.array([0]))
-            logits, tokens = _forward(eng, data, rows)
+            input_ids, mask = collate([data.input_ids[r] for r in rows], eng.pad_id,
+                                      eng.tokenizer.padding_side)
+            values = fn(input_ids.to(device), mask.to(device))
             if i < len(batches):
                 rows_done.append(rows)
-                probs_done.append(torch.softmax(logits.float(), -1).cpu().numpy())
-                n_tokens += tokens
+                out_done.append(values.float().cpu().numpy())
+                n_tokens += int(mask.sum())
             if bar:
                 bar.update(1)
     if bar:
         bar.close()
     eng.engine.train()
     rows = np.concatenate(rows_done) if rows_done else np.zeros(0, dtype=np.int64)
-    probs = np.concatenate(probs_done) if probs_done else np.zeros((0, 2), dtype=np.float32)
-    gathered = dist.all_gather_objects((rows, probs))
-    out = np.full((len(data), 2), np.nan, dtype=np.float32)
-    for part_rows, part_probs in gathered:
-        out[part_rows] = part_probs
-    assert not np.isnan(out).any(), "prediction left examples unscored"
+    values = np.concatenate(out_done) if out_done else np.zeros((0, width), dtype=np.float32)
+    gathered = dist.all_gather_objects((rows, values))
+    out = np.full((len(data), width), np.nan, dtype=np.float32)
+    for part_rows, part_values in gathered:
+        out[part_rows] = part_values
+    assert not np.isnan(out).any(), f"{desc} left examples unscored"
     if tracker:
         elapsed = time.perf_counter() - t0
         tracker.log({"event": desc, "examples": len(data), "seconds": elapsed,

@@ -127,3 +127,7 @@ class ShortTestSetError(UserError):
 
 class TooFewExamplesError(UserError):
     """After over-long texts are dropped, too few examples are left to train or to test."""
+
+
+class ProbeLayerError(ConfigError):
+    """labels.probe.layer is not a hidden state of the model the probe reads."""

@@ -42,14 +42,15 @@ def load_results(runs) -> list[RunResult]:
 
     out = []
     for run in runs:
-        if disk_state(run) != "done":
+        # label stages predict nothing on test; an ensemble member's extra seed is no curve point
+        if disk_state(run) != "done" or run.plan.kind not in ("gt", "transfer") or run.plan.seed_offset:
             continue
         plan = run.plan
         preds = RunDir(plan.dir, plan.hash).read_jsonl("test_predictions.jsonl")
         out.append(RunResult(
             dataset=run.dataset, seed=plan.seed, model=plan.model.short_name,
             weak=plan.weak.model.short_name if plan.kind == "transfer" else None,
-            loss=plan.loss.tag if plan.kind == "transfer" else None,
+            loss=plan.variant if plan.kind == "transfer" else None,
             correct={r["id"]: (r["p1"] > 0.5) == bool(r["label"]) for r in preds}))
     return out
 

@@ -112,16 +112,25 @@ class Classifier(nn.Module):
         # no bias: with a zero weight every example starts at p = 0.5, as in the reference
         self.head = nn.Linear(hidden_size, 2, bias=False)
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 layer: Optional[int] = None) -> torch.Tensor:
+        """What the head reads: the last real token's (causal LMs) or the pooled (encoders)
+        hidden state. `layer`: the hidden state after that many blocks instead (0: the
+        embeddings), at the same token; encoders then read their first token (CLS), as the
+        pooler does before its dense layer."""
+        kwargs = {"output_hidden_states": True} if layer is not None else {}
         if self.mode == "pooled":
-            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            if layer is not None:
+                return out.hidden_states[layer][:, 0]
             pooled = getattr(out, "pooler_output", None)
             return pooled if pooled is not None else out.last_hidden_state[:, 0]
         # positions count real tokens only, so left padding does not shift absolute position
         # embeddings (GPT-2); encoders keep their own position scheme (MPNet's is offset)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=positions).last_hidden_state
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=positions, **kwargs)
+        hidden = out.hidden_states[layer] if layer is not None else out.last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -46,38 +46,71 @@ def _results_identity(model: ModelConfig, train_cfg: TrainConfig) -> tuple:
 
 @dataclass(frozen=True)
 class RunPlan:
-    name: str                        # gt-<model> or w2s-<weak>-to-<strong>-<loss>
-    kind: Literal["gt", "transfer"]
+    name: str                        # gt-<model>, w2s-<weak>-to-<strong>-<loss>, labels-..., acts-...
+    kind: Literal["gt", "transfer", "labels", "activations"]
     model: ModelConfig
     train: TrainConfig
     loss: LossConfig
     seed: int
     dir: Path
     hash: str                        # of everything that changes this run's results
-    weak: Optional["RunPlan"] = field(default=None, compare=False)  # transfer: label source
+    # transfer: the gt run of its weak model, whose test accuracy is the PGR floor; also the
+    # label source unless `source` says otherwise
+    weak: Optional["RunPlan"] = field(default=None, compare=False)
+    # transfer: the run whose B labels (weak_labels.jsonl) it trains on: a label stage, or a
+    # previous student (strong-to-strong, bootstrapping); None: `weak`
+    source: Optional["RunPlan"] = field(default=None, compare=False)
+    # label and activation stages: the runs they read (see w2s_scale/labels.py)
+    inputs: tuple = field(default=(), compare=False)
+    stage: Any = field(default=None, compare=False)  # a stage's settings (LabelsConfig, layer)
+    label_tag: str = "weak"          # transfer: where its labels come from, for tables
+    seed_offset: int = 0             # gt run of an ensemble member: trains with seed + offset
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed + self.seed_offset
+
+    @property
+    def variant(self) -> str:
+        """The loss, and the label source when it is not the weak model alone: how tables
+        and figures tell transfer runs of one (weak, strong) pair apart."""
+        return self.loss.tag if self.label_tag == "weak" else f"{self.loss.tag}+{self.label_tag}"
+
+    def reads(self) -> list["RunPlan"]:
+        """The runs whose results this one reads (each must be done first)."""
+        if self.kind == "transfer":
+            return [self.weak] + ([self.source] if self.source is not None else [])
+        return list(self.inputs)
 
 
 def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
     return Path(cfg.results_dir) / cfg.name / cfg.data.dataset / f"seed{seed}"
 
 
-def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> RunPlan:
+def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int, seed_offset: int = 0) -> RunPlan:
     # early stopping and the ground-truth curve hold out slices of B: transfer runs only
     train_cfg = train_for(cfg, model).model_copy(update={"early_stopping": None, "gt_curve": None})
-    return RunPlan(name=f"gt-{model.short_name}", kind="gt", model=model, train=train_cfg,
-                   loss=GT_LOSS, seed=seed, dir=seed_dir(cfg, seed) / f"gt-{model.short_name}",
-                   hash=stable_hash("gt", *_results_identity(model, train_cfg), cfg.data, seed))
+    name = f"gt-{model.short_name}" + (f"-seed+{seed_offset}" if seed_offset else "")
+    # an offset enters the hash only when set: the hashes of existing gt runs stay as they were
+    offset = (("seed_offset", seed_offset),) if seed_offset else ()
+    return RunPlan(name=name, kind="gt", model=model, train=train_cfg, loss=GT_LOSS, seed=seed,
+                   dir=seed_dir(cfg, seed) / name, seed_offset=seed_offset,
+                   hash=stable_hash("gt", *_results_identity(model, train_cfg), cfg.data, seed, *offset))
 
 
 def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
-                  seed: int) -> RunPlan:
+                  seed: int, source: Optional[RunPlan] = None, label_tag: str = "weak",
+                  name: Optional[str] = None) -> RunPlan:
+    """`strong` trained on B against the labels of `source` (default: the weak gt run)."""
     train_cfg = train_for(cfg, strong)
-    name = f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}{selection.name_tag(train_cfg)}"
+    name = name or f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
+    name += selection.name_tag(train_cfg)
+    labels_from = source if source is not None else weak
     return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
                    seed=seed, dir=seed_dir(cfg, seed) / name,
                    hash=stable_hash("transfer", *_results_identity(strong, train_cfg), cfg.data,
-                                    seed, _loss_identity(loss), weak.hash),
-                   weak=weak)
+                                    seed, _loss_identity(loss), labels_from.hash),
+                   weak=weak, source=source, label_tag=label_tag)
 
 
 def _loss_identity(loss: LossConfig):
@@ -89,14 +122,20 @@ def _loss_identity(loss: LossConfig):
 
 
 def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
-    """Runs in the order they must happen (a transfer run after its weak gt run)."""
-    plans = []
+    """Runs in the order they must happen (a run after every run it reads), each once."""
+    from w2s_scale.labels import plan_label_source
+
+    plans: dict[Path, RunPlan] = {}
     for seed in cfg.seeds:
         weak = plan_gt(cfg, cfg.weak, seed)
         strong = plan_gt(cfg, cfg.strong, seed)
-        plans += [weak, strong] + [plan_transfer(cfg, weak, cfg.strong, loss, seed)
-                                   for loss in cfg.losses]
-    return plans
+        named = {"weak": cfg.weak, "strong": cfg.strong,
+                 cfg.weak.short_name: cfg.weak, cfg.strong.short_name: cfg.strong}
+        for plan in [weak, strong] + [p for loss in cfg.losses for labels in cfg.labels
+                                      for p in plan_label_source(cfg, weak, cfg.strong, labels,
+                                                                 loss, seed, named)]:
+            plans.setdefault(plan.dir, plan)
+    return list(plans.values())
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -106,18 +145,25 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, np.ndarray]:
     """B's examples with the weak model's soft labels (read from its run folder); examples the
     weak model never labelled (over-long for its tokenizer) are left out."""
-    # only the labels of a weak run finished with the settings this run was planned against
-    labelled = {row["id"]: row["p1"] for row in finished(plan.weak.dir, plan.weak.hash).read_jsonl(
-        "weak_labels.jsonl")}
+    from w2s_scale.labels import read_labels
+
+    # only the labels of a run finished with the settings this run was planned against; a
+    # label stage that filters leaves examples out on purpose
+    source = plan.source if plan.source is not None else plan.weak
+    ids, probs, _ = read_labels(finished(source.dir, source.hash))
+    labelled = dict(zip(ids, probs))
     keep = np.array([i for i, ex_id in enumerate(train_set.ids) if ex_id in labelled], dtype=int)
     kept = train_set.subset(keep)
-    p1 = np.array([labelled[ex_id] for ex_id in kept.ids], dtype=np.float32)
-    return kept, np.stack([1 - p1, p1], axis=1)
+    return kept, np.stack([labelled[ex_id] for ex_id in kept.ids]).astype(np.float32)
 
 
 def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = False) -> None:
     """Train one run, score it on test, and (gt runs) label B; DONE is written last. A redo of
     a complete run is written beside it and replaces it only once complete (results.RunDir)."""
+    if plan.kind in ("labels", "activations"):  # a label stage: w2s_scale/labels.py
+        from w2s_scale.labels import execute_stage
+
+        return execute_stage(cfg, plan, splits, redo)
     run_dir = RunDir(plan.dir, plan.hash)
     if not redo and run_dir.is_done():
         pending = " (an interrupted --redo waits beside it; --redo resumes it)" if run_dir.pending_redo() else ""
@@ -147,11 +193,11 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     # depend on what ran before in this process: seeded per run, the same on every rank
     from transformers import set_seed
 
-    set_seed(plan.seed)
+    set_seed(plan.train_seed)
     eng = build_engine(plan.model, plan.train, total_steps, tokenizer)
     with StopFlag() as stop:
         try:
-            train(eng, train_set, targets, plan.loss, plan.seed, run_dir.checkpoints, tracker, stop,
+            train(eng, train_set, targets, plan.loss, plan.train_seed, run_dir.checkpoints, tracker, stop,
                   monitor)
         except BaseException:
             # a stopped (or failed) attempt finishes its W&B run here, so that the attempt that
@@ -170,23 +216,28 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     run_dir.write_jsonl("test_predictions.jsonl", (
         {"id": i, "p1": round(float(p), 6), "label": int(y)}
         for i, p, y in zip(test_set.ids, test_probs[:, 1], test_set.labels)))
-    if plan.kind == "gt":  # every gt model labels B, so any of them can serve as a weak teacher
-        b_set = tokenize(splits.b, tokenizer, data.max_length, data.overlong)
-        b_probs = predict(eng, b_set, tracker, desc="label-B")
+    # every model labels B, so any gt run can serve as a weak teacher and any student as the
+    # next one's (strong-to-strong, bootstrapping; see w2s_scale/labels.py)
+    b_set = tokenize(splits.b, tokenizer, data.max_length, data.overlong)
+    b_probs = predict(eng, b_set, tracker, desc="label-B")
+    run_dir.write_jsonl("weak_labels.jsonl", (
+        {"id": i, "p1": round(float(p), 6), "label": int(y)}
+        for i, p, y in zip(b_set.ids, b_probs[:, 1], b_set.labels)))
+    if plan.kind == "gt":
         metrics["b_accuracy"] = accuracy(b_set.labels, b_probs[:, 1])
-        run_dir.write_jsonl("weak_labels.jsonl", (
-            {"id": i, "p1": round(float(p), 6), "label": int(y)}
-            for i, p, y in zip(b_set.ids, b_probs[:, 1], b_set.labels)))
     else:  # how often the student sides with its teacher on B: imitation vs generalisation
-        train_probs = predict(eng, train_set, tracker, desc="train-agreement")
+        row_of = {ex_id: i for i, ex_id in enumerate(b_set.ids)}
+        train_probs = b_probs[[row_of[ex_id] for ex_id in train_set.ids]]
         # the run page names its supervisor and how good it was (PGR: added by `w2s report`)
         metrics["weak_model"] = plan.weak.model.short_name
         metrics["weak_accuracy"] = RunDir(plan.weak.dir, plan.weak.hash).read_json("metrics.json")["accuracy"]
+        metrics["labels"] = plan.label_tag
         metrics.update(_diagnostics(plan, test_set, test_probs, train_probs, targets))
         metrics.update(held_out)
     run_dir.write_yaml("config.yaml", {
         "run": plan.name, "kind": plan.kind, "seed": plan.seed, "hash": plan.hash,
         "experiment": cfg.name, "weak_run": str(plan.weak.dir) if plan.weak else None,
+        "labels_run": str(plan.source.dir) if plan.source else None, "seed_offset": plan.seed_offset,
         "model": plan.model.model_dump(mode="json"), "train": plan.train.model_dump(mode="json"),
         "loss": plan.loss.model_dump(mode="json"), "data": data.model_dump(mode="json"),
         "world_size": dist.world_size(), "ds_config": eng.ds_config})
@@ -204,8 +255,11 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
 def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,
                  train_probs: np.ndarray, targets: np.ndarray) -> dict:
     """Agreement with the supervisor on test and B, misfit, gain, ECE (w2s_scale/diagnostics.py),
-    on the test examples both the student and its supervisor scored."""
-    weak_p1 = {r["id"]: r["p1"] for r in RunDir(plan.weak.dir, plan.weak.hash).read_jsonl(
+    on the test examples both the student and its supervisor scored. The supervisor on test is
+    the label source when it scored test (a student before it, in s2s and bootstrap chains);
+    label stages (ensembles, probes) label B only, so on test it is their weak model."""
+    teacher = plan.source if plan.source is not None and plan.source.kind in ("gt", "transfer") else plan.weak
+    weak_p1 = {r["id"]: r["p1"] for r in RunDir(teacher.dir, teacher.hash).read_jsonl(
         "test_predictions.jsonl")}
     both = [i for i, ex_id in enumerate(test_set.ids) if ex_id in weak_p1]
     weak_test = two_class([weak_p1[test_set.ids[i]] for i in both])

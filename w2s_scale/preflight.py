@@ -75,7 +75,9 @@ def check_settings(cfg: Any) -> None:
 def _models(cfg: Any) -> list[tuple[str, ModelConfig]]:
     if hasattr(cfg, "models"):
         return [(f"models.{i}", m) for i, m in enumerate(cfg.models)]
-    return [("weak", cfg.weak), ("strong", cfg.strong)]
+    from w2s_scale.labels import label_models
+
+    return [("weak", cfg.weak), ("strong", cfg.strong)] + label_models(cfg)
 
 
 def _check_name(name: str) -> None:
@@ -201,9 +203,16 @@ class Trainee:
 
 def preflight(cfg, world_size: int) -> None:
     """Everything that can fail on bad input for `w2s experiment`, before any rank starts."""
+    from w2s_scale.labels import check_probe_layers, label_models
+    from w2s_scale.pipeline import plan_experiment
+
     trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
                 Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
+    # models the label sources add: ensemble members (trained on A), bootstrap steps (on B)
+    trainees += [Trainee(where, model, train_for(cfg, model, field=f"{where}.train"), {world_size},
+                         {"a", "b"}) for where, model in label_models(cfg)]
     check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
+    check_probe_layers(plan_experiment(cfg))
     check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
 
 
@@ -221,6 +230,9 @@ def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: boo
             t.train = run.plan.train
     datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
     check_trainees(list(trainees.values()), datasets, cfg.seeds, local)
+    from w2s_scale.labels import check_probe_layers
+
+    check_probe_layers([r.plan for r in runs])
     from w2s_scale.sweep import sweep_dir
 
     check_wandb(cfg.tracking, sweep_dir(cfg) / "*" / "seed*" / "*")

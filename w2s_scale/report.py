@@ -41,7 +41,8 @@ def summarize(plans: Iterable) -> list[dict]:
     """One row per transfer run (weak, ceiling, transfer, PGR with a bootstrap interval) plus
     one row per (weak, strong, loss) with the mean over seeds."""
     plans = list(plans)
-    gt = {(p.model.short_name, p.seed): p for p in plans if p.kind == "gt"}
+    # ceilings: the gt runs of the experiment's own seed (not an ensemble member's seed_offset)
+    gt = {(p.model.short_name, p.seed): p for p in plans if p.kind == "gt" and not p.seed_offset}
     rows = []
     for plan in (p for p in plans if p.kind == "transfer"):
         weak_plan, ceiling_plan = plan.weak, gt.get((plan.model.short_name, plan.seed))
@@ -57,7 +58,7 @@ def summarize(plans: Iterable) -> list[dict]:
         interval = bootstrap_pgr(labels, weak_c, ceil_c, tran_c, seed=plan.seed) if value is not None else None
         rows.append({
             "seed": plan.seed, "weak": weak_plan.model.short_name, "strong": plan.model.short_name,
-            "loss": plan.loss.tag, "n_test": len(ids),
+            "loss": plan.variant, "labels": plan.label_tag, "n_test": len(ids),
             "weak_acc": weak_c.mean(), "ceiling_acc": ceil_c.mean(), "transfer_acc": tran_c.mean(),
             "weak_auc": wm.get("auc"), "ceiling_auc": cm.get("auc"), "transfer_auc": tm.get("auc"),
             "pgr": value, "pgr_lo": interval[0] if interval else None,
@@ -66,13 +67,17 @@ def summarize(plans: Iterable) -> list[dict]:
             "agreement_with_weak": tm.get("train_agreement_with_weak"),
             **{key: tm.get(key) for key in DIAGNOSTICS},
             "chosen_step": (tm.get("early_stopping") or {}).get("chosen_step")})
+    _add_pgr_vs_direct(rows, [p for p in plans if p.kind == "transfer"])
     groups = defaultdict(list)
     for row in rows:
         groups[(row["weak"], row["strong"], row["loss"])].append(row)
     for (weak, strong, loss), members in groups.items():
         pg = mean_interval([m["pgr"] for m in members])
         paper, _, _ = pair_paper_pgr(members, None, weak, strong, loss)
+        vs_direct = mean_interval([m["pgr_vs_direct"] for m in members])
         rows.append({"seed": "mean", "weak": weak, "strong": strong, "loss": loss,
+                     "labels": members[0]["labels"],
+                     "pgr_vs_direct": vs_direct["mean"], "pgr_vs_direct_ci95": vs_direct["ci95"],
                      "n_test": int(np.mean([m["n_test"] for m in members])),
                      **{k: float(np.mean([m[k] for m in members]))
                         for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
@@ -88,6 +93,29 @@ def summarize(plans: Iterable) -> list[dict]:
                      "n_seeds": len(members), "n_seeds_pgr": pg["n"],
                      "n_seeds_pgr_undefined": len(members) - pg["n"]})
     return rows
+
+
+def _add_pgr_vs_direct(rows: list[dict], transfers: list) -> None:
+    """A label source's PGR minus that of direct transfer (labels: weak) of the same seed, weak
+    model, strong model and loss: how the paper compares bootstrapping with direct transfer,
+    paired per seed. None for direct transfer itself, or where either PGR is undefined."""
+    # rows were made in the order of the finished transfer plans; match them by run identity
+    base = {(r["seed"], r["weak"], r["strong"], r["loss"]): r for r in rows}
+    direct = {}
+    for plan in transfers:
+        if plan.label_tag == "weak":
+            row = base.get((plan.seed, plan.weak.model.short_name, plan.model.short_name, plan.variant))
+            if row is not None:
+                direct[(plan.seed, row["weak"], row["strong"], plan.loss.tag)] = row["pgr"]
+    for row in rows:
+        row["pgr_vs_direct"] = None
+    for plan in transfers:
+        row = base.get((plan.seed, plan.weak.model.short_name, plan.model.short_name, plan.variant))
+        if row is None or plan.label_tag == "weak":
+            continue
+        other = direct.get((plan.seed, row["weak"], row["strong"], plan.loss.tag))
+        if other is not None and row["pgr"] is not None:
+            row["pgr_vs_direct"] = row["pgr"] - other
 
 
 def unfinished_runs(plans: Iterable) -> str:

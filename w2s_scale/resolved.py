@@ -61,7 +61,9 @@ def resolved_settings(sweep) -> dict[str, Any]:
     from w2s_scale.sweep import experiment_for
 
     out: dict[str, Any] = {"seeds": list(sweep.seeds), "self_transfer": sweep.self_transfer,
-                           "datasets": [], "models": {}, "losses": loss_settings(sweep.losses)}
+                           "datasets": [], "models": {}, "losses": loss_settings(sweep.losses),
+                           "labels": [entry.model_dump(mode="json", exclude_unset=True) or {"source": "weak"}
+                                      for entry in sweep.labels]}
     for i, data in enumerate(sweep.datasets):
         exp = experiment_for(sweep, i)
         out["datasets"].append({"dataset": data.dataset, **{k: getattr(data, k) for k in DATA_FIELDS}})
@@ -87,6 +89,8 @@ def format_settings(settings: dict[str, Any]) -> str:
     for loss in settings["losses"]:
         params = ", ".join(f"{k} {_text(v)}" for k, v in loss["params"].items())
         lines.append(f"  loss {loss['loss']}: {loss['name']}({params})")
+    for entry in settings.get("labels", []):  # where transfer runs' labels come from (labels.py)
+        lines.append(f"  labels: {entry}")
     return "\n".join(lines)
 
 

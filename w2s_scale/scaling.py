@@ -34,7 +34,8 @@ from w2s_scale.tracking import check_wandb
 def gt_rows(runs: list[SweepRun]) -> list[dict]:
     """One row per finished ground-truth run, then one per (dataset, model) over seeds."""
     rows = []
-    for run in (r for r in runs if r.plan.kind == "gt" and disk_state(r) == "done"):
+    for run in (r for r in runs if r.plan.kind == "gt" and not r.plan.seed_offset
+                and disk_state(r) == "done"):
         metrics = RunDir(run.plan.dir, run.plan.hash).read_json("metrics.json")
         rows.append({"dataset": run.dataset, "model": run.plan.model.short_name, "seed": run.seed,
                      "accuracy": metrics["accuracy"], "auc": metrics.get("auc"),
@@ -203,7 +204,7 @@ def record_pgr(runs: list[SweepRun], transfer: list[dict], tracking_cfg: Optiona
     summary of the run's own W&B run (resumed under the id kept in its folder), so its run page
     shows it. Only what changed is written, so repeated reports add nothing. Returns the number
     of runs updated."""
-    by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.loss.tag): r
+    by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.variant): r
               for r in runs if r.plan.kind == "transfer"}
     updated = 0
     for row in (r for r in transfer if r["seed"] != "mean"):

@@ -15,10 +15,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from w2s_scale.config import (ConfigError, DataConfig, ExperimentConfig, LaunchConfig, LossConfig,
-                              ModelConfig, Strict, TrackingConfig, TrainConfig, _one_line,
-                              apply_overrides, read_config_file)
-from w2s_scale.pipeline import RunPlan, plan_gt, plan_transfer
+from w2s_scale.config import (ConfigError, DataConfig, ExperimentConfig, LabelsConfig, LaunchConfig,
+                              LossConfig, ModelConfig, Strict, TrackingConfig, TrainConfig, _one_line,
+                              apply_overrides, labels_shorthand, read_config_file)
+from w2s_scale.pipeline import RunPlan, plan_gt
 from w2s_scale.results import run_state
 
 
@@ -61,6 +61,9 @@ class SweepConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")])
     self_transfer: bool = True         # also weak == strong (each model taught by itself)
+    # where transfer runs' labels come from: one set of transfer runs per entry, pair and loss
+    # (see w2s_scale/labels.py; source: bootstrap walks the ladder between each pair)
+    labels: list[LabelsConfig] = Field(default_factory=lambda: [LabelsConfig()])
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)  # the local executor's ranks
     executor: Literal["local", "slurm"] = "local"
@@ -75,6 +78,8 @@ class SweepConfig(Strict):
                 data["datasets"] = [data.pop("data")]
             if isinstance(data.get("losses"), list):
                 data["losses"] = [{"name": v} if isinstance(v, str) else v for v in data["losses"]]
+            if "labels" in data:
+                data["labels"] = labels_shorthand(data["labels"])
         return data
 
     @field_validator("seeds", "datasets", "models", "losses")
@@ -96,6 +101,11 @@ class SweepConfig(Strict):
             if datasets.index(name) != i:
                 raise ValueError(f"datasets.{i}: dataset {name!r} appears twice; results of a "
                                  f"dataset share one folder, so run the other as its own sweep")
+        from w2s_scale.labels import check_label_models
+
+        named = {m.short_name: m.model_config_only() for m in self.models}
+        check_label_models(self.labels, {**named, "weak": self.models[0], "strong": self.models[-1]},
+                           bootstrap_needs_via=False)
         for i, model in enumerate(self.models):
             try:
                 resources_for(self, model)
@@ -135,7 +145,7 @@ def from_experiment(exp: ExperimentConfig) -> SweepConfig:
     return SweepConfig(name=exp.name, results_dir=exp.results_dir, seeds=exp.seeds,
                        datasets=[exp.data], models=[exp.weak.model_dump(), exp.strong.model_dump()],
                        train=exp.train, losses=exp.losses, self_transfer=False,
-                       tracking=exp.tracking, launch=exp.launch)
+                       labels=exp.labels, tracking=exp.tracking, launch=exp.launch)
 
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
@@ -180,32 +190,45 @@ class SweepRun:
 
 
 def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
-    """Every run of the sweep, each after the runs it depends on."""
-    runs: list[SweepRun] = []
+    """Every run of the sweep, each after the runs it depends on, each once."""
+    from w2s_scale.labels import plan_label_source
+
+    runs: dict[str, SweepRun] = {}
     models = [(m.model_config_only(), resources_for(cfg, m)) for m in cfg.models]
+    named = {model.short_name: model for model, _ in models}
+    resources = {model.short_name: res for model, res in models}
     roles = [m.role for m in cfg.models]
+
+    def add(exp: ExperimentConfig, prefix: str, plan: RunPlan) -> None:
+        key = f"{prefix}/{plan.name}"
+        if key not in runs:  # label stages and students are shared by every source that reads them
+            deps = tuple(f"{prefix}/{p.name}" for p in plan.reads())
+            runs[key] = SweepRun(key, plan, exp, deps,
+                                 resources.get(plan.model.short_name, cfg.resources))
+
     for i, data in enumerate(cfg.datasets):
         exp = experiment_for(cfg, i)
         for seed in cfg.seeds:
             prefix = f"{data.dataset}/seed{seed}"
             gt = {}
-            for model, resources in models:
-                plan = plan_gt(exp, model, seed)
-                gt[model.short_name] = SweepRun(f"{prefix}/{plan.name}", plan, exp, (), resources)
-                runs.append(gt[model.short_name])
+            for model, _ in models:
+                gt[model.short_name] = plan_gt(exp, model, seed)
+                add(exp, prefix, gt[model.short_name])
             for w, (weak, _) in enumerate(models):
                 if roles[w] == "strong":
                     continue
                 first_strong = w if cfg.self_transfer and roles[w] == "both" else w + 1
-                for s, (strong, resources) in enumerate(models[first_strong:], first_strong):
+                for s, (strong, _) in enumerate(models[first_strong:], first_strong):
                     if roles[s] == "weak":
                         continue
-                    teacher = gt[weak.short_name]
+                    # a bootstrap chain steps through the models between that both learn and teach
+                    ladder = [m for j, (m, _) in enumerate(models) if w < j < s and roles[j] == "both"]
                     for loss in cfg.losses:
-                        plan = plan_transfer(exp, teacher.plan, strong, loss, seed)
-                        runs.append(SweepRun(f"{prefix}/{plan.name}", plan, exp, (teacher.key,),
-                                             resources))
-    return runs
+                        for labels in cfg.labels:
+                            for plan in plan_label_source(exp, gt[weak.short_name], strong, labels,
+                                                          loss, seed, named, ladder):
+                                add(exp, prefix, plan)
+    return list(runs.values())
 
 
 def find_run(runs: list[SweepRun], run: str, seed: Optional[int], dataset: Optional[str]) -> SweepRun:
@@ -238,10 +261,13 @@ def disk_state(run: SweepRun) -> str:
 def describe(cfg: SweepConfig, runs: list[SweepRun]) -> str:
     """One line on the shape of the sweep."""
     n_gt = sum(r.plan.kind == "gt" for r in runs)
+    n_transfer = sum(r.plan.kind == "transfer" for r in runs)
+    n_stages = len(runs) - n_gt - n_transfer
     losses = ", ".join(loss.tag for loss in cfg.losses)
+    stages = f", {n_stages} label/activation stages" if n_stages else ""
     return (f"sweep {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.seeds)} seed(s) x "
             f"{len(cfg.models)} model(s) [{', '.join(m.short_name for m in cfg.models)}], losses "
-            f"[{losses}]: {n_gt} gt runs, {len(runs) - n_gt} transfer runs")
+            f"[{losses}]: {n_gt} gt runs, {n_transfer} transfer runs{stages}")
 
 
 def resources_text(res: Resources, world: Optional[int] = None) -> str:

@@ -1,0 +1,54 @@
+"""Hidden states of a pretrained model on a data split, for probes (w2s_scale/probes.py).
+
+Extracted once, by every rank together (under ZeRO-3 each rank holds a part of the weights and
+every forward is a collective), each example by exactly one rank; rank 0 writes them to the
+stage's folder, where every later run reads them.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from w2s_scale import distributed as dist
+from w2s_scale import ds_config as dsc
+from w2s_scale.config import ConfigError, LoraConfig, ModelConfig, TrainConfig
+from w2s_scale.data.batching import TokenizedSet
+
+
+def pretrained_only(model: ModelConfig) -> ModelConfig:
+    """The model as loaded, before any fine-tuning: no adapters, nothing frozen or saved (LoRA
+    adapters start at zero, so they would not change the activations anyway)."""
+    return model.model_copy(update={"lora": LoraConfig(), "linear_probe": False,
+                                    "gradient_checkpointing": False, "save": "none",
+                                    "train": {}, "label": None})
+
+
+def extract(model: ModelConfig, train: TrainConfig, data: TokenizedSet, tokenizer,
+            layer: Optional[int], tracker=None) -> tuple[np.ndarray, int]:
+    """Activations [N, hidden] at `layer` (None: the middle block, num_layers // 2) of the last
+    real token (causal LMs) or the first token (encoders), and the layer used."""
+    import deepspeed
+
+    from w2s_scale.engine import Engine, map_examples
+    from w2s_scale.models import build_classifier
+
+    ds = dsc.build(train, model.dtype, dist.world_size())
+    # nothing is trained here: no optimizer, so nothing of one to offload
+    ds.get("zero_optimization", {}).pop("offload_optimizer", None)
+    classifier = build_classifier(pretrained_only(model), ds)
+    hf_config = classifier.backbone.config
+    n_layers = hf_config.num_hidden_layers
+    used = n_layers // 2 if layer is None else layer
+    if not 0 <= used <= n_layers:
+        raise ConfigError(f"labels.probe.layer: {layer} is not a layer of {model.short_name}, "
+                          f"which has hidden states 0..{n_layers}; choose one of them (or leave "
+                          f"it unset for the middle one, {n_layers // 2})")
+    engine, *_ = deepspeed.initialize(model=classifier, config=ds, dist_init_required=False)
+    eng = Engine(engine, tokenizer, ds, train, total_steps=1)
+    try:
+        acts = map_examples(eng, data, lambda ids, mask: engine.module.features(ids, mask, layer=used),
+                            hf_config.hidden_size, tracker, desc="activations")
+    finally:
+        eng.close()
+    return acts, used
