@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, tiny_config, write_config
 from w2s_scale.distributed import TIMEOUT_ENV, _free_port
-from w2s_scale.processes import GRACE_S, descendants
+from w2s_scale.processes import GRACE_S, Beacon, _first_failure, descendants
 
 TIMEOUT_S = 20  # launch.collective_timeout_s of the runs below
 
@@ -45,6 +45,36 @@ def test_deepspeeds_own_process_groups_give_up_after_the_collective_timeout(tmp_
     assert proc.returncode == 0 and found, output[-3000:]
     print(found.group(0))
     assert "Timed out" in found.group(2) and float(found.group(1)) < 15, found.group(0)
+
+
+def test_the_watcher_names_the_rank_from_what_the_ranks_left():
+    """processes._first_failure on beacons as the ranks leave them, with real processes: one
+    frozen, one dead; the cases the 2-rank runs below do not reach (the collective timeout that
+    names another node's rank; a peer's error that is only a consequence)."""
+    frozen = subprocess.Popen(["sleep", "600"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        line, broken = _first_failure({0: Beacon(os.getpid(), "running", "20", 1.0),
+                                       1: Beacon(frozen.pid, "running", "20", 21.0)}, {}, None)
+        assert broken and line.startswith(f"rank 1 (pid {frozen.pid}) stopped responding: no sign "
+                                          f"of life for launch.collective_timeout_s=20 s"), line
+        assert frozen.wait(timeout=10) == -signal.SIGKILL  # killed, so that the run ends
+    finally:
+        frozen.kill()
+    timed_out = Beacon(os.getpid(), "failed", "RuntimeError: [gloo] Timed out waiting 20000ms", 0.0)
+    line, broken = _first_failure({0: timed_out}, {0: 20.0}, None)
+    assert broken and line.startswith(f"rank 0 (pid {os.getpid()}) waited "
+                                      f"launch.collective_timeout_s=20 s in a collective") \
+        and "another node" in line, line
+    line, broken = _first_failure({0: Beacon(os.getpid(), "running", "20", 1.0),
+                                   1: Beacon(dead.pid, "running", "20", 1.0)}, {}, None)
+    assert broken and line.startswith(f"rank 1 (pid {dead.pid}) died before finishing"), line
+    peer_gone = Beacon(os.getpid(), "failed", "RuntimeError: Connection closed by peer", 0.0)
+    assert _first_failure({0: peer_gone, 1: Beacon(dead.pid, "done", "", 9.0)}, {}, 20) == (None, False)
+    assert _first_failure({0: Beacon(os.getpid(), "failed", "ValueError: bad", 0.0)}, {}, 20) == (
+        "rank 0 failed: ValueError: bad", False)
 
 
 def _rank_pids(root: int) -> dict[int, int]:

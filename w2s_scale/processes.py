@@ -156,7 +156,7 @@ def _first_failure(beacons: dict[int, Beacon], timeouts: dict[int, float],
     collective) is killed now, so that the run ends rather than waiting for the launcher."""
     running = {r: b for r, b in beacons.items() if b.state == "running"}
     for rank, b in sorted(running.items()):
-        limit = timeouts.get(rank, timeout_s)
+        limit = _said_timeout(b) or timeouts.get(rank, timeout_s)
         if limit is not None and b.age_s > limit and _alive(b.pid):
             _kill([b.pid])
             return (f"rank {rank} (pid {b.pid}) stopped responding: no sign of life for "
