@@ -14,6 +14,9 @@ rendezvous) and the job id (the rendezvous port and id; see w2s_scale.slurm.mast
              started on every node with --no_ssh --node_rank=$SLURM_NODEID (no ssh/pdsh needed)
   none       one node, one rank: the rank itself, no launcher
 
+A rank of this node that dies, fails or stops responding (see w2s_scale.processes.watch_ranks) is
+named in one `w2s: error: rank N ...` line on this node's stderr.
+
 Stopping: SIGUSR1 (`#SBATCH --signal=USR1@T`, `scancel --signal=USR1`) or SIGTERM asks the ranks
 to checkpoint at the next step boundary and exit. The launchers would not pass it on (torchrun
 dies of SIGUSR1, both kill their workers on SIGTERM), so they start with SIGUSR1 ignored and the
@@ -38,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # a source checkout works without installing
 
 from w2s_scale import slurm  # noqa: E402
-from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants  # noqa: E402
+from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants, watch_ranks  # noqa: E402
 
 RANK_ENTRY = REPO / "launch" / "rank.py"
 RESEND_EVERY_S = 3.0
@@ -168,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_stop)
     child = subprocess.Popen(cmd, env=env, start_new_session=True,
                              preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
-    rc = child.wait()
+    # the ranks of this node say how they are doing (processes.rank_beacon): a rank of this node
+    # that died or stopped responding is named in one line, and ends this node's part of the job
+    rc, failure = watch_ranks(child, status_file)
     exited.set()
     stopped = status_file.exists() and status_file.read_text().strip() == "stopped"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -176,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         say("the ranks stopped after a checkpoint (exit 75)")
         return EXIT_STOPPED
     say(f"launcher exited with {rc}")
+    if rc != 0 and failure:
+        print(f"w2s: error: {failure}", file=sys.stderr, flush=True)
     return rc
 
 

@@ -2,10 +2,14 @@
 slurm/run.sbatch as a user would: one ground-truth run of a tiny GPT-2 under ZeRO-3 on
 2 nodes x 1 rank gives the same weak labels and metrics as the same global batch on one node
 (1 rank, 2 accumulation steps); and a 2-node job signalled with `scancel --signal=USR1`
-checkpoints, requeues itself and finishes with the same result as an uninterrupted job."""
+checkpoints, requeues itself and finishes with the same result as an uninterrupted job; a rank
+that stops responding on one node ends the job with one line naming it."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,15 +36,19 @@ def events(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_models, tiny_data, tmp_path_factory):
-    """A config long enough to be interrupted (80 optimizer steps), and its reference result:
-    the run on one node, one rank, uninterrupted."""
+def config(tiny_models, tiny_data, tmp_path_factory) -> Path:
+    """A config long enough to be interrupted (80 optimizer steps)."""
     root = tmp_path_factory.mktemp("multinode")
     cfg = tiny_config(root / "unused", tiny_models, tiny_data, losses=["xent"])
     cfg["data"]["n_train"] = 320
     cfg["train"].update(epochs=4, lr=3e-3)  # global batch 8 = micro 4 x (2 ranks, or 2 steps)
-    config = write_config(root / "cfg.yaml", cfg)
-    ref = root / "one-node"
+    return write_config(root / "cfg.yaml", cfg)
+
+
+@pytest.fixture(scope="module")
+def setup(config, tmp_path_factory):
+    """The config, and its reference result: the run on one node, one rank, uninterrupted."""
+    ref = tmp_path_factory.mktemp("multinode-ref") / "one-node"
     # one thread, as in the test cluster's jobs (1 CPU each): the thread count changes the
     # order of float32 sums, which would add its own (small) differences to the comparison
     proc = run_w2s(["run", "-c", str(config), "--run", RUN, "--set", f"results_dir={ref}"],
@@ -154,3 +162,47 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, setup, tmp_path):
             print(line)
     print(f"stopped after step {stopped['step']}, resumed at {resumed['step']}; largest "
           f"probability difference to the uninterrupted run {worst:.2e}")
+
+
+def _rank_pid(job: str, rank: int) -> int | None:
+    """The process of global rank `rank` of Slurm job `job`, on whichever emulated node."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"launch/rank.py" not in (proc / "cmdline").read_bytes():
+                continue
+            environ = set((proc / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if {f"SLURM_JOB_ID={job}".encode(), f"RANK={rank}".encode()} <= environ:
+            return int(proc.name)
+    return None
+
+
+def test_a_rank_that_stops_responding_on_the_second_node_is_named(slurm_cluster, config, tmp_path):
+    """Global rank 1 (alone on one of the 2 nodes; torchrun's rendezvous picks which) is frozen
+    mid-training (SIGSTOP): its node's launcher sees it stop responding within
+    launch.collective_timeout_s and ends the job with one line naming it."""
+    log = tmp_path / "job.out"
+    run_dir = tmp_path / "results" / "tiny" / RUN
+    job = submit(slurm_cluster, config, tmp_path / "results", log, "torchrun",
+                 ["--set=launch.collective_timeout_s=20", "--set=train.checkpoint_every=1000"])
+    deadline = time.monotonic() + 180
+    while not any(e["event"] == "train" for e in events(run_dir)):
+        assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no log"
+        time.sleep(0.2)
+    pid = _rank_pid(job, 1)
+    assert pid is not None, log.read_text()[-3000:]
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        info = slurm_cluster.wait(job, timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    elapsed = time.monotonic() - stopped_at
+    out = log.read_text()
+    named = [line for line in out.splitlines() if line.startswith(f"w2s: error: rank 1 (pid {pid})")]
+    print(f"job ended {elapsed:.0f} s after rank 1 was stopped: {named}")
+    assert not info.ok and len(named) == 1, out[-4000:]
+    assert "stopped responding" in named[0] and "collective_timeout_s=20" in named[0]
+    assert not (run_dir / "DONE").exists()

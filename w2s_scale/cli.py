@@ -23,7 +23,8 @@ from w2s_scale import distributed as dist
 from w2s_scale.config import ConfigError, ExperimentConfig, load_config
 from w2s_scale.errors import UserError
 from w2s_scale.preflight import positive_int, preflight  # noqa: F401 - preflight: cli.preflight
-from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants, rank_beacon, watch_ranks
+from w2s_scale.processes import (EXIT_STOPPED, STATUS_ENV, descendants, heartbeat, rank_beacon,
+                                 watch_ranks)
 
 # every user mistake is a UserError (w2s_scale/errors.py): config, data, results, tracking...
 USER_ERRORS = (UserError,)
@@ -206,8 +207,7 @@ def run_until_stopped(work) -> int:
 
     dist.init()
     beacon = rank_beacon(dist.rank())  # what this rank is doing, for the parent (watch_ranks)
-    if beacon:
-        beacon.write_text(f"{os.getpid()} running")
+    beating = heartbeat(beacon, dist.collective_timeout_s()) if beacon else None
     try:
         work()
         code = 0
@@ -218,12 +218,15 @@ def run_until_stopped(work) -> int:
                 Path(os.environ[STATUS_ENV]).write_text("stopped")
         code = EXIT_STOPPED
     except BaseException as err:
-        if beacon and not isinstance(err, USER_ERRORS):  # those the rank reports itself
+        if beacon and isinstance(err, USER_ERRORS):  # those the rank reports itself
+            beacon.write_text(f"{os.getpid()} reported")
+        elif beacon:
             reason = (str(err).strip().splitlines() or [""])[0][:300]
             beacon.write_text(f"{os.getpid()} failed {type(err).__name__}: {reason}")
         raise
     dist.shutdown(clean=True)  # every rank finished or stopped at the same step
     if beacon:
+        beating.set()
         beacon.write_text(f"{os.getpid()} done")
     return code
 

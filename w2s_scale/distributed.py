@@ -181,9 +181,24 @@ def init() -> None:
         # ranks on one machine share its cores; oversubscribed threads slow every rank down
         per_rank = max(1, (os.cpu_count() or 1) // _env_int("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(min(torch.get_num_threads(), per_rank))
+    timeout = datetime.timedelta(seconds=collective_timeout_s())
+    _default_group_timeout(timeout)
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False,
-                               timeout=datetime.timedelta(seconds=collective_timeout_s()))
+                               timeout=timeout)
     _joined = True
+
+
+def _default_group_timeout(timeout: datetime.timedelta) -> None:
+    """Make `timeout` the default of every process group made later, not only the world group.
+    Why: DeepSpeed runs ZeRO's collectives on groups of its own (`dist.new_group(ranks)`, e.g.
+    its clone of the world group, deepspeed.utils.groups), which take torch's default timeout
+    (30 minutes for gloo, 10 for nccl), not the one given to init_distributed: a rank that
+    waits there for a hung peer ignored launch.collective_timeout_s (tests/helpers/
+    group_timeout.py). torch reads these module attributes each time a group is made."""
+    from torch.distributed import distributed_c10d
+
+    distributed_c10d.default_pg_timeout = timeout
+    distributed_c10d.default_pg_nccl_timeout = timeout
 
 
 def shutdown(clean: bool = True) -> None:

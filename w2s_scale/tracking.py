@@ -6,7 +6,12 @@ the run logs offline instead (and says how to sync later) or stops, as tracking.
 
 One run folder is one W&B run: its id is kept in the folder (`wandb_run_id`), and a resumed
 attempt (after a preemption) continues it (resume="allow"); training steps are W&B's steps, each
-logged once, other events go to the run's summary.
+logged once, other events go to the run's summary. An attempt that was killed (not stopped at a
+checkpoint) logged steps beyond its last checkpoint, which the next attempt trains again: the
+steps W&B already holds (read from the earlier attempts' local W&B logs: a kill also loses the
+last steps W&B had not written yet, so our own jsonl log cannot say) are not logged again (W&B
+cannot take a step back offline, and its history would hold them twice); the jsonl log keeps
+both attempts' records, after a "resumed" record.
 """
 from __future__ import annotations
 
@@ -173,15 +178,20 @@ class Tracker:
             return
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._file = log_path.open("a")
+        self._logged_to = 0  # the last training step W&B holds from earlier attempts
         if cfg.wandb != "off":
             import wandb
 
+            from w2s_scale.wandb_log import last_history_step
+
             mode = check_wandb(cfg, log_path.parent)
+            wandb_dir = wandb_dir or log_path.parent
+            run_id = stable_run_id(log_path.parent)
+            self._logged_to = last_history_step(wandb_dir, run_id)
             self._wandb = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode,
                                      group=group, name=run_name, job_type=run_name.split("-")[0],
-                                     config=config or {}, dir=str(wandb_dir or log_path.parent),
-                                     id=stable_run_id(log_path.parent), resume="allow",
-                                     reinit="finish_previous")
+                                     config=config or {}, dir=str(wandb_dir), id=run_id,
+                                     resume="allow", reinit="finish_previous")
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.active:
@@ -193,9 +203,11 @@ class Tracker:
             event = record.get("event", "log")
             numbers = {f"{event}/{k}": v for k, v in record.items()
                        if isinstance(v, (int, float)) and k != "time"}
-            if event in ("train", "eval"):  # the training step is W&B's step: each logged once,
-                # and a resumed attempt goes on from it; "eval": curves on held-out slices of B
-                self._wandb.log(numbers, step=record["step"])
+            # the training step is W&B's step: each logged once, and a resumed attempt goes on
+            # from the last one earlier attempts logged; "eval": curves on held-out slices of B
+            if event in ("train", "eval"):
+                if record["step"] > self._logged_to:
+                    self._wandb.log(numbers, step=record["step"])
             elif numbers:  # start, resumed, stopped, predictions: no step of their own
                 self._wandb.summary.update(numbers)
 
