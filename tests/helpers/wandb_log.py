@@ -18,6 +18,8 @@ def wandb_records(path: Path):
             pos += left
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # cut off: its writer was killed mid-record
+            return
         fragment = data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind == 0:
