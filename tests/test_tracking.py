@@ -26,6 +26,7 @@ def test_wandb_offline_one_run_per_stage_from_rank_zero_only(interrupted_experim
 # --- W&B online with no network: decided in seconds, before training ---------------------------
 
 import os  # noqa: E402
+from pathlib import Path  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -56,6 +57,9 @@ def _online_run(tmp_path, tiny_models, tiny_data, base_url: str, key: str | None
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
     env.update(WANDB_BASE_URL=base_url, HOME=str(tmp_path / "home"), WANDB_SILENT="true",
                WANDB_CONFIG_DIR=str(tmp_path / "home"), **({"WANDB_API_KEY": key} if key else {}))
+    # caches stay where they were (they hold no W&B key): under an empty HOME, DeepSpeed would
+    # JIT-build its CPU communication op again (~50 s) into a new ~/.cache/torch_extensions
+    env.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "w2s_scale.cli", "run", "-c", str(cfg), "--run-key",
                            "jsonl/seed0/gt-gpt2-weak"], cwd=REPO, env=env, capture_output=True,
