@@ -27,13 +27,16 @@ def crash_config(tmp_path: Path, tiny_models, tiny_data) -> Path:
     return write_config(tmp_path / "cfg.yaml", config)
 
 
-def run_weak(cfg: Path, *extra: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    """`w2s run` of the weak model's ground-truth run, one rank, killed at `crash_at`."""
+def run_weak(cfg: Path, *extra: str, crash_at: str | None = None,
+             snapshot_to: Path | None = None) -> subprocess.CompletedProcess:
+    """`w2s run` of the weak model's ground-truth run, one rank, killed at `crash_at` (or, with
+    crash_at="every", copied to `snapshot_to` as each kill would leave it)."""
     args = ["run", "-c", str(cfg), "--run-key", WEAK, *extra]
     if crash_at is None:
         return run_w2s(args)
+    env = {**os.environ, "W2S_CRASH_AT": crash_at, **({"W2S_SNAPSHOT_TO": str(snapshot_to)} if snapshot_to else {})}
     return subprocess.run([sys.executable, str(CRASH), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "W2S_CRASH_AT": crash_at})
+                          text=True, timeout=600, env=env)
 
 
 def plans(cfg: Path):
@@ -50,9 +53,7 @@ def killed_at_each_write(tiny_models, tiny_data, tmp_path_factory) -> dict[str, 
     runs nothing more, so the copy is what the kill leaves (the redo test below kills for real)."""
     root = tmp_path_factory.mktemp("killed-at-each-write")
     cfg = crash_config(root, tiny_models, tiny_data)
-    proc = subprocess.run([sys.executable, str(CRASH), "run", "-c", str(cfg), "--run-key", WEAK],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "W2S_CRASH_AT": "every", "W2S_SNAPSHOT_TO": str(root / "at")})
+    proc = run_weak(cfg, crash_at="every", snapshot_to=root / "at")
     assert proc.returncode == 0, proc.stderr[-2000:]
     order = sorted((root / "at").iterdir(), key=lambda p: int(p.name.split("-", 1)[0]))
     at = [(p.name.split("-", 1)[1], p) for p in order]
