@@ -3,6 +3,7 @@ nothing a later run or the summary would trust; --redo keeps the finished run un
 replacement is complete; the summary reads only runs finished with this config's settings."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +27,16 @@ def crash_config(tmp_path: Path, tiny_models, tiny_data) -> Path:
     return write_config(tmp_path / "cfg.yaml", config)
 
 
-def run_weak(cfg: Path, *extra: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    """`w2s run` of the weak model's ground-truth run, one rank, killed at `crash_at`."""
+def run_weak(cfg: Path, *extra: str, crash_at: str | None = None,
+             snapshot_to: Path | None = None) -> subprocess.CompletedProcess:
+    """`w2s run` of the weak model's ground-truth run, one rank, killed at `crash_at` (or, with
+    crash_at="every", copied to `snapshot_to` as each kill would leave it)."""
     args = ["run", "-c", str(cfg), "--run-key", WEAK, *extra]
     if crash_at is None:
         return run_w2s(args)
+    env = {**os.environ, "W2S_CRASH_AT": crash_at, **({"W2S_SNAPSHOT_TO": str(snapshot_to)} if snapshot_to else {})}
     return subprocess.run([sys.executable, str(CRASH), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "W2S_CRASH_AT": crash_at})
+                          text=True, timeout=600, env=env)
 
 
 def plans(cfg: Path):
@@ -42,15 +46,32 @@ def plans(cfg: Path):
     return plan_experiment(load_config(cfg))
 
 
+@pytest.fixture(scope="module")
+def killed_at_each_write(tiny_models, tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """The weak run's folder as a kill just before each of its publishing writes leaves it, all
+    from one process (crash_at_write.py, W2S_CRASH_AT=every): write point -> that copy. A SIGKILL
+    runs nothing more, so the copy is what the kill leaves (the redo test below kills for real)."""
+    root = tmp_path_factory.mktemp("killed-at-each-write")
+    cfg = crash_config(root, tiny_models, tiny_data)
+    proc = run_weak(cfg, crash_at="every", snapshot_to=root / "at")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    order = sorted((root / "at").iterdir(), key=lambda p: int(p.name.split("-", 1)[0]))
+    at = [(p.name.split("-", 1)[1], p) for p in order]
+    # every write point that publishes a result is reached once, in this order, DONE last
+    assert [name for name, _ in at if name in WRITE_POINTS] == WRITE_POINTS == [
+        name for name, _ in at[-len(WRITE_POINTS):]], [name for name, _ in at]
+    return dict(at)
+
+
 @pytest.mark.parametrize("point", WRITE_POINTS)
-def test_a_run_killed_at_any_write_is_not_trusted(point, tiny_models, tiny_data, tmp_path):
+def test_a_run_killed_at_any_write_is_not_trusted(point, killed_at_each_write, tiny_models, tiny_data,
+                                                  tmp_path):
     from w2s_scale.report import _load, unfinished_runs
     from w2s_scale.results import RunDir
 
     cfg = crash_config(tmp_path, tiny_models, tiny_data)
-    proc = run_weak(cfg, crash_at=point)
-    assert proc.returncode == -9, proc.stderr[-2000:]  # killed, not a clean exit
     weak = plans(cfg)[0]
+    shutil.copytree(killed_at_each_write[point], weak.dir, symlinks=True)  # as the kill left it
     assert not (weak.dir / "DONE").exists()
     assert RunDir(weak.dir, weak.hash).state() == "partial"  # resumed, never skipped
     assert _load(weak) is None  # the summary does not read it

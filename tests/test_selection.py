@@ -8,8 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import tiny_config, write_config
-from test_experiment_e2e import predictions, stop_and_resume, w2s
+from conftest import predictions, run_w2s, stop_and_resume, tiny_config, write_config
 
 from w2s_scale.config import TrainConfig, load_config
 
@@ -63,7 +62,7 @@ def _metrics(results):
 @pytest.fixture(scope="module")
 def one_rank(tiny_models, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("select-one")
-    proc = w2s(["experiment", "-c", str(write_config(out / "cfg.yaml", _config(out / "results", tiny_models, tiny_data)))])
+    proc = run_w2s(["experiment", "-c", str(write_config(out / "cfg.yaml", _config(out / "results", tiny_models, tiny_data)))], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "results"
 
@@ -93,7 +92,7 @@ def test_two_ranks_stopped_and_resumed_choose_the_same_step(one_rank, tiny_model
         shutil.copytree(one_rank / "tiny/jsonl/seed0" / gt, results / "tiny/jsonl/seed0" / gt)
     cfg = write_config(tmp_path / "cfg.yaml", _config(results, tiny_models, tiny_data))
     run_dir = results / "tiny/jsonl/seed0" / RUN
-    stop_and_resume(cfg, run_dir)
+    stop_and_resume(cfg, run_dir, tmp_path)
     one, two = _metrics(one_rank), _metrics(results)
     assert two["world_size"] == 2
     assert two["early_stopping"]["chosen_step"] == one["early_stopping"]["chosen_step"]

@@ -5,18 +5,29 @@ the file's complete temporary copy is on disk, the rename that publishes it neve
 
 W2S_CRASH_AT names the published file or folder: config.yaml, metrics.json,
 test_predictions.jsonl, weak_labels.jsonl, model (the saved weights' folder), DONE.
+
+W2S_CRASH_AT=every, with W2S_SNAPSHOT_TO=DIR, is every such kill in one process: just before each
+rename, the folder it publishes into is copied, as a kill there would leave it (a SIGKILL runs
+nothing more), to DIR/<n>-<name>; then the rename goes ahead and the run goes on.
 """
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 CRASH_AT = os.environ["W2S_CRASH_AT"]
 _replace = os.replace
+_snapshots = 0
 
 
 def replace_or_die(src, dst, *args, **kwargs):
-    if Path(dst).name == CRASH_AT:
+    global _snapshots
+    if CRASH_AT == "every":
+        _snapshots += 1
+        shutil.copytree(Path(dst).parent, Path(os.environ["W2S_SNAPSHOT_TO"]) / f"{_snapshots}-{Path(dst).name}",
+                        symlinks=True)
+    elif Path(dst).name == CRASH_AT:
         os.kill(os.getpid(), signal.SIGKILL)
     return _replace(src, dst, *args, **kwargs)
 
