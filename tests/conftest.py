@@ -254,8 +254,6 @@ def interrupted_experiment(tiny_models, tiny_data, tmp_path_factory) -> Interrup
 def stop_and_resume(cfg: Path, run_dir: Path, log_dir: Path) -> None:
     """`w2s experiment` on 2 ranks: SIGUSR1 once `run_dir` has a checkpoint (exit 75), then the
     same command to the end; asserts the second attempt resumed from a step > 0."""
-    import signal
-
     args = ["experiment", "-c", str(cfg), "--launcher", "torchrun", "--nproc", "2"]
     proc = start_w2s(args, log_dir / "stopped.log")
     wait_for_checkpoint(run_dir, None, proc)
