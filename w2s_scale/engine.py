@@ -63,6 +63,7 @@ class Engine:
     ds_config: dict
     train_cfg: TrainConfig
     total_steps: int
+    num_classes: int = 2   # the head's outputs: the task's K
 
     @property
     def pad_id(self) -> int:
@@ -116,7 +117,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
         opt, lr_lambda(train.schedule, warmup, total_steps))
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                       config=ds, dist_init_required=False)
-    return Engine(engine, tokenizer, ds, train, total_steps)
+    return Engine(engine, tokenizer, ds, train, total_steps, num_classes)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -281,9 +282,10 @@ def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict"
         bar.close()
     eng.engine.train()
     rows = np.concatenate(rows_done) if rows_done else np.zeros(0, dtype=np.int64)
-    probs = np.concatenate(probs_done) if probs_done else np.zeros((0, 2), dtype=np.float32)
+    k = eng.num_classes
+    probs = np.concatenate(probs_done) if probs_done else np.zeros((0, k), dtype=np.float32)
     gathered = dist.all_gather_objects((rows, probs))
-    out = np.full((len(data), 2), np.nan, dtype=np.float32)
+    out = np.full((len(data), k), np.nan, dtype=np.float32)
     for part_rows, part_probs in gathered:
         out[part_rows] = part_probs
     assert not np.isnan(out).any(), "prediction left examples unscored"
