@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_losses import (_free_port, _grads, assert_equals_one_device, join_gloo,
+from test_losses import (_free_port, assert_equals_one_device, join_gloo,
                          micro_batch_results, rank_share)
 from w2s_scale.losses import (LOSSES, GlobalBatchStats, PredictionHistory, balanced_hardening,
                               class_quotas, compute_loss, gather_global_stats, logconf_coef,
