@@ -22,7 +22,7 @@ from w2s_scale import ds_config as dsc
 from w2s_scale.config import ConfigError, LossConfig, ModelConfig, TrainConfig
 from w2s_scale.data.batching import (TokenizedSet, collate, eval_batches, global_batches,
                                      rank_micro_batches, steps_per_epoch)
-from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss, label_logodds_mean,
+from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss,
                               needs_global_stats, resolve_params)
 from w2s_scale.models import build_classifier
 
@@ -63,6 +63,7 @@ class Engine:
     ds_config: dict
     train_cfg: TrainConfig
     total_steps: int
+    num_classes: int = 2   # the head's outputs: the task's K
 
     @property
     def pad_id(self) -> int:
@@ -96,11 +97,13 @@ def total_train_steps(n_examples: int, train: TrainConfig) -> int:
     return max(1, round(train.epochs * per_epoch))
 
 
-def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer) -> Engine:
+def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer,
+                 num_classes: int = 2) -> Engine:
+    """`num_classes`: the task's K, the size of the model's head."""
     import deepspeed
 
     ds = dsc.build(train, model_cfg.dtype, dist.world_size())
-    model = build_classifier(model_cfg, ds)
+    model = build_classifier(model_cfg, ds, num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
     if dsc.offloads_optimizer(ds):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -114,7 +117,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
         opt, lr_lambda(train.schedule, warmup, total_steps))
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                       config=ds, dist_init_required=False)
-    return Engine(engine, tokenizer, ds, train, total_steps)
+    return Engine(engine, tokenizer, ds, train, total_steps, num_classes)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -180,15 +183,14 @@ def _global_stats(eng: Engine, data: TokenizedSet, micro: list[np.ndarray], batc
     such as logconf take a quantile over the global batch, exactly as the reference does over
     its one-device batch; logconf_eleuther's buffer runs through the batch in that order."""
     with torch.no_grad():
-        probs0 = torch.cat([torch.softmax(_forward(eng, data, rows)[0].float(), -1)[:, 0]
-                            for rows in micro]).cpu()
-    gathered = dist.all_gather_tensor(probs0)
+        probs = torch.cat([torch.softmax(_forward(eng, data, rows)[0].float(), -1)
+                           for rows in micro]).cpu()  # [n, K]
+    gathered = dist.all_gather_tensor(probs)
     rows = dist.all_gather_tensor(torch.as_tensor(np.concatenate(micro), dtype=torch.long))
     in_order = torch.empty_like(gathered)
     in_order[torch.as_tensor(_positions(batch, rows.numpy()))] = gathered
-    y1 = torch.as_tensor(targets[batch, 1], dtype=torch.float64)
-    return GlobalBatchStats(probs0=in_order, target_mean1=float(y1.mean()),
-                            target_logodds_mean1=label_logodds_mean(y1), history0=history.values)
+    y = torch.as_tensor(targets[batch], dtype=torch.float64)
+    return GlobalBatchStats.build(in_order, y, history0=history.values)
 
 
 def _positions(batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -199,7 +201,7 @@ def _positions(batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig, seed: int,
           ckpt_dir: Path, tracker, stop: StopFlag, monitor=None) -> None:
-    """Train on `data` against soft `targets` [N, 2]; resumes from `ckpt_dir` if a checkpoint
+    """Train on `data` against soft `targets` [N, K]; resumes from `ckpt_dir` if a checkpoint
     exists there; raises RunStopped after checkpointing if a stop signal arrives. `monitor`
     (selection.TrainingMonitor): evaluated after every step, on every rank."""
     train_cfg = eng.train_cfg
@@ -238,7 +240,7 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
             totals += torch.tensor([value.item() * len(rows), agree, len(rows), n_tokens],
                                    dtype=torch.float64)
         if stats is not None:
-            history.push(stats.probs0)
+            history.push(stats.history_rows())
         totals = dist.all_reduce_sum(totals)
         elapsed = time.perf_counter() - t0
         record = {"event": "train", "step": step + 1, "epoch": epoch,
@@ -265,11 +267,11 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
 # --- prediction --------------------------------------------------------------------------------
 
 def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [N, 2] in dataset order, on every rank."""
+    """Class probabilities [N, K] in dataset order, on every rank."""
     def probs(input_ids, mask):
         return torch.softmax(eng.engine(input_ids, mask).float(), -1)
 
-    return map_examples(eng, data, probs, 2, tracker, desc)
+    return map_examples(eng, data, probs, eng.num_classes, tracker, desc)
 
 
 def map_examples(eng: Engine, data: TokenizedSet, fn, width: int, tracker=None,

@@ -27,6 +27,7 @@ import numpy as np
 
 from w2s_scale.config import (ConfigError, ExperimentConfig, LabelsConfig, LossConfig, ModelConfig,
                               ProbeConfig, stable_hash, train_for)
+from w2s_scale import predictions
 from w2s_scale.errors import shorten
 from w2s_scale.pipeline import (GT_LOSS, RunPlan, _results_identity, plan_gt, plan_transfer,
                                 say, seed_dir)
@@ -42,18 +43,13 @@ ModelRef = Union[str, ModelConfig]
 def read_labels(run: RunDir) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(example ids, soft labels [N, K], ground-truth labels [N]) of a run's labels of B."""
     rows = run.read_jsonl(LABELS_FILE)
-    probs = np.array([r["probs"] if "probs" in r else [1 - r["p1"], r["p1"]] for r in rows],
-                     dtype=np.float64)
+    probs = np.array([predictions.probs_of(r) for r in rows], dtype=np.float32)
     return [r["id"] for r in rows], probs.reshape(len(rows), -1), np.array([r["label"] for r in rows])
 
 
 def write_labels(run: RunDir, ids: list[str], probs: np.ndarray, gt: np.ndarray) -> None:
-    """Binary labels as p1 (the format gt runs write); K > 2 classes as the whole vector."""
-    def row(ex_id, p, y):
-        soft = {"p1": round(float(p[1]), 6)} if len(p) == 2 else {"probs": [round(float(v), 6) for v in p]}
-        return {"id": ex_id, **soft, "label": int(y)}
-
-    run.write_jsonl(LABELS_FILE, (row(i, p, y) for i, p, y in zip(ids, probs, gt)))
+    """In the format of every prediction file (w2s_scale/predictions.py)."""
+    run.write_jsonl(LABELS_FILE, predictions.rows(ids, np.asarray(probs), gt))
 
 
 def ensemble(members: list[np.ndarray], weights: Optional[list[float]] = None) -> np.ndarray:

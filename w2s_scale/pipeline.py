@@ -20,8 +20,10 @@ from w2s_scale.config import (ExperimentConfig, LossConfig, ModelConfig, TrainCo
                               train_for)
 from w2s_scale.data.batching import TokenizedSet, tokenize
 from w2s_scale.data.splits import Splits, make_splits
-from w2s_scale.diagnostics import transfer_diagnostics, two_class
+from w2s_scale.diagnostics import transfer_diagnostics
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
+from w2s_scale import predictions
+from w2s_scale.data.registry import num_classes
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
 from w2s_scale.results import RunDir, finished
@@ -138,17 +140,17 @@ def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
     return list(plans.values())
 
 
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    return np.eye(2, dtype=np.float32)[labels]
+def one_hot(labels: np.ndarray, k: int = 2) -> np.ndarray:
+    return np.eye(k, dtype=np.float32)[labels]
 
 
 def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, np.ndarray]:
-    """B's examples with the weak model's soft labels (read from its run folder); examples the
-    weak model never labelled (over-long for its tokenizer) are left out."""
+    """B's examples with the soft labels [N, K] of the run's label source (the weak model's, read
+    from its run folder); examples the source never labelled (over-long for its tokenizer, or
+    filtered out by a label stage) are left out."""
     from w2s_scale.labels import read_labels
 
-    # only the labels of a run finished with the settings this run was planned against; a
-    # label stage that filters leaves examples out on purpose
+    # only the labels of a run finished with the settings this run was planned against
     source = plan.source if plan.source is not None else plan.weak
     ids, probs, _ = read_labels(finished(source.dir, source.hash))
     labelled = dict(zip(ids, probs))
@@ -175,8 +177,9 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     tokenizer = load_tokenizer(plan.model)
     data = cfg.data
     train_set = tokenize(splits.a if plan.kind == "gt" else splits.b, tokenizer, data.max_length, data.overlong)
+    k = num_classes(data)
     if plan.kind == "gt":
-        targets = one_hot(train_set.labels)
+        targets = one_hot(train_set.labels, k)
         monitor = None
     else:
         train_set, targets = weak_targets(plan, train_set)
@@ -194,7 +197,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     from transformers import set_seed
 
     set_seed(plan.train_seed)
-    eng = build_engine(plan.model, plan.train, total_steps, tokenizer)
+    eng = build_engine(plan.model, plan.train, total_steps, tokenizer, k)
     with StopFlag() as stop:
         try:
             train(eng, train_set, targets, plan.loss, plan.train_seed, run_dir.checkpoints, tracker, stop,
@@ -207,24 +210,21 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     held_out = monitor.finish(eng, tracker) if monitor else {}  # early stopping: the chosen checkpoint
     test_probs = predict(eng, test_set, tracker, desc="test")
     metrics = {"run": plan.name, "kind": plan.kind, "seed": plan.seed,
-               "accuracy": accuracy(test_set.labels, test_probs[:, 1]),
-               "auc": roc_auc(test_set.labels, test_probs[:, 1]),
+               "accuracy": accuracy(test_set.labels, test_probs),
+               "auc": roc_auc(test_set.labels, test_probs),
                "n_train": len(train_set), "n_test": len(test_set),
                "n_dropped_overlong": train_set.n_dropped + test_set.n_dropped,
                "steps": total_steps, "world_size": dist.world_size(),
                "seconds": round(time.time() - started, 1)}
-    run_dir.write_jsonl("test_predictions.jsonl", (
-        {"id": i, "p1": round(float(p), 6), "label": int(y)}
-        for i, p, y in zip(test_set.ids, test_probs[:, 1], test_set.labels)))
+    run_dir.write_jsonl("test_predictions.jsonl",
+                        predictions.rows(test_set.ids, test_probs, test_set.labels))
     # every model labels B, so any gt run can serve as a weak teacher and any student as the
     # next one's (strong-to-strong, bootstrapping; see w2s_scale/labels.py)
     b_set = tokenize(splits.b, tokenizer, data.max_length, data.overlong)
     b_probs = predict(eng, b_set, tracker, desc="label-B")
-    run_dir.write_jsonl("weak_labels.jsonl", (
-        {"id": i, "p1": round(float(p), 6), "label": int(y)}
-        for i, p, y in zip(b_set.ids, b_probs[:, 1], b_set.labels)))
+    run_dir.write_jsonl("weak_labels.jsonl", predictions.rows(b_set.ids, b_probs, b_set.labels))
     if plan.kind == "gt":
-        metrics["b_accuracy"] = accuracy(b_set.labels, b_probs[:, 1])
+        metrics["b_accuracy"] = accuracy(b_set.labels, b_probs)
     else:  # how often the student sides with its teacher on B: imitation vs generalisation
         row_of = {ex_id: i for i, ex_id in enumerate(b_set.ids)}
         train_probs = b_probs[[row_of[ex_id] for ex_id in train_set.ids]]
@@ -259,10 +259,10 @@ def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,
     the label source when it scored test (a student before it, in s2s and bootstrap chains);
     label stages (ensembles, probes) label B only, so on test it is their weak model."""
     teacher = plan.source if plan.source is not None and plan.source.kind in ("gt", "transfer") else plan.weak
-    weak_p1 = {r["id"]: r["p1"] for r in RunDir(teacher.dir, teacher.hash).read_jsonl(
+    weak_probs = {r["id"]: predictions.probs_of(r) for r in RunDir(teacher.dir, teacher.hash).read_jsonl(
         "test_predictions.jsonl")}
-    both = [i for i, ex_id in enumerate(test_set.ids) if ex_id in weak_p1]
-    weak_test = two_class([weak_p1[test_set.ids[i]] for i in both])
+    both = [i for i, ex_id in enumerate(test_set.ids) if ex_id in weak_probs]
+    weak_test = np.stack([weak_probs[test_set.ids[i]] for i in both]).astype(np.float64)
     return transfer_diagnostics(test_set.labels[both], test_probs[both], weak_test, train_probs,
                                 targets)
 

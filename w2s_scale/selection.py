@@ -73,10 +73,11 @@ def cut_held_out(n: int, seed: int, train_cfg: TrainConfig) -> HeldOutCut:
 
 def _score(probs: np.ndarray, weak: np.ndarray) -> float:
     """ROC AUC of the student's p1 against the weak labels hardened at 0.5 (EleutherAI:
-    labels > 0.5); where the hardened labels hold one class (AUC undefined), the agreement."""
-    hard = (weak[:, 1] > 0.5).astype(int)
-    auc = roc_auc(hard, probs[:, 1])
-    return auc if auc is not None else float(np.mean((probs[:, 1] > 0.5) == hard))
+    labels > 0.5); K > 2 classes: the macro one-vs-rest AUC against the weak labels' argmax.
+    Where the hardened labels lack a class (AUC undefined), the agreement."""
+    hard = (weak[:, 1] > 0.5).astype(int) if weak.shape[1] == 2 else weak.argmax(1)
+    auc = roc_auc(hard, probs)
+    return auc if auc is not None else accuracy(hard, probs)
 
 
 class TrainingMonitor:
@@ -86,7 +87,7 @@ class TrainingMonitor:
     def __init__(self, train_cfg: TrainConfig, val: Optional[tuple[TokenizedSet, np.ndarray]],
                  curve: Optional[TokenizedSet], ckpt_dir: Path):
         self.stop_cfg, self.curve_cfg = train_cfg.early_stopping, train_cfg.gt_curve
-        self.val = val      # (examples, weak soft labels [N, 2])
+        self.val = val      # (examples, weak soft labels [N, K])
         self.curve = curve  # examples with their ground truth
         self.ckpt_dir = ckpt_dir
         self.best_step: Optional[int] = None
@@ -114,8 +115,8 @@ class TrainingMonitor:
         if self.curve is not None and (done % self.curve_cfg.every == 0 or last):
             probs = predict(eng, self.curve)
             tracker.log({"event": "eval", "step": done,
-                         "gt_curve_accuracy": accuracy(self.curve.labels, probs[:, 1]),
-                         "gt_curve_auc": roc_auc(self.curve.labels, probs[:, 1])})
+                         "gt_curve_accuracy": accuracy(self.curve.labels, probs),
+                         "gt_curve_auc": roc_auc(self.curve.labels, probs)})
         if self.val is not None and (done % self.stop_cfg.every == 0 or last):
             data, weak = self.val
             probs = predict(eng, data)
