@@ -44,7 +44,9 @@ def _golden_stats(logits, hist):
 def test_binary_losses_bit_for_bit_as_on_main():
     logits, targets, hist = _golden_inputs()
     cases = json.loads(GOLDENS.read_text())
-    assert {c["name"] for c in cases} == set(LOSSES)  # every loss has a golden
+    # every loss main had (83bbb34) has a golden; rce, reverse_kl and sce came later, written for
+    # K classes, with hand-computed tests in test_losses.py
+    assert {c["name"] for c in cases} == set(LOSSES) - {"rce", "reverse_kl", "sce"}
     for case in cases:
         z = logits.clone().requires_grad_(True)
         stats = _golden_stats(logits, hist) if case["stats"] else None
