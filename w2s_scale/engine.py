@@ -76,13 +76,16 @@ class Engine:
         gc.collect()
 
 
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
-    """Linear warm-up, then cosine annealing to zero (the reference) or constant."""
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, epochs: float = 1.0):
+    """Linear warm-up, then cosine annealing to zero (the reference) or constant; or the reference
+    vision code's schedule (see TrainConfig.schedule), which cycles every 2 x `epochs` steps."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if schedule == "constant":
             return 1.0
+        if schedule == "reference_vision":
+            return 0.5 * (1.0 + math.cos(math.pi * step / epochs))
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
@@ -96,12 +99,18 @@ def total_train_steps(n_examples: int, train: TrainConfig) -> int:
     return max(1, round(train.epochs * per_epoch))
 
 
-def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer) -> Engine:
+def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer,
+                 build=None) -> Engine:
+    """`build(ds_config) -> nn.Module`: a model other than the text classifier (images); a model
+    with nothing to train (a frozen feature extractor, a classifier used as is) gets no optimizer."""
     import deepspeed
 
     ds = dsc.build(train, model_cfg.dtype, dist.world_size())
-    model = build_classifier(model_cfg, ds)
+    model = build(ds) if build is not None else build_classifier(model_cfg, ds)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        engine, *_ = deepspeed.initialize(model=model, config=ds, dist_init_required=False)
+        return Engine(engine, tokenizer, ds, train, total_steps)
     if dsc.offloads_optimizer(ds):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -111,7 +120,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
         optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     warmup = int(train.warmup_frac * total_steps)
     schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731 - built on DS's optimizer
-        opt, lr_lambda(train.schedule, warmup, total_steps))
+        opt, lr_lambda(train.schedule, warmup, total_steps, train.epochs))
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                       config=ds, dist_init_required=False)
     return Engine(engine, tokenizer, ds, train, total_steps)
@@ -162,6 +171,9 @@ def load_checkpoint(eng: Engine, ckpt_dir: Path) -> tuple[int, PredictionHistory
 # --- training ----------------------------------------------------------------------------------
 
 def _forward(eng: Engine, data: TokenizedSet, rows: np.ndarray) -> tuple[torch.Tensor, int]:
+    """Logits of `rows` and how many tokens they hold (images, features: one per example)."""
+    if hasattr(data, "model_inputs"):  # images or cached features: w2s_scale/vision.py
+        return eng.engine(data.model_inputs(rows).to(eng.engine.device)), len(rows)
     input_ids, mask = collate([data.input_ids[i] for i in rows], eng.pad_id,
                               eng.tokenizer.padding_side)
     device = eng.engine.device
@@ -257,8 +269,15 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
 # --- prediction --------------------------------------------------------------------------------
 
 def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict") -> np.ndarray:
-    """Class probabilities [N, 2] in dataset order, on every rank. Each example is scored by
+    """Class probabilities [N, K] in dataset order, on every rank. Each example is scored by
     exactly one rank; results are gathered and put back in order."""
+    return forward_all(eng, data, tracker, desc, probabilities=True)
+
+
+def forward_all(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict",
+                probabilities: bool = False) -> np.ndarray:
+    """The model's outputs [N, width] (softmaxed with `probabilities`) in dataset order, on every
+    rank: frozen image features are extracted this way, once, under the run's own engine."""
     batch_size = eng.train_cfg.eval_batch_size
     batches, n_forward = eval_batches(data.lengths, batch_size, dist.rank(), dist.world_size())
     eng.engine.eval()
@@ -270,9 +289,11 @@ def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict"
             # a rank out of work repeats a batch and discards it: ZeRO-3 forwards are collectives
             rows = batches[i] if i < len(batches) else (batches[0] if batches else np.array([0]))
             logits, tokens = _forward(eng, data, rows)
+            width = logits.shape[-1]
             if i < len(batches):
                 rows_done.append(rows)
-                probs_done.append(torch.softmax(logits.float(), -1).cpu().numpy())
+                out = torch.softmax(logits.float(), -1) if probabilities else logits.float()
+                probs_done.append(out.cpu().numpy())
                 n_tokens += tokens
             if bar:
                 bar.update(1)
@@ -280,9 +301,9 @@ def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict"
         bar.close()
     eng.engine.train()
     rows = np.concatenate(rows_done) if rows_done else np.zeros(0, dtype=np.int64)
-    probs = np.concatenate(probs_done) if probs_done else np.zeros((0, 2), dtype=np.float32)
+    probs = np.concatenate(probs_done) if probs_done else np.zeros((0, width), dtype=np.float32)
     gathered = dist.all_gather_objects((rows, probs))
-    out = np.full((len(data), 2), np.nan, dtype=np.float32)
+    out = np.full((len(data), width), np.nan, dtype=np.float32)
     for part_rows, part_probs in gathered:
         out[part_rows] = part_probs
     assert not np.isnan(out).any(), "prediction left examples unscored"

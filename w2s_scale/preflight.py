@@ -201,9 +201,16 @@ class Trainee:
 
 def preflight(cfg, world_size: int) -> None:
     """Everything that can fail on bad input for `w2s experiment`, before any rank starts."""
-    trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
-                Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
-    check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
+    from w2s_scale.data.images import is_image_data
+
+    if is_image_data(cfg.data):  # images: no tokenizers, positions or texts to check
+        from w2s_scale.vision import preflight_images
+
+        preflight_images(cfg, world_size)
+    else:
+        trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
+                    Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
+        check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
     check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
 
 
