@@ -86,3 +86,98 @@ def vision_config(results: Path, folder: Path, weak: dict, strong: dict, **secti
 def _metrics(results: Path, dataset: str = "images") -> dict[str, dict]:
     seed = results / "vision" / dataset / "seed0"
     return {p.parent.name: json.loads(p.read_text()) for p in seed.glob("*/metrics.json")}
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def test_image_folder_splits_follow_the_reference_shuffle(digit_folder):
+    """Train is the first n_train of the pool shuffled by default_rng(seed).shuffle (the reference's
+    vision cut), test the next n_test; A/B are halves, or both the whole train set when shared."""
+    from w2s_scale.config import DataConfig
+    from w2s_scale.data.images import make_image_splits
+
+    data = DataConfig(dataset="images", path=str(digit_folder), n_train=80, n_test=32)
+    splits = make_image_splits(data, seed=3)
+    order = np.arange(120)
+    np.random.default_rng(3).shuffle(order)
+    assert splits.a.ids + splits.b.ids == [f"train-{i}" for i in order[:80]]
+    assert splits.test.ids == [f"train-{i}" for i in order[80:112]]
+    assert splits.counts == {"a": 40, "b": 40, "test": 32}
+    assert splits.a.n_classes == len(CLASSES)
+    picture = splits.test.images([0])[0]
+    assert picture.size == (8, 8)
+    shared = make_image_splits(data, seed=3, shared_ab=True)
+    assert shared.a.ids == shared.b.ids == splits.a.ids + splits.b.ids
+    assert make_image_splits(data, seed=4).test.ids != splits.test.ids
+
+
+def test_digits_source_is_scikit_learns_pictures():
+    from w2s_scale.config import DataConfig
+    from w2s_scale.data.images import make_image_splits
+
+    splits = make_image_splits(DataConfig(dataset="digits", n_train=1000, n_test=500), seed=0)
+    assert splits.counts == {"a": 500, "b": 500, "test": 500}
+    assert splits.a.n_classes == 10 and set(splits.test.labels) == set(range(10))
+
+
+def test_features_cached_once_and_reused(tmp_path):
+    """Only the pictures not yet in the cache are extracted; the cache keeps every id once."""
+    from w2s_scale.vision import FeatureSet, cached_features
+
+    calls = []
+
+    def extract(todo):
+        calls.append(list(todo.ids))
+        return np.array([[float(i.split("-")[1])] for i in todo.ids])
+
+    class Ids:  # the two things cached_features reads of a PixelSet
+        def __init__(self, ids):
+            self.ids = ids
+
+        def subset(self, keep):
+            return Ids([self.ids[i] for i in keep])
+
+    path = tmp_path / "f.npz"
+    first = cached_features(path, Ids(["x-1", "x-2"]), extract)
+    again = cached_features(path, Ids(["x-2", "x-3", "x-1"]), extract)
+    assert calls == [["x-1", "x-2"], ["x-3"]]
+    assert first[:, 0].tolist() == [1, 2] and again[:, 0].tolist() == [2, 3, 1]
+    assert sorted(np.load(path)["ids"].tolist()) == ["x-1", "x-2", "x-3"]
+    assert FeatureSet(["x-1"], np.array([0]), 2, first[:1]).model_inputs([0]).shape == (1, 1)
+
+
+# --- models -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(TINY_VISION))
+def test_each_architecture_gives_features_and_trains(kind, vision_models, digit_folder):
+    """Each real architecture: its own processor, features of the documented width (CLS token for
+    ViT/DINOv2, pooled output for ResNet/ConvNeXt), and a fine-tuned head whose loss falls."""
+    import torch
+
+    from w2s_scale.config import ModelConfig
+    from w2s_scale.vision import (CLS_TYPES, build_extractor, build_fine_tuned, feature_dim,
+                                  image_config, load_processor)
+
+    cfg = ModelConfig(name=str(vision_models[kind]), init="pretrained")
+    hf_config = image_config(cfg)
+    assert (hf_config.model_type in CLS_TYPES) == (kind in ("vit", "dinov2"))
+    from PIL import Image
+
+    pictures = [Image.open(p) for p in sorted(digit_folder.glob("digit*/*.png"))[::15]]
+    pixels = load_processor(cfg)(pictures)
+    assert pixels.shape == (len(pictures), 3, 16, 16)
+    feats = build_extractor(cfg, None, trainable=False)(pixels)
+    assert feats.shape == (len(pictures), feature_dim(hf_config))
+    torch.manual_seed(0)
+    model = build_fine_tuned(cfg, None, n_classes=3)
+    labels = torch.arange(len(pictures)) % 3
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    losses = []
+    for _ in range(20):
+        loss = torch.nn.functional.cross_entropy(model(pixels), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(np.log(3), abs=1e-4)  # zero head: uniform at the start
+    assert losses[-1] < losses[0] - 0.05  # it learns: gradients reach the backbone and head
