@@ -181,3 +181,57 @@ def test_each_architecture_gives_features_and_trains(kind, vision_models, digit_
         losses.append(loss.item())
     assert losses[0] == pytest.approx(np.log(3), abs=1e-4)  # zero head: uniform at the start
     assert losses[-1] < losses[0] - 0.05  # it learns: gradients reach the backbone and head
+
+
+# --- the experiment, end to end -------------------------------------------------------------------
+
+def test_two_ranks_zero3_probe_and_fine_tuning(tmp_path, vision_models, digit_folder):
+    """2 ranks under ZeRO-3: the weak model a linear probe on frozen ResNet features (extracted
+    once by both ranks, cached by rank 0), the strong one a fine-tuned ViT; the transfer run reads
+    the probe's soft labels on B."""
+    results = tmp_path / "results"
+    cfg = vision_config(results, digit_folder,
+                        weak={"name": str(vision_models["resnet"]), "linear_probe": True,
+                              "label": "resnet-probe"},
+                        strong={"name": str(vision_models["vit"]), "label": "vit-ft"},
+                        launch={"launcher": "torchrun", "nproc": 2})
+    proc = run_w2s(["experiment", "-c", str(write_config(tmp_path / "c.yaml", cfg))], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = _metrics(results)
+    assert set(metrics) == {"gt-resnet-probe", "gt-vit-ft", "w2s-resnet-probe-to-vit-ft-xent"}
+    assert all(m["world_size"] == 2 for m in metrics.values())
+    assert metrics["gt-vit-ft"]["n_train"] == 40 and metrics["gt-vit-ft"]["n_test"] == 32
+    caches = list((results / "vision" / "features").glob("resnet-probe-*.npz"))
+    assert len(caches) == 1  # one cache for the probe's model, holding A, B and test once each
+    cached = np.load(caches[0])
+    assert len(cached["ids"]) == len(set(cached["ids"].tolist())) == 112
+    assert cached["features"].shape == (112, 16)
+    weak = [json.loads(line) for line in (results / "vision" / "images" / "seed0" / "gt-resnet-probe"
+                                          / "weak_labels.jsonl").read_text().splitlines()]
+    assert len(weak) == 40
+
+
+def test_classifier_used_as_is_supervises_a_probe(tmp_path, vision_models, digit_folder):
+    """The reference's shape: the weak model an image classifier with its own head, untrained; A
+    and B the same images; the strong model a probe on frozen DINOv2 features."""
+    results = tmp_path / "results"
+    cfg = vision_config(results, digit_folder,
+                        weak={"name": str(vision_models["vit-classifier"]), "head": "pretrained",
+                              "label": "own-head"},
+                        strong={"name": str(vision_models["dinov2"]), "linear_probe": True,
+                                "label": "dinov2-probe"},
+                        train={"epochs": 2, "lr": 1e-3, "batch_size": 8, "micro_batch_size": 8,
+                               "eval_batch_size": 16, "zero_stage": 3, "max_grad_norm": 0,
+                               "schedule": "reference_vision"})
+    proc = run_w2s(["experiment", "-c", str(write_config(tmp_path / "c.yaml", cfg))], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = _metrics(results)
+    weak, ceiling = metrics["gt-own-head"], metrics["gt-dinov2-probe"]
+    assert weak["steps"] == 0 and weak["n_train"] == ceiling["n_train"] == 80  # A = B = all train
+    assert metrics["w2s-own-head-to-dinov2-probe-xent"]["n_train"] == 80
+    log = [json.loads(line) for line in (results / "vision" / "images" / "seed0" / "gt-dinov2-probe"
+                                         / "log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in log if r.get("event") == "train"]
+    # the reference's CosineAnnealingLR(T_max=epochs) stepped per batch: back up after 2 x epochs
+    # (the log shows the lr after each step, i.e. the next step's)
+    assert lrs[:5] == pytest.approx([1e-3 * 0.5 * (1 + np.cos(np.pi * s / 2)) for s in range(1, 6)])
