@@ -21,7 +21,7 @@ TINY_VISION = {
                               layer_type="basic", downsample_in_first_stage=False)),
     "convnext": ("convnext", dict(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], patch_size=2)),
 }
-CLASSES = (0, 1)  # digits used as classes
+CLASSES = (0, 1, 2)  # digits used as classes: K = 3
 
 
 def make_tiny_vision_model(kind: str, out: Path, head_classes: int = 0) -> Path:
@@ -72,7 +72,7 @@ def digit_folder(tmp_path_factory) -> Path:
 def vision_config(results: Path, folder: Path, weak: dict, strong: dict, **sections) -> dict:
     config = {
         "name": "vision", "results_dir": str(results), "seeds": [0],
-        "data": {"dataset": "images", "path": str(folder), "n_train": 80, "n_test": 32},
+        "data": {"dataset": "images", "path": str(folder), "n_train": 120, "n_test": 48},
         "weak": weak, "strong": strong,
         "train": {"epochs": 1, "lr": 1e-3, "batch_size": 8, "micro_batch_size": 4,
                   "eval_batch_size": 16, "zero_stage": 3, "max_grad_norm": 0},
@@ -96,13 +96,13 @@ def test_image_folder_splits_follow_the_reference_shuffle(digit_folder):
     from w2s_scale.config import DataConfig
     from w2s_scale.data.images import make_image_splits
 
-    data = DataConfig(dataset="images", path=str(digit_folder), n_train=80, n_test=32)
+    data = DataConfig(dataset="images", path=str(digit_folder), n_train=120, n_test=48)
     splits = make_image_splits(data, seed=3)
-    order = np.arange(120)
+    order = np.arange(180)
     np.random.default_rng(3).shuffle(order)
-    assert splits.a.ids + splits.b.ids == [f"train-{i}" for i in order[:80]]
-    assert splits.test.ids == [f"train-{i}" for i in order[80:112]]
-    assert splits.counts == {"a": 40, "b": 40, "test": 32}
+    assert splits.a.ids + splits.b.ids == [f"train-{i}" for i in order[:120]]
+    assert splits.test.ids == [f"train-{i}" for i in order[120:168]]
+    assert splits.counts == {"a": 60, "b": 60, "test": 48}
     assert splits.a.n_classes == len(CLASSES)
     picture = splits.test.images([0])[0]
     assert picture.size == (8, 8)
@@ -163,7 +163,7 @@ def test_each_architecture_gives_features_and_trains(kind, vision_models, digit_
     assert (hf_config.model_type in CLS_TYPES) == (kind in ("vit", "dinov2"))
     from PIL import Image
 
-    pictures = [Image.open(p) for p in sorted(digit_folder.glob("digit*/*.png"))[::15]]
+    pictures = [Image.open(p) for p in sorted(digit_folder.glob("digit*/*.png"))[::20]]
     pixels = load_processor(cfg)(pictures)
     assert pixels.shape == (len(pictures), 3, 16, 16)
     feats = build_extractor(cfg, None, trainable=False)(pixels)
@@ -200,15 +200,15 @@ def test_two_ranks_zero3_probe_and_fine_tuning(tmp_path, vision_models, digit_fo
     metrics = _metrics(results)
     assert set(metrics) == {"gt-resnet-probe", "gt-vit-ft", "w2s-resnet-probe-to-vit-ft-xent"}
     assert all(m["world_size"] == 2 for m in metrics.values())
-    assert metrics["gt-vit-ft"]["n_train"] == 40 and metrics["gt-vit-ft"]["n_test"] == 32
+    assert metrics["gt-vit-ft"]["n_train"] == 60 and metrics["gt-vit-ft"]["n_test"] == 48
     caches = list((results / "vision" / "features").glob("resnet-probe-*.npz"))
     assert len(caches) == 1  # one cache for the probe's model, holding A, B and test once each
     cached = np.load(caches[0])
-    assert len(cached["ids"]) == len(set(cached["ids"].tolist())) == 112
-    assert cached["features"].shape == (112, 16)
+    assert len(cached["ids"]) == len(set(cached["ids"].tolist())) == 168
+    assert cached["features"].shape == (168, 16)
     weak = [json.loads(line) for line in (results / "vision" / "images" / "seed0" / "gt-resnet-probe"
                                           / "weak_labels.jsonl").read_text().splitlines()]
-    assert len(weak) == 40
+    assert len(weak) == 60
 
 
 def test_classifier_used_as_is_supervises_a_probe(tmp_path, vision_models, digit_folder):
@@ -227,8 +227,8 @@ def test_classifier_used_as_is_supervises_a_probe(tmp_path, vision_models, digit
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = _metrics(results)
     weak, ceiling = metrics["gt-own-head"], metrics["gt-dinov2-probe"]
-    assert weak["steps"] == 0 and weak["n_train"] == ceiling["n_train"] == 80  # A = B = all train
-    assert metrics["w2s-own-head-to-dinov2-probe-xent"]["n_train"] == 80
+    assert weak["steps"] == 0 and weak["n_train"] == ceiling["n_train"] == 120  # A = B = all train
+    assert metrics["w2s-own-head-to-dinov2-probe-xent"]["n_train"] == 120
     log = [json.loads(line) for line in (results / "vision" / "images" / "seed0" / "gt-dinov2-probe"
                                          / "log.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in log if r.get("event") == "train"]

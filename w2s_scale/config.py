@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorten  # noqa: F401
 
@@ -102,6 +103,16 @@ class DataConfig(Strict):
     # over-long texts: dropped (the reference's policy), or cut keeping the start / the end
     overlong: Literal["drop", "truncate", "truncate_left"] = "drop"
     balance: bool = False  # downsample the majority class in each split
+    # K classes of a local file (jsonl/csv/parquet: labels 0..K-1); unset: 2, or what a registered
+    # task declares. Left out of dumps (and so of run hashes) while unset: binary runs keep theirs
+    num_classes: Optional[int] = Field(None, ge=2)
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_num_classes(self, handler):
+        out = handler(self)
+        if isinstance(out, dict) and out.get("num_classes", 0) is None:
+            del out["num_classes"]
+        return out
 
 
 class TrainConfig(Strict):

@@ -22,7 +22,7 @@ from w2s_scale import ds_config as dsc
 from w2s_scale.config import ConfigError, LossConfig, ModelConfig, TrainConfig
 from w2s_scale.data.batching import (TokenizedSet, collate, eval_batches, global_batches,
                                      rank_micro_batches, steps_per_epoch)
-from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss, label_logodds_mean,
+from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss,
                               needs_global_stats, resolve_params)
 from w2s_scale.models import build_classifier
 
@@ -100,13 +100,14 @@ def total_train_steps(n_examples: int, train: TrainConfig) -> int:
 
 
 def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer,
-                 build=None) -> Engine:
-    """`build(ds_config) -> nn.Module`: a model other than the text classifier (images); a model
-    with nothing to train (a frozen feature extractor, a classifier used as is) gets no optimizer."""
+                 num_classes: int = 2, build=None) -> Engine:
+    """`num_classes`: the task's K, the size of the model's head. `build(ds_config) -> nn.Module`:
+    a model other than the text classifier (images); a model with nothing to train (a frozen
+    feature extractor, a classifier used as is) gets no optimizer."""
     import deepspeed
 
     ds = dsc.build(train, model_cfg.dtype, dist.world_size())
-    model = build(ds) if build is not None else build_classifier(model_cfg, ds)
+    model = build(ds) if build is not None else build_classifier(model_cfg, ds, num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         engine, *_ = deepspeed.initialize(model=model, config=ds, dist_init_required=False)
@@ -187,15 +188,14 @@ def _global_stats(eng: Engine, data: TokenizedSet, micro: list[np.ndarray], batc
     such as logconf take a quantile over the global batch, exactly as the reference does over
     its one-device batch; logconf_eleuther's buffer runs through the batch in that order."""
     with torch.no_grad():
-        probs0 = torch.cat([torch.softmax(_forward(eng, data, rows)[0].float(), -1)[:, 0]
-                            for rows in micro]).cpu()
-    gathered = dist.all_gather_tensor(probs0)
+        probs = torch.cat([torch.softmax(_forward(eng, data, rows)[0].float(), -1)
+                           for rows in micro]).cpu()  # [n, K]
+    gathered = dist.all_gather_tensor(probs)
     rows = dist.all_gather_tensor(torch.as_tensor(np.concatenate(micro), dtype=torch.long))
     in_order = torch.empty_like(gathered)
     in_order[torch.as_tensor(_positions(batch, rows.numpy()))] = gathered
-    y1 = torch.as_tensor(targets[batch, 1], dtype=torch.float64)
-    return GlobalBatchStats(probs0=in_order, target_mean1=float(y1.mean()),
-                            target_logodds_mean1=label_logodds_mean(y1), history0=history.values)
+    y = torch.as_tensor(targets[batch], dtype=torch.float64)
+    return GlobalBatchStats.build(in_order, y, history0=history.values)
 
 
 def _positions(batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -206,7 +206,7 @@ def _positions(batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig, seed: int,
           ckpt_dir: Path, tracker, stop: StopFlag) -> None:
-    """Train on `data` against soft `targets` [N, 2]; resumes from `ckpt_dir` if a checkpoint
+    """Train on `data` against soft `targets` [N, K]; resumes from `ckpt_dir` if a checkpoint
     exists there; raises RunStopped after checkpointing if a stop signal arrives."""
     train_cfg = eng.train_cfg
     with_stats = needs_global_stats(loss.name, loss.params)
@@ -244,7 +244,7 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
             totals += torch.tensor([value.item() * len(rows), agree, len(rows), n_tokens],
                                    dtype=torch.float64)
         if stats is not None:
-            history.push(stats.probs0)
+            history.push(stats.history_rows())
         totals = dist.all_reduce_sum(totals)
         elapsed = time.perf_counter() - t0
         record = {"event": "train", "step": step + 1, "epoch": epoch,

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from w2s_scale import intervals
+from w2s_scale import intervals, predictions
 from w2s_scale.results import RunDir, atomic_write
 
 
@@ -50,7 +50,7 @@ def load_results(runs) -> list[RunResult]:
             dataset=run.dataset, seed=plan.seed, model=plan.model.short_name,
             weak=plan.weak.model.short_name if plan.kind == "transfer" else None,
             loss=plan.loss.tag if plan.kind == "transfer" else None,
-            correct={r["id"]: (r["p1"] > 0.5) == bool(r["label"]) for r in preds}))
+            correct={r["id"]: predictions.correct(r) for r in preds}))
     return out
 
 

@@ -1,9 +1,29 @@
 """Training losses for weak-to-strong transfer (Burns et al. 2023; EleutherAI's w2s follow-up).
 
-Conventions: ``logits`` is ``[B, 2]``, ``targets`` is ``[B, 2]`` soft labels (rows sum to 1; a ``[B]``
-tensor is read as the probability of class 1), ``p = softmax(logits)``, ``step_frac`` is
-``step / total_steps`` in ``[0, 1]``. Every loss returns the MEAN over the ``B`` given examples of a
-per-example term, computed in float32.
+Conventions: ``logits`` is ``[B, K]`` for any number of classes ``K >= 2``, ``targets`` is ``[B, K]``
+soft labels (rows sum to 1; for ``K = 2`` a ``[B]`` tensor is read as the probability of class 1),
+``p = softmax(logits)``, ``step_frac`` is ``step / total_steps`` in ``[0, 1]``. Every loss returns the
+MEAN over the ``B`` given examples of a per-example term, computed in float32.
+
+K classes. xent, product, kl, entropy and entropy_min are written for any K. The losses whose binary
+form is a rule on ``p[:, 0]`` or ``p[:, 1]`` keep that exact rule (the same operations, so binary results
+are bit-for-bit what they were) and use its K-class generalisation when ``K > 2``:
+
+* logconf hardens by class-wise thresholds (:func:`balanced_hardening`): the hardened one-hot labels
+  hold exactly ``n_c`` examples of class c, ``n_c`` the largest-remainder rounding of ``N * m_c``
+  (``m`` = mean weak label over the global batch), chosen to maximise ``sum_i log p_i,c(i)``. By LP
+  duality that is ``c(i) = argmax_c (log p_ic - t_c)`` for per-class thresholds ``t_c``. For K = 2
+  this is the reference's rule (openai/weak-to-strong's ``logconf_loss_fn``: ``threshold =
+  quantile(p[:, 0], mean weak label of class 1)``, class 0 where ``p0 >= threshold``): with two
+  classes, maximising the log-likelihood for fixed counts takes the ``n_0`` largest ``p0`` for class
+  0, i.e. a threshold on ``p0``; the reference's count is ``n_1 = #{p0 < quantile}`` (what
+  torch.quantile's interpolation gives), and K = 2 runs the reference's code itself.
+* logconf_eleuther: example i's class is its class in :func:`balanced_hardening` over its rolling
+  buffer (earlier predictions, then the batch up to i) with the prior's shares (uniform ``1/K``, the
+  generalisation of EleutherAI's 0.5, or the batch's mean weak label); ``balance_batch`` centres the
+  labels' log-probabilities on the batch mean (for K = 2: EleutherAI's log-odds centring).
+* window: "uncertain" is ``max p < 1/K + radius`` (``0.5 + radius`` for K = 2); ``radius: midweak``
+  is the median of ``max_c y_c - 1/K`` (``|y1 - 0.5|`` for K = 2).
 
 Distributed exactness. The engine cuts one optimizer-step batch of ``N`` examples into equal
 micro-batches (ranks x accumulation steps), averages the micro-batch losses and gradients. This equals
@@ -12,8 +32,9 @@ of the batch only through :class:`GlobalBatchStats`. That holds here:
 
 * xent, product, kl, entropy, entropy_min: ``l_i`` depends on example ``i`` alone (entropy with
   ``balance_batch`` also on the global batch's mean label log-odds, from ``stats``).
-* logconf: ``l_i`` depends on the batch through the hardening threshold, which is taken from
-  ``stats`` (the student's ``p[:, 0]`` and the mean weak label over the WHOLE global batch).
+* logconf: ``l_i`` depends on the batch through the hardening threshold(s), which are taken from
+  ``stats`` (the student's ``p[:, 0]`` (K = 2) or ``p`` (K > 2) and the mean weak label over the
+  WHOLE global batch, in the global batch's order: ``stats.positions`` says which rows a call sees).
 * logconf_eleuther: example ``i``'s threshold is a quantile over a rolling buffer: the
   predictions of earlier steps (``stats.history0``) followed by the global batch's own up to and
   including position ``i`` in the global batch's fixed order (``stats.positions``), so it does not
@@ -23,7 +44,7 @@ of the batch only through :class:`GlobalBatchStats`. That holds here:
   qualifying count would weight micro-batches unequally and break the equivalence. EleutherAI also
   divides by ``B``.
 
-To build ``stats`` the engine must know ``p[:, 0]`` of every example of the global batch before the
+To build ``stats`` the engine must know ``p`` of every example of the global batch before the
 backward passes: e.g. a ``torch.no_grad()`` forward over the step's micro-batches (parameters do not
 change within an accumulation window), then :func:`gather_global_stats`. With dropout on, or with
 kernels whose numerics depend on the batch shape, that pre-pass can differ slightly from the training
@@ -42,7 +63,8 @@ __all__ = [
     "GlobalBatchStats", "LossSpec", "LOSSES", "PredictionHistory", "compute_loss",
     "gather_global_stats", "label_logodds_mean", "needs_global_stats", "resolve_params",
     "logconf_coef", "logconf_threshold", "xent_loss", "product_loss", "logconf_loss", "logconf_eleuther_loss",
-    "entropy_loss", "entropy_min_loss", "window_loss", "kl_loss",
+    "entropy_loss", "entropy_min_loss", "window_loss", "kl_loss", "balanced_hardening",
+    "class_quotas",
 ]
 
 # EleutherAI's label log-odds use this epsilon (balance_batch)
@@ -64,19 +86,53 @@ class GlobalBatchStats:
     # positions in the global batch (its fixed order) of the examples a loss call sees; None:
     # the call sees the whole global batch in order
     positions: Optional[torch.Tensor] = None
+    # K classes (set by `build`, for every K; the binary rules read only the fields above):
+    probs: Optional[torch.Tensor] = None        # [N, K] the student's p, global-batch order
+    target_mean: Optional[torch.Tensor] = None  # [K] mean soft target per class (float64)
+    target_logmean: Optional[torch.Tensor] = None  # [K] mean log(y_c + eps) (K-class balance_batch)
+    # K > 2: results that depend only on the global batch, computed once per optimizer step and
+    # shared by every loss call (each micro-batch) of that step
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.probs is None else int(self.probs.shape[1])
+
+    @classmethod
+    def build(cls, probs: torch.Tensor, targets: torch.Tensor,
+              history0: Optional[torch.Tensor] = None) -> "GlobalBatchStats":
+        """Stats of the global batch from the student's ``probs`` ``[N, K]`` and the soft
+        ``targets`` ``[N, K]`` (means in the targets' dtype), in the global batch's order."""
+        probs = probs.detach().float()
+        targets = targets.detach()
+        y1 = targets[:, 1]
+        return cls(probs0=probs[:, 0], target_mean1=float(y1.mean()),
+                   target_logodds_mean1=label_logodds_mean(y1), history0=history0, probs=probs,
+                   target_mean=targets.double().mean(0),
+                   target_logmean=torch.log(targets.double() + _LOGODDS_EPS).mean(0))
 
     @classmethod
     def from_batch(cls, logits: torch.Tensor, targets: torch.Tensor,
                    history0: Optional[torch.Tensor] = None) -> "GlobalBatchStats":
         """Stats of one local batch (what a single device on the whole batch would use)."""
-        probs0 = torch.softmax(logits.detach().float(), dim=-1)[:, 0]
-        y1 = _two_col(targets)[:, 1]
-        return cls(probs0=probs0, target_mean1=float(y1.mean()),
-                   target_logodds_mean1=label_logodds_mean(y1), history0=history0)
+        probs = torch.softmax(logits.detach().float(), dim=-1)
+        return cls.build(probs, _k_col(targets, probs.shape[1]), history0)
 
     def for_positions(self, positions: Sequence[int] | torch.Tensor) -> "GlobalBatchStats":
         """The same stats for a loss call on the examples at these global-batch positions."""
-        return dataclasses.replace(self, positions=torch.as_tensor(positions, dtype=torch.long))
+        part = dataclasses.replace(self, positions=torch.as_tensor(positions, dtype=torch.long))
+        object.__setattr__(part, "_cache", self._cache)  # one cache for the whole step
+        return part
+
+    def k_probs(self) -> torch.Tensor:
+        if self.probs is None:
+            raise ValueError("these GlobalBatchStats hold p[:, 0] only (binary); build them with "
+                             "GlobalBatchStats.build(probs, targets) for K > 2 classes")
+        return self.probs
+
+    def history_rows(self) -> torch.Tensor:
+        """What the prediction history keeps of this batch: p[:, 0] (K = 2, as always) or p."""
+        return self.probs0 if self.num_classes == 2 else self.k_probs()
 
 
 class PredictionHistory:
@@ -88,44 +144,60 @@ class PredictionHistory:
         self.capacity = capacity
         self.values = torch.tensor(list(values)[-capacity:], dtype=torch.float32)
 
-    def push(self, probs0: torch.Tensor) -> None:
-        new = probs0.detach().float().cpu().reshape(-1)
+    def push(self, rows: torch.Tensor) -> None:
+        """Append ``p[:, 0]`` ``[N]`` (K = 2) or ``p`` ``[N, K]`` (K > 2: the buffer keeps rows)."""
+        new = rows.detach().float().cpu()
+        new = new.reshape(-1) if new.dim() < 2 else new
+        if self.values.numel() == 0:
+            self.values = self.values.reshape(0, *new.shape[1:])
         self.values = torch.cat([self.values, new])[-self.capacity:]
 
     def state(self) -> list[float]:
         return self.values.tolist()
 
 
-def gather_global_stats(probs0_parts: Sequence[torch.Tensor] | torch.Tensor,
+def gather_global_stats(probs_parts: Sequence[torch.Tensor] | torch.Tensor,
                         targets_parts: Sequence[torch.Tensor] | torch.Tensor) -> GlobalBatchStats:
-    """Global stats from this rank's micro-batches, gathered across ranks (identity on one process).
+    """Global stats from this rank's micro-batches, gathered across ranks in rank order (identity
+    on one process).
 
-    ``probs0_parts``: this rank's ``p[:, 0]`` (one tensor or one per micro-batch, any grad state);
-    ``targets_parts``: the matching soft targets. The threshold is a quantile, so order is irrelevant.
+    ``probs_parts``: this rank's ``p[:, 0]`` (binary) or ``p`` ``[n, K]`` (one tensor or one per
+    micro-batch, any grad state); ``targets_parts``: the matching soft targets. The binary threshold
+    is a quantile, so order is irrelevant there; logconf_eleuther and K > 2 rules read the rows in
+    the global batch's order (ranks' shares in rank order, as gathered here).
     """
     from w2s_scale import distributed
 
-    if isinstance(probs0_parts, torch.Tensor):
-        probs0_parts = [probs0_parts]
+    if isinstance(probs_parts, torch.Tensor):
+        probs_parts = [probs_parts]
     if isinstance(targets_parts, torch.Tensor):
         targets_parts = [targets_parts]
-    probs0 = torch.cat([p.detach().float().reshape(-1) for p in probs0_parts])
-    y1 = torch.cat([_two_col(t)[:, 1] for t in targets_parts])
-    all_p0 = distributed.all_gather_tensor(probs0)
-    all_y1 = distributed.all_gather_tensor(y1)
-    return GlobalBatchStats(probs0=all_p0.detach(), target_mean1=float(all_y1.double().mean()),
-                            target_logodds_mean1=label_logodds_mean(all_y1))
+    if probs_parts[0].dim() == 1:  # p[:, 0] of a binary task
+        probs = torch.cat([p.detach().float().reshape(-1) for p in probs_parts])
+        probs = torch.stack([probs, 1.0 - probs], dim=1)
+    else:
+        probs = torch.cat([p.detach().float() for p in probs_parts])
+    y = torch.cat([_k_col(t, probs.shape[1]) for t in targets_parts])
+    all_p = distributed.all_gather_tensor(probs)
+    all_y = distributed.all_gather_tensor(y)
+    return GlobalBatchStats.build(all_p, all_y.double())
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _two_col(targets: torch.Tensor) -> torch.Tensor:
-    targets = targets.detach().float()
-    if targets.dim() == 1:
+def _k_col(targets: torch.Tensor, k: int) -> torch.Tensor:
+    """Soft targets as ``[B, k]`` float32; a ``[B]`` tensor (k = 2 only) is p(class 1)."""
+    targets = torch.as_tensor(targets).detach().float()
+    if targets.dim() == 1 and k == 2:
         return torch.stack([1.0 - targets, targets], dim=1)
-    if targets.dim() != 2 or targets.shape[1] != 2:
-        raise ValueError(f"targets must be [B, 2] (or [B]); got shape {tuple(targets.shape)}")
+    if targets.dim() != 2 or targets.shape[1] != k:
+        shape = "[B, 2] (or [B])" if k == 2 else f"[B, {k}]"
+        raise ValueError(f"targets must be {shape}; got shape {tuple(targets.shape)}")
     return targets
+
+
+def _two_col(targets: torch.Tensor) -> torch.Tensor:
+    return _k_col(targets, 2)
 
 
 def _logodds(y1: torch.Tensor) -> torch.Tensor:
@@ -150,10 +222,17 @@ def _eleuther_coef(step: int, aux_coef: float, warmup_steps: float) -> float:
     return float(aux_coef) * min(1.0, float(step) / float(warmup_steps))
 
 
+def _balanced_k(y: torch.Tensor, logmean: torch.Tensor) -> torch.Tensor:
+    """K-class balance_batch: log-probabilities centred per class on the (global) batch mean, then
+    renormalised. For K = 2 this is the log-odds centring of :func:`_balanced`."""
+    logy = torch.log(y.double() + _LOGODDS_EPS) - logmean.to(y.device)
+    return torch.softmax(logy, dim=-1).float()
+
+
 def _prep(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if logits.dim() != 2 or logits.shape[1] != 2:
-        raise ValueError(f"logits must be [B, 2]; got shape {tuple(logits.shape)}")
-    y = _two_col(targets).to(logits.device)
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be [B, K] with K >= 2 classes; got shape {tuple(logits.shape)}")
+    y = _k_col(targets, logits.shape[1]).to(logits.device)
     if y.shape[0] != logits.shape[0]:
         raise ValueError(f"logits and targets disagree on B: {logits.shape[0]} vs {y.shape[0]}")
     return logits.float(), y
@@ -198,6 +277,84 @@ def logconf_threshold(probs0: torch.Tensor, target_mean1: float) -> torch.Tensor
     return torch.quantile(probs0.detach().float().reshape(-1), q)
 
 
+def class_quotas(class_mean: Sequence[float] | torch.Tensor, n: int) -> list[int]:
+    """How many of ``n`` examples each class gets: ``n * m_c`` (``m`` renormalised to sum 1)
+    rounded by largest remainder, so the counts sum to ``n``; equal remainders go to the lower
+    class index (deterministic on every rank)."""
+    m = torch.as_tensor(class_mean, dtype=torch.float64).clamp(min=0.0)
+    total = float(m.sum())
+    m = m / total if total > 0 else torch.full_like(m, 1.0 / len(m))
+    exact = m * n
+    counts = torch.floor(exact).long()
+    short = n - int(counts.sum())
+    order = sorted(range(len(m)), key=lambda c: (-float(exact[c] - counts[c]), c))
+    for c in order[:short]:
+        counts[c] += 1
+    return counts.tolist()
+
+
+def balanced_hardening(probs: torch.Tensor, quotas: Sequence[int]) -> torch.Tensor:
+    """Hardened classes ``[N]`` of the student's ``probs`` ``[N, K]`` with exactly ``quotas[c]``
+    examples in class c, maximising ``sum_i log p_i,c(i)``: the class-wise thresholds of logconf for
+    K classes (by LP duality, ``c(i) = argmax_c log p_ic - t_c`` for some thresholds ``t``). For
+    K = 2 with ``n_1 = #{p0 < threshold}`` it gives the reference's ``p0 >= threshold -> class 0``
+    (tests/test_losses_kclass.py checks it). Solved exactly as an assignment of the N examples to
+    N class slots (scipy's linear_sum_assignment), deterministic for given inputs."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    p = probs.detach().double().cpu().numpy()
+    if sum(quotas) != p.shape[0] or len(quotas) != p.shape[1]:
+        raise ValueError(f"quotas {list(quotas)} do not fit probs of shape {p.shape}")
+    slots = np.repeat(np.arange(p.shape[1]), np.asarray(quotas, dtype=int))
+    cost = -np.log(np.clip(p, 1e-300, None))[:, slots]
+    rows, cols = linear_sum_assignment(cost)
+    classes = np.empty(p.shape[0], dtype=np.int64)
+    classes[rows] = slots[cols]
+    return torch.from_numpy(classes)
+
+
+def _kclass_logconf_classes(stats: GlobalBatchStats) -> torch.Tensor:
+    """logconf's hardened class of every example of the global batch (K > 2), once per step."""
+    if "logconf" not in stats._cache:
+        probs = stats.k_probs()
+        stats._cache["logconf"] = balanced_hardening(
+            probs, class_quotas(stats.target_mean, probs.shape[0]))
+    return stats._cache["logconf"]
+
+
+def _kclass_eleuther_classes(stats: GlobalBatchStats, size: int, prior: Optional[torch.Tensor]
+                             ) -> torch.Tensor:
+    """logconf_eleuther's hardened class of every example of the global batch (K > 2): example
+    i's class in the balanced hardening of its rolling buffer (earlier steps' predictions, then
+    this batch's up to and including i, the last ``size`` kept), with the prior's class shares
+    (``None``: uniform). Computed once per step for the whole global batch."""
+    key = ("eleuther", size, None if prior is None else tuple(prior.tolist()))
+    if key not in stats._cache:
+        probs = stats.k_probs().float().cpu()
+        k = probs.shape[1]
+        history = stats.history0 if stats.history0 is not None else torch.zeros(0, k)
+        if history.numel() and (history.dim() != 2 or history.shape[1] != k):
+            raise ValueError(f"logconf_eleuther: the prediction history holds rows of shape "
+                             f"{tuple(history.shape[1:])}, not [{k}] (a binary history for K = {k}?)")
+        stream = torch.cat([history.reshape(-1, k).float().cpu(), probs])
+        shares = torch.full((k,), 1.0 / k) if prior is None else prior
+        out = []
+        for i in range(len(probs)):
+            end = len(history) + i + 1
+            window = stream[max(0, end - size): end]
+            out.append(int(balanced_hardening(window, class_quotas(shares, len(window)))[-1]))
+        stats._cache[key] = torch.tensor(out, dtype=torch.long)
+    return stats._cache[key]
+
+
+def _rows(stats: GlobalBatchStats, n: int) -> torch.Tensor:
+    positions = (torch.arange(n) if stats.positions is None else stats.positions).cpu()
+    if len(positions) != n:
+        raise ValueError(f"stats.positions holds {len(positions)} positions for {n} examples")
+    return positions
+
+
 # --------------------------------------------------------------------------- losses
 
 def xent_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0,
@@ -228,10 +385,18 @@ def logconf_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
     threshold = quantile of the student's p[:, 0] at q = mean of y[:, 1], both over the GLOBAL batch
     (``stats``); with ``stats=None`` the local batch is used, which is the reference on one device.
     hardened = [1, 0] where p0 >= threshold else [0, 1] (the reference's semantics).
+    K > 2: hardened = one-hot of :func:`balanced_hardening` over the global batch, with the weak
+    labels' global class proportions as quotas (the module docstring gives the rule).
     """
     z, y = _prep(logits, targets)
     coef = logconf_coef(step_frac, aux_coef, warmup_frac, warmup)
     logp = F.log_softmax(z, dim=-1)
+    if z.shape[1] > 2:
+        if stats is None:
+            stats = GlobalBatchStats.from_batch(z, y)
+        classes = _kclass_logconf_classes(stats)[_rows(stats, len(z))]
+        hardened = F.one_hot(classes, z.shape[1]).float().to(z.device)
+        return _soft_ce(logp, (1.0 - coef) * y + coef * hardened).mean()
     p0 = logp.detach().exp()[:, 0]
     if stats is None:
         threshold = logconf_threshold(p0, float(y[:, 1].mean()))
@@ -259,15 +424,29 @@ def logconf_eleuther_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac
     ``batch_prior: 1`` the global batch's mean weak label (0.5 for a one-example batch).
     ``balance_batch: 1``: labels' log-odds centred on the global batch's mean, prior 0.5.
     Warm-up linear over ``warmup_steps`` optimizer steps.
+    K > 2: example i's class in the balanced hardening of that buffer with the prior's class shares
+    (uniform, or the global batch's mean weak label with ``batch_prior: 1``); ``balance_batch``
+    centres the labels' log-probabilities per class, prior uniform.
     """
     z, y = _prep(logits, targets)
     logp = F.log_softmax(z, dim=-1)
     p0 = logp.detach().exp()[:, 0]
     if stats is None:
         stats = GlobalBatchStats.from_batch(z, y)
-    positions = (torch.arange(len(p0)) if stats.positions is None else stats.positions).cpu()
-    if len(positions) != len(p0):
-        raise ValueError(f"stats.positions holds {len(positions)} positions for {len(p0)} examples")
+    positions = _rows(stats, len(p0))
+    size = int(buffer_size)
+    if not 1 <= size <= MAX_BUFFER:
+        raise ValueError(f"logconf_eleuther: buffer_size must be in [1, {MAX_BUFFER}]; got {buffer_size}")
+    if z.shape[1] > 2:
+        prior_k = None
+        if bool(balance_batch):
+            y = _balanced_k(y, stats.target_logmean)
+        elif bool(batch_prior) and len(stats.probs0) > 1:
+            prior_k = stats.target_mean.float()
+        classes = _kclass_eleuther_classes(stats, size, prior_k)[positions]
+        hardened = F.one_hot(classes, z.shape[1]).float().to(z.device)
+        coef = _eleuther_coef(step, aux_coef, warmup_steps)
+        return _soft_ce(logp, (1.0 - coef) * y + coef * hardened).mean()
     if bool(balance_batch):
         y = _balanced(y, stats.target_logodds_mean1)
         prior = 0.5
@@ -275,9 +454,6 @@ def logconf_eleuther_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac
         prior = stats.target_mean1
     else:
         prior = 0.5
-    size = int(buffer_size)
-    if not 1 <= size <= MAX_BUFFER:
-        raise ValueError(f"logconf_eleuther: buffer_size must be in [1, {MAX_BUFFER}]; got {buffer_size}")
     history = stats.history0 if stats.history0 is not None else torch.zeros(0)
     stream = torch.cat([history.float().cpu(), stats.probs0.float().cpu()])
     thresholds = torch.stack([logconf_threshold(stream[max(0, len(history) + int(i) + 1 - size):
@@ -301,7 +477,9 @@ def entropy_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float,
     log-odds centred on the global batch's mean), as EleutherAI's.
     """
     z, y = _prep(logits, targets)
-    if bool(balance_batch):
+    if bool(balance_batch) and z.shape[1] > 2:
+        y = _balanced_k(y, (stats or GlobalBatchStats.from_batch(z, y)).target_logmean)
+    elif bool(balance_batch):
         y = _balanced(y, (stats or GlobalBatchStats.from_batch(z, y)).target_logodds_mean1)
     coef = _eleuther_coef(step, aux_coef, warmup_steps)
     logp = F.log_softmax(z, dim=-1)
@@ -324,7 +502,8 @@ def entropy_min_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: flo
 
 def window_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0,
                 stats: Optional[GlobalBatchStats] = None, radius: float = 0.15) -> torch.Tensor:
-    """CE only on examples where the STUDENT is uncertain: max p < 0.5 + radius (EleutherAI).
+    """CE only on examples where the STUDENT is uncertain: max p < 0.5 + radius (EleutherAI);
+    for K classes max p < 1/K + radius.
 
     EleutherAI's confidence window uses the student's own predictions (not the weak label's
     confidence) and divides the masked sum by the batch size B. We do the same: the loss is
@@ -334,7 +513,8 @@ def window_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 
     """
     z, y = _prep(logits, targets)
     logp = F.log_softmax(z, dim=-1)
-    mask = (logp.detach().exp().max(dim=-1).values < 0.5 + float(radius)).float()
+    floor = 0.5 if z.shape[1] == 2 else 1.0 / z.shape[1]
+    mask = (logp.detach().exp().max(dim=-1).values < floor + float(radius)).float()
     return (mask * _soft_ce(logp, y)).mean()
 
 
@@ -430,10 +610,15 @@ def needs_global_stats(name: str, params: Optional[Mapping[str, Any]] = None) ->
 
 def resolve_params(name: str, params: Optional[Mapping[str, Any]], targets) -> dict[str, Any]:
     """``params`` with words that stand for numbers of the training set replaced by the numbers:
-    ``radius: midweak`` = median |weak p1 - 0.5| over ``targets`` (EleutherAI's rule)."""
+    ``radius: midweak`` = median |weak p1 - 0.5| over ``targets`` (EleutherAI's rule); for K > 2
+    classes the median of max_c y_c - 1/K."""
     params = dict(params or {})
     if params.get("radius") == "midweak":
-        y1 = _two_col(torch.as_tensor(targets))[:, 1].double()
+        y = torch.as_tensor(targets)
+        if y.dim() == 2 and y.shape[1] > 2:
+            params["radius"] = float((y.double().max(dim=1).values - 1.0 / y.shape[1]).median())
+            return params
+        y1 = _two_col(y)[:, 1].double()
         # torch's median is the lower middle value; EleutherAI takes torch's median too
         params["radius"] = float((y1 - 0.5).abs().median())
     return params

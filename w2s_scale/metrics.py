@@ -1,4 +1,5 @@
-"""Accuracy, ROC AUC, PGR, and intervals: bootstrap over test examples, t over seeds."""
+"""Accuracy, ROC AUC (K classes: top-1, macro one-vs-rest), PGR, and intervals: bootstrap over test
+examples, t over seeds."""
 from __future__ import annotations
 
 import math
@@ -7,14 +8,33 @@ from typing import Optional
 import numpy as np
 
 
-def accuracy(labels: np.ndarray, probs1: np.ndarray) -> float:
+def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Top-1 accuracy. ``probs``: class probabilities ``[N, K]``, or p(class 1) ``[N]`` of a binary
+    task. Binary (``[N]`` or ``[N, 2]``): p1 > 0.5, as always (an exact tie counts as class 0);
+    K > 2: the argmax (ties to the lower class)."""
+    probs = np.asarray(probs)
+    if probs.ndim == 2 and probs.shape[1] > 2:
+        return float(np.mean(probs.argmax(axis=1) == np.asarray(labels)))
+    probs1 = probs[:, 1] if probs.ndim == 2 else probs
     return float(np.mean((probs1 > 0.5).astype(int) == labels))
 
 
-def roc_auc(labels: np.ndarray, probs1: np.ndarray) -> Optional[float]:
-    """None when the labels hold one class only (AUC is undefined then)."""
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> Optional[float]:
+    """ROC AUC; None where it is undefined. Binary (p1 ``[N]`` or ``[N, 2]``): the AUC of p1,
+    None when the labels hold one class only. K > 2: the macro average over the K classes of the
+    one-vs-rest AUC of p_c (what scikit-learn's ``multi_class="ovr", average="macro"`` computes),
+    None unless every class has both positive and negative test examples."""
     from sklearn.metrics import roc_auc_score  # handles ties correctly
 
+    probs = np.asarray(probs)
+    labels = np.asarray(labels)
+    if probs.ndim == 2 and probs.shape[1] > 2:
+        present = np.unique(labels)
+        if len(present) != probs.shape[1] or not np.all(present == np.arange(probs.shape[1])):
+            return None
+        return float(np.mean([roc_auc_score(labels == c, probs[:, c])
+                              for c in range(probs.shape[1])]))
+    probs1 = probs[:, 1] if probs.ndim == 2 else probs
     if len(np.unique(labels)) < 2:
         return None
     return float(roc_auc_score(labels, probs1))

@@ -103,14 +103,15 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class Classifier(nn.Module):
-    """Backbone (HF base model, optionally with LoRA) + linear head over two classes."""
+    """Backbone (HF base model, optionally with LoRA) + linear head over the task's K classes
+    (two by default)."""
 
-    def __init__(self, backbone: nn.Module, hidden_size: int, mode: str):
+    def __init__(self, backbone: nn.Module, hidden_size: int, mode: str, num_classes: int = 2):
         super().__init__()
         self.backbone = backbone
         self.mode = mode
-        # no bias: with a zero weight every example starts at p = 0.5, as in the reference
-        self.head = nn.Linear(hidden_size, 2, bias=False)
+        # no bias: with a zero weight every example starts at p = 1/K (0.5), as in the reference
+        self.head = nn.Linear(hidden_size, num_classes, bias=False)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.mode == "pooled":
@@ -155,9 +156,11 @@ def zero_init_head(head: nn.Linear) -> None:
             weight.zero_()
 
 
-def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None) -> Classifier:
-    """Load the backbone and add the head; `ds_config` (the resolved DeepSpeed config) must be given
-    for ZeRO-3 so that the weights are partitioned while they load (no rank holds them all)."""
+def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None,
+                     num_classes: int = 2) -> Classifier:
+    """Load the backbone and add a head of `num_classes` outputs (the task's K); `ds_config` (the
+    resolved DeepSpeed config) must be given for ZeRO-3 so that the weights are partitioned while
+    they load (no rank holds them all)."""
     from transformers import AutoModel
 
     hf_config = load_hf_config(cfg)
@@ -193,7 +196,7 @@ def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None) -> Clas
         # reentrant checkpointing needs an input that requires grad, else no gradient flows
         backbone.enable_input_require_grads()
     with _zero_init_context(ds_config):
-        model = Classifier(backbone, hf_config.hidden_size, head_mode(cfg, hf_config))
+        model = Classifier(backbone, hf_config.hidden_size, head_mode(cfg, hf_config), num_classes)
     model.head.to(dtype)
     zero_init_head(model.head)
     del keep_alive

@@ -21,6 +21,8 @@ from w2s_scale.data.batching import TokenizedSet, tokenize
 from w2s_scale.data.images import is_image_data, make_image_splits
 from w2s_scale.data.splits import Splits, make_splits
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
+from w2s_scale import predictions
+from w2s_scale.data.registry import num_classes
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
 from w2s_scale.results import RunDir, finished
@@ -106,8 +108,11 @@ class TextInputs:
         data = self.cfg.data
         return tokenize(examples, self.tokenizer, data.max_length, data.overlong)
 
-    def build_engine(self, total_steps: int, n_classes: int = 2):
-        return build_engine(self.plan.model, self.plan.train, total_steps, self.tokenizer)
+    def num_classes(self, splits) -> int:
+        return num_classes(self.cfg.data)
+
+    def build_engine(self, total_steps: int, k: int):
+        return build_engine(self.plan.model, self.plan.train, total_steps, self.tokenizer, k)
 
 
 def run_inputs(cfg: ExperimentConfig, plan: RunPlan):
@@ -126,20 +131,19 @@ def make_run_splits(cfg: ExperimentConfig, seed: int):
     return make_splits(cfg.data, seed)
 
 
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    return np.eye(2, dtype=np.float32)[labels]
+def one_hot(labels: np.ndarray, k: int = 2) -> np.ndarray:
+    return np.eye(k, dtype=np.float32)[labels]
 
 
 def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, np.ndarray]:
-    """B's examples with the weak model's soft labels (read from its run folder); examples the
-    weak model never labelled (over-long for its tokenizer) are left out."""
+    """B's examples with the weak model's soft labels [N, K] (read from its run folder); examples
+    the weak model never labelled (over-long for its tokenizer) are left out."""
     # only the labels of a weak run finished with the settings this run was planned against
-    labelled = {row["id"]: row["p1"] for row in finished(plan.weak.dir, plan.weak.hash).read_jsonl(
-        "weak_labels.jsonl")}
+    labelled = predictions.soft_labels(finished(plan.weak.dir, plan.weak.hash).read_jsonl(
+        "weak_labels.jsonl"))
     keep = np.array([i for i, ex_id in enumerate(train_set.ids) if ex_id in labelled], dtype=int)
     kept = train_set.subset(keep)
-    p1 = np.array([labelled[ex_id] for ex_id in kept.ids], dtype=np.float32)
-    return kept, np.stack([1 - p1, p1], axis=1)
+    return kept, np.stack([labelled[ex_id] for ex_id in kept.ids]).astype(np.float32)
 
 
 def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = False) -> None:
@@ -156,8 +160,9 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     inputs = run_inputs(cfg, plan)
     data = cfg.data
     train_set = inputs.encode(splits.a if plan.kind == "gt" else splits.b)
+    k = inputs.num_classes(splits)
     if plan.kind == "gt":
-        targets = one_hot(train_set.labels)
+        targets = one_hot(train_set.labels, k)
     else:
         train_set, targets = weak_targets(plan, train_set)
     test_set = inputs.encode(splits.test)
@@ -173,7 +178,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     from transformers import set_seed
 
     set_seed(plan.seed)
-    eng = inputs.build_engine(total_steps, getattr(train_set, "n_classes", 2))
+    eng = inputs.build_engine(total_steps, k)
     with StopFlag() as stop:
         try:
             if inputs.trains:
@@ -185,22 +190,19 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
             raise
     test_probs = predict(eng, test_set, tracker, desc="test")
     metrics = {"run": plan.name, "kind": plan.kind, "seed": plan.seed,
-               "accuracy": accuracy(test_set.labels, test_probs[:, 1]),
-               "auc": roc_auc(test_set.labels, test_probs[:, 1]),
+               "accuracy": accuracy(test_set.labels, test_probs),
+               "auc": roc_auc(test_set.labels, test_probs),
                "n_train": len(train_set), "n_test": len(test_set),
                "n_dropped_overlong": train_set.n_dropped + test_set.n_dropped,
                "steps": total_steps, "world_size": dist.world_size(),
                "seconds": round(time.time() - started, 1)}
-    run_dir.write_jsonl("test_predictions.jsonl", (
-        {"id": i, "p1": round(float(p), 6), "label": int(y)}
-        for i, p, y in zip(test_set.ids, test_probs[:, 1], test_set.labels)))
+    run_dir.write_jsonl("test_predictions.jsonl",
+                        predictions.rows(test_set.ids, test_probs, test_set.labels))
     if plan.kind == "gt":  # every gt model labels B, so any of them can serve as a weak teacher
         b_set = inputs.encode(splits.b)
         b_probs = predict(eng, b_set, tracker, desc="label-B")
-        metrics["b_accuracy"] = accuracy(b_set.labels, b_probs[:, 1])
-        run_dir.write_jsonl("weak_labels.jsonl", (
-            {"id": i, "p1": round(float(p), 6), "label": int(y)}
-            for i, p, y in zip(b_set.ids, b_probs[:, 1], b_set.labels)))
+        metrics["b_accuracy"] = accuracy(b_set.labels, b_probs)
+        run_dir.write_jsonl("weak_labels.jsonl", predictions.rows(b_set.ids, b_probs, b_set.labels))
     else:  # how often the student sides with its teacher on B: imitation vs generalisation
         train_probs = predict(eng, train_set, tracker, desc="train-agreement")
         metrics["train_agreement_with_weak"] = float(np.mean(

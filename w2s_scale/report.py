@@ -12,24 +12,27 @@ from typing import Iterable, Optional
 import numpy as np
 
 from w2s_scale import distributed as dist
+from w2s_scale import predictions
 from w2s_scale.aggregate import (cross_dataset, format_cross_dataset, format_paper_pgr,
                                  pair_paper_pgr, paper_pgr)
 from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
 from w2s_scale.results import RunDir, atomic_write, describe_state, run_state
 
 
-def _load(plan) -> Optional[tuple[dict, dict[str, tuple[float, int]]]]:
-    """(metrics, {example id: (p1, label)}) of a run finished with its plan's settings (its
-    DONE carries the plan's hash), None otherwise: another config's result is not this one's."""
+def _load(plan) -> Optional[tuple[dict, dict[str, tuple[bool, int]]]]:
+    """(metrics, {example id: (correct, label)}) of a run finished with its plan's settings (its
+    DONE carries the plan's hash), None otherwise: another config's result is not this one's.
+    Correct: the top-1 class is the label (p1 > 0.5 for a binary task), for any K."""
     if run_state(plan.dir, plan.hash) != "done":
         return None
     run = RunDir(plan.dir, plan.hash)
-    preds = {r["id"]: (r["p1"], r["label"]) for r in run.read_jsonl("test_predictions.jsonl")}
+    preds = {r["id"]: (predictions.correct(r), r["label"])
+             for r in run.read_jsonl("test_predictions.jsonl")}
     return run.read_json("metrics.json"), preds
 
 
 def _correct(preds: dict, ids: list[str]) -> np.ndarray:
-    return np.array([(preds[i][0] > 0.5) == bool(preds[i][1]) for i in ids], dtype=float)
+    return np.array([preds[i][0] for i in ids], dtype=float)
 
 
 def summarize(plans: Iterable) -> list[dict]:

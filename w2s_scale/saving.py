@@ -9,7 +9,7 @@ needs). `save` in a model section asks for more:
   `AutoModel.from_pretrained(folder)` loads it; plus the head.
 - `model32`: the same in fp32, read from the ZeRO checkpoint's fp32 master weights.
 
-Every folder also holds `head.safetensors` (the classifier head, weight [2, hidden]) and
+Every folder also holds `head.safetensors` (the classifier head, weight [K, hidden], K the task's classes) and
 `classifier.json` (how to rebuild the classifier); `load_classifier(folder)` does so.
 
 Under ZeRO-3 each rank holds a slice of every parameter: saving the model's own state dict writes
@@ -104,6 +104,10 @@ def _write_meta(folder: Path, model: nn.Module, model_cfg: ModelConfig, kind: st
             if hasattr(model.head.weight, "ds_shape") else model.head.weight.shape[1]),
             "dtype": dtype, "base_model": resolve_name(model_cfg.name),
             "config_overrides": model_cfg.config_overrides, "model": model_cfg.model_dump(mode="json")}
+    classes = int(model.head.weight.ds_shape[0] if hasattr(model.head.weight, "ds_shape")
+                  else model.head.weight.shape[0])
+    if classes != 2:  # a K-class head; binary folders stay as they were
+        meta["num_classes"] = classes
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -249,13 +253,13 @@ def save_weights(eng, model_cfg: ModelConfig, run_dir: Path, ckpt_dir: Path) -> 
 
 # --- loading and merging (one process, plain transformers / peft) -------------------------------
 
-def _load_head(folder: Path, hidden: int, dtype: torch.dtype) -> torch.Tensor:
+def _load_head(folder: Path, hidden: int, dtype: torch.dtype, classes: int = 2) -> torch.Tensor:
     from safetensors.torch import load_file
 
     weight = load_file(str(Path(folder) / HEAD_FILE))["weight"]
-    if tuple(weight.shape) != (2, hidden):
+    if tuple(weight.shape) != (classes, hidden):
         raise SavingError(f"{folder}/{HEAD_FILE}: head weight has shape {tuple(weight.shape)}, "
-                          f"expected (2, {hidden})")
+                          f"expected ({classes}, {hidden})")
     return weight.to(dtype)
 
 
@@ -279,9 +283,11 @@ def load_classifier(folder: str | Path, base: Optional[str] = None, dtype: Optio
         backbone = PeftModel.from_pretrained(backbone, str(folder))
     else:
         backbone = AutoModel.from_pretrained(str(folder), dtype=dtype or torch.float32)
-    model = Classifier(backbone, meta["hidden_size"], meta["head_mode"])
+    classes = meta.get("num_classes", 2)
+    model = Classifier(backbone, meta["hidden_size"], meta["head_mode"], classes)
     with torch.no_grad():
-        model.head.weight.copy_(_load_head(folder, meta["hidden_size"], model.head.weight.dtype))
+        model.head.weight.copy_(_load_head(folder, meta["hidden_size"], model.head.weight.dtype,
+                                           classes))
     return model.eval()
 
 

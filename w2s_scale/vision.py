@@ -372,6 +372,9 @@ class ImageInputs:
         finally:
             eng.close()
 
+    def num_classes(self, splits) -> int:
+        return splits.a.n_classes
+
     def build_engine(self, total_steps: int, n_classes: int):
         from w2s_scale.engine import build_engine
 
@@ -382,7 +385,7 @@ class ImageInputs:
             build = lambda ds: build_probe(self.model, ds, self.dim, n_classes)  # noqa: E731
         else:
             build = lambda ds: build_fine_tuned(self.model, ds, n_classes)  # noqa: E731
-        return build_engine(self.model, self.train_cfg, total_steps, None, build=build)
+        return build_engine(self.model, self.train_cfg, total_steps, None, n_classes, build=build)
 
 
 # --- checks before any rank starts --------------------------------------------------------------
@@ -392,11 +395,11 @@ def preflight_images(cfg: ExperimentConfig, world_size: int) -> None:
     model's config, processor and head, and the settings images do not support."""
     from w2s_scale import ds_config
     from w2s_scale.config import train_for
-    from w2s_scale.data.images import open_images
+    from w2s_scale.data.images import image_classes, open_images
 
     rows = open_images(cfg.data, "train")
     test = open_images(cfg.data, "test")
-    n_classes = max(rows.n_classes, test.n_classes if test else 0)
+    n_classes = image_classes(cfg.data, rows, test)
     if n_classes < 2:
         raise ModelError(f"data.label_column: {cfg.data.dataset} has {n_classes} class; "
                          f"weak-to-strong needs at least 2")

@@ -188,6 +188,18 @@ def open_images(cfg: DataConfig, split: str) -> Optional[ImageRows]:
     return _from_hf(ds, cfg, split, where)
 
 
+def image_classes(cfg: DataConfig, train_rows: ImageRows, test_rows: Optional[ImageRows]) -> int:
+    """K: the label feature's class count (or the largest label + 1), or `data.num_classes`."""
+    found = max(train_rows.n_classes, test_rows.n_classes if test_rows else 0)
+    if cfg.num_classes is None:
+        return found
+    top = max(int(r.labels.max()) for r in (train_rows, test_rows) if r is not None and len(r))
+    if top >= cfg.num_classes:
+        raise DataError(f"data.num_classes: {cfg.dataset} has label {top}, so at least {top + 1} "
+                        f"classes, not {cfg.num_classes}; raise num_classes or remove it")
+    return cfg.num_classes
+
+
 # --- splits ------------------------------------------------------------------------------------
 
 def _take(rows: ImageRows, positions: np.ndarray, n_classes: int) -> ImageSet:
@@ -207,7 +219,7 @@ def make_image_splits(cfg: DataConfig, seed: int, shared_ab: bool = False) -> Im
     train_rows = open_images(cfg, "train")
     test_rows = open_images(cfg, "test")
     assert train_rows is not None
-    n_classes = max(train_rows.n_classes, test_rows.n_classes if test_rows else 0)
+    n_classes = image_classes(cfg, train_rows, test_rows)
     order = np.arange(len(train_rows))
     np.random.default_rng(seed).shuffle(order)
     notes = []

@@ -79,9 +79,11 @@ class DatasetSource:
     sizes: tuple[Optional[int], Optional[int]] = (None, None)  # rows of those splits, from the hub
     question: Optional[Callable[[dict, str], Optional[Choice]]] = None
     source_text: str = ""  # where the rows come from, for `w2s datasets`
+    num_classes: int = 2  # K: labels are 0..K-1 (the model's head has K outputs)
 
 
 DATASETS: dict[str, DatasetSource] = {}
+LOCAL_FORMATS = ("jsonl", "csv", "parquet")  # the configurable local-file sources (any K)
 
 
 def register(source: DatasetSource) -> DatasetSource:
@@ -138,6 +140,19 @@ def hub_task(name: str, hub_id: str, *, family: Family, formulation: str, column
         columns=tuple(columns), random_format=random_format or question is not None,
         hub_id=hub_id, hub_config=config, hub_splits=splits, revision=revision, sizes=sizes,
         question=question, source_text=f"{source} {splits[0]}/{splits[1]}"))
+
+
+def num_classes(cfg: DataConfig) -> int:
+    """The task's number of classes K: what its dataset declares (2 for the binary tasks), or
+    `data.num_classes` for the local-file sources, which take any K."""
+    declared = get_source(cfg.dataset).num_classes
+    if cfg.num_classes is None:
+        return declared
+    if cfg.dataset not in LOCAL_FORMATS and cfg.num_classes != declared:
+        raise DataError(f"data.num_classes: dataset {cfg.dataset!r} has {declared} classes, not "
+                        f"{cfg.num_classes}; remove data.num_classes (only local jsonl/csv/parquet "
+                        f"files take it)")
+    return cfg.num_classes
 
 
 def get_source(name: str) -> DatasetSource:

@@ -44,12 +44,12 @@ def _rng(seed: int, stream: int, sub: int = 0) -> np.random.Generator:
 
 
 def _first_usable(rows: SplitRows, order: np.ndarray, want: int, seed: int,
-                  per_label: Optional[int] = None) -> list[Example]:
+                  per_label: Optional[int] = None, num_classes: int = 2) -> list[Example]:
     """The first `want` rows in `order` that the source keeps (only the rows needed are formatted);
     with `per_label`, every kept row up to the point where each label has `per_label` of them (or
     the split ends), for `_deal` to balance."""
     out: list[Example] = []
-    counts = [0, 0]
+    counts = [0] * num_classes
 
     def done() -> bool:
         return min(counts) >= per_label if per_label is not None else len(out) >= want
@@ -70,27 +70,32 @@ def _first_usable(rows: SplitRows, order: np.ndarray, want: int, seed: int,
 
 
 def _deal(pool: list[Example], sizes: dict[str, int], where: str,
-          notes: list[str]) -> dict[str, list[Example]]:
-    """Balanced parts: each takes size // 2 examples of each label, in pool order (the pool is
-    already shuffled, so this is a seeded draw). A pool short of one label shrinks every part in
-    proportion (noted); a pool without one of the labels is an error."""
-    by_label = [[e for e in pool if e.label == lab] for lab in (0, 1)]
+          notes: list[str], num_classes: int = 2) -> dict[str, list[Example]]:
+    """Balanced parts: each takes size // K examples of each of the K labels, in pool order (the
+    pool is already shuffled, so this is a seeded draw). A pool short of one label shrinks every
+    part in proportion (noted); a pool without one of the labels is an error."""
+    by_label = [[e for e in pool if e.label == lab] for lab in range(num_classes)]
     have = min(len(v) for v in by_label)
     if have == 0:
-        only = 1 if by_label[1] else 0
-        raise DataError(f"data.balance: the {where} has only label-{only} examples, nothing to "
-                        f"balance against; set data.balance: false or use data with both labels")
-    per = {name: size // 2 for name, size in sizes.items()}
+        if num_classes == 2:
+            only = 1 if by_label[1] else 0
+            raise DataError(f"data.balance: the {where} has only label-{only} examples, nothing to "
+                            f"balance against; set data.balance: false or use data with both labels")
+        missing = [lab for lab in range(num_classes) if not by_label[lab]]
+        raise DataError(f"data.balance: the {where} has no examples of label(s) {missing}; set "
+                        f"data.balance: false or use data with every one of the "
+                        f"{num_classes} labels")
+    per = {name: size // num_classes for name, size in sizes.items()}
     if sum(per.values()) > have:
         scale = have / sum(per.values())
         per = {name: int(p * scale) for name, p in per.items()}
         notes.append(f"data.balance: the {where} has only {have} usable documents of its rarer "
                      f"label; balanced splits shrunk to "
-                     f"{', '.join(f'{k} {2 * v}' for k, v in per.items())}")
+                     f"{', '.join(f'{k} {num_classes * v}' for k, v in per.items())}")
     position = {e.id: i for i, e in enumerate(pool)}
     parts, start = {}, 0
     for name, p in per.items():
-        chosen = by_label[0][start: start + p] + by_label[1][start: start + p]
+        chosen = [e for lab in by_label for e in lab[start: start + p]]
         parts[name] = sorted(chosen, key=lambda e: position[e.id])
         start += p
     return parts
@@ -108,22 +113,25 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     """
     if seed < 0:
         raise DataError(f"seeds: seed {seed} is negative; use seeds >= 0")
+    from w2s_scale.data.registry import num_classes
+
     requested = {"a": cfg.n_train // 2, "b": cfg.n_train - cfg.n_train // 2, "test": cfg.n_test}
     notes: list[str] = []
+    k = num_classes(cfg)
     train_rows = open_split(cfg, "train")
     test_rows = open_split(cfg, "test")
     assert train_rows is not None
     train_order = _rng(seed, _TRAIN_ORDER).permutation(len(train_rows))
 
     def per_label(*names: str) -> Optional[int]:
-        return sum(requested[n] // 2 for n in names) if cfg.balance else None
+        return sum(requested[n] // k for n in names) if cfg.balance else None
 
     if test_rows is None:
         need = cfg.n_test + cfg.n_train
-        pool = _first_usable(train_rows, train_order, need, seed, per_label("test", "a", "b"))
+        pool = _first_usable(train_rows, train_order, need, seed, per_label("test", "a", "b"), k)
         if cfg.balance:  # test first, so it does not move when n_train changes
             parts = _deal(pool, {"test": cfg.n_test, "a": requested["a"], "b": requested["b"]},
-                          "train split", notes)
+                          "train split", notes, k)
         else:
             if len(pool) >= need:
                 n_test = cfg.n_test
@@ -136,13 +144,13 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
             half = len(train) // 2
             parts = {"test": test, "a": train[:half], "b": train[half:]}
     else:
-        train = _first_usable(train_rows, train_order, cfg.n_train, seed, per_label("a", "b"))
+        train = _first_usable(train_rows, train_order, cfg.n_train, seed, per_label("a", "b"), k)
         test_order = _rng(seed, _TEST_ORDER).permutation(len(test_rows))
-        test = _first_usable(test_rows, test_order, cfg.n_test, seed, per_label("test"))
+        test = _first_usable(test_rows, test_order, cfg.n_test, seed, per_label("test"), k)
         if cfg.balance:
             parts = {**_deal(train, {"a": requested["a"], "b": requested["b"]}, "train split",
-                             notes),
-                     **_deal(test, {"test": cfg.n_test}, "test split", notes)}
+                             notes, k),
+                     **_deal(test, {"test": cfg.n_test}, "test split", notes, k)}
         else:
             if len(train) < cfg.n_train:
                 notes.append(f"{cfg.dataset}: only {len(train)} usable training documents for "

@@ -32,8 +32,14 @@ def one_line(text: Any, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def as_label(value: Any, where: str, column: str, fix: str = "fix that row") -> int:
-    """0/1 from ints, bools, 0.0/1.0 and the strings "0", "1", "true", "false"; else a DataError."""
+def as_label(value: Any, where: str, column: str, fix: str = "fix that row",
+             num_classes: int = 2) -> int:
+    """0/1 from ints, bools, 0.0/1.0 and the strings "0", "1", "true", "false"; else a DataError.
+    With ``num_classes`` K > 2: an integer class 0..K-1 (int, integral float, or numeric string)."""
+    if num_classes > 2:
+        return as_index(value, num_classes, where, column,
+                        f"labels must be integers 0..{num_classes - 1} (this task has "
+                        f"{num_classes} classes): {fix}")
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (int, np.integer)) and value in (0, 1):

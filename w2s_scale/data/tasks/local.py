@@ -30,10 +30,11 @@ def _generic_open(fmt: str) -> Callable[[DataConfig, Split], Optional[RawRows]]:
         # rename to the fixed keys `_generic_format` reads; keep the original names for messages
         take = raw.take
         text_col, label_col = cfg.text_column, cfg.label_column
+        k = cfg.num_classes or 2
 
         def take_renamed(idx: Sequence[int]) -> list[dict]:
             return [{"text": r.get(text_col), "label": r.get(label_col), "_cols": (text_col, label_col),
-                     "_missing": [c for c in (text_col, label_col) if c not in r]}
+                     "_missing": [c for c in (text_col, label_col) if c not in r], "_k": k}
                     for r in take(idx)]
 
         raw.take = take_renamed
@@ -50,7 +51,8 @@ def _generic_format(row: dict, rng: Optional[np.random.Generator], where: str) -
     return (as_text(row["text"], where, text_col,
                     "remove that row or point data.text_column at the right column"),
             as_label(row["label"], where, label_col,
-                     "fix that row or point data.label_column at the right column"))
+                     "fix that row, point data.label_column at the right column, or set "
+                     "data.num_classes: K for labels 0..K-1", row["_k"]))
 
 
 def _read_hutto(path: Path, fld: str) -> RawRows:
@@ -106,7 +108,8 @@ def _format_hutto(row: dict, rng, where: str) -> Formatted:
 for _fmt in ("jsonl", "csv", "parquet"):
     register(DatasetSource(
         name=_fmt, family="local", formulation="data.text_column as the text, data.label_column "
-        "(0/1) as the label; test from data.test_path or cut from data.path",
+        "(0/1, or 0..K-1 with data.num_classes: K) as the label; test from data.test_path or cut "
+        "from data.path",
         source_text=f"local .{_fmt} file(s) in data.path", open=_generic_open(_fmt),
         format=_generic_format, eager=True))
 
