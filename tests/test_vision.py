@@ -235,3 +235,46 @@ def test_classifier_used_as_is_supervises_a_probe(tmp_path, vision_models, digit
     # the reference's CosineAnnealingLR(T_max=epochs) stepped per batch: back up after 2 x epochs
     # (the log shows the lr after each step, i.e. the next step's)
     assert lrs[:5] == pytest.approx([1e-3 * 0.5 * (1 + np.cos(np.pi * s / 2)) for s in range(1, 6)])
+
+
+# --- the reference's ImageNet setting -------------------------------------------------------------
+
+@pytest.mark.parametrize("strong, epochs", [("resnet50", 20), ("vitb8", 5)])
+def test_reference_vision_configs_field_by_field(strong, epochs):
+    """configs/reference/vision_*.yaml resolve to openai/weak-to-strong's vision/run_weak_strong.py:
+    AlexNet's own head as the weak labels, a linear probe on frozen DINO features, 40,000 / 10,000
+    of the ImageNet validation set, Adam lr 1e-3, batch 100, its per-batch cosine, no clipping."""
+    from conftest import REPO
+    from w2s_scale import ds_config
+    from w2s_scale.config import load_config, train_for
+
+    cfg = load_config(REPO / "configs" / "reference" / f"vision_alexnet_{strong}.yaml")
+    assert (cfg.data.dataset, cfg.data.n_train, cfg.data.n_test) == ("imagenet_val", 40000, 10000)
+    assert (cfg.weak.name, cfg.weak.head, cfg.weak.image_processor) == (
+        "torchvision:alexnet", "pretrained", "reference")
+    assert cfg.strong.linear_probe and cfg.strong.image_processor == "reference"
+    assert cfg.strong.name == {"resnet50": "Ramos-Ramos/dino-resnet-50",
+                               "vitb8": "facebook/dino-vitb8"}[strong]
+    train = train_for(cfg, cfg.strong)
+    assert (train.epochs, train.lr, train.batch_size, train.schedule) == (
+        epochs, 1e-3, 100, "reference_vision")
+    assert train.weight_decay == 0 and train.warmup_frac == 0 and train.max_grad_norm == 0
+    assert [loss.name for loss in cfg.losses] == ["xent"] and cfg.seeds == [0]
+    for world in (1, 2, 4):
+        assert ds_config.build(train, "fp32", world)["train_batch_size"] == 100
+
+
+def test_reference_transform_resizes_then_crops():
+    """Shorter side 256, centre crop 224, ImageNet mean/std: a picture's centre survives."""
+    from PIL import Image
+
+    from w2s_scale.vision import IMAGENET_MEAN, IMAGENET_STD, ReferenceTransform
+
+    picture = np.zeros((300, 600, 3), dtype=np.uint8)
+    picture[:, 250:350] = 255  # a white band in the middle
+    out = ReferenceTransform()([Image.fromarray(picture)])
+    assert out.shape == (1, 3, 224, 224)
+    white = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    assert out[0, :, 112, 112].numpy() == pytest.approx(white, abs=1e-5)
+    black = -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)
+    assert out[0, :, 112, 0].numpy() == pytest.approx(black, abs=1e-5)
