@@ -163,15 +163,16 @@ def test_each_architecture_gives_features_and_trains(kind, vision_models, digit_
     assert (hf_config.model_type in CLS_TYPES) == (kind in ("vit", "dinov2"))
     from PIL import Image
 
-    pictures = [Image.open(p) for p in sorted(digit_folder.glob("digit*/*.png"))[::20]]
+    files = sorted(digit_folder.glob("digit*/*.png"))[::15]
+    pictures = [Image.open(p) for p in files]
+    labels = torch.tensor([CLASSES.index(int(p.parent.name[len("digit"):])) for p in files])
     pixels = load_processor(cfg)(pictures)
     assert pixels.shape == (len(pictures), 3, 16, 16)
     feats = build_extractor(cfg, None, trainable=False)(pixels)
     assert feats.shape == (len(pictures), feature_dim(hf_config))
     torch.manual_seed(0)
     model = build_fine_tuned(cfg, None, n_classes=3)
-    labels = torch.arange(len(pictures)) % 3
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     losses = []
     for _ in range(20):
         loss = torch.nn.functional.cross_entropy(model(pixels), labels)
@@ -180,7 +181,7 @@ def test_each_architecture_gives_features_and_trains(kind, vision_models, digit_
         opt.step()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(np.log(3), abs=1e-4)  # zero head: uniform at the start
-    assert losses[-1] < losses[0] - 0.05  # it learns: gradients reach the backbone and head
+    assert losses[-1] < losses[0] - 0.1  # it learns: gradients reach the backbone and head
 
 
 # --- the experiment, end to end -------------------------------------------------------------------
@@ -278,3 +279,61 @@ def test_reference_transform_resizes_then_crops():
     assert out[0, :, 112, 112].numpy() == pytest.approx(white, abs=1e-5)
     black = -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)
     assert out[0, :, 112, 0].numpy() == pytest.approx(black, abs=1e-5)
+
+
+# --- bad input: one line, before any rank starts ----------------------------------------------------
+
+def _preflight_message(tmp_path, vision_models, digit_folder, **changes) -> str:
+    from w2s_scale.config import load_config
+    from w2s_scale.errors import UserError
+    from w2s_scale.preflight import preflight
+
+    cfg = vision_config(tmp_path / "results", digit_folder,
+                        weak={"name": str(vision_models["vit-classifier"]), "head": "pretrained"},
+                        strong={"name": str(vision_models["resnet"]), "linear_probe": True})
+    for key, value in changes.items():
+        section, field = key.split("__")
+        cfg[section] = {**cfg[section], field: value}
+    with pytest.raises(UserError) as err:
+        preflight(load_config(raw=cfg), 2)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"data__path": "/no/such/folder"}, "data.path /no/such/folder: no such folder"),
+    ({"data__image_column": "img"}, "data.image_column: data.path"),
+    ({"data__label_column": "image"}, "data.label_column"),
+    ({"data__num_classes": 2}, "data.num_classes: images has label 2"),
+    ({"strong__head": "pretrained"}, "strong.head: pretrained trains nothing"),
+    ({"weak__image_processor": "/no/such/processor"}, "weak.image_processor: cannot load"),
+    ({"strong__save": "model16"}, "strong.save: image runs keep"),
+])
+def test_bad_image_inputs_are_one_line(changes, expected, tmp_path, vision_models, digit_folder):
+    assert expected in _preflight_message(tmp_path, vision_models, digit_folder, **changes)
+
+
+def test_own_head_of_other_classes_is_refused(tmp_path, vision_models, digit_folder):
+    """The weak classifier's own head must score the data's classes (2-class head, 3 digits)."""
+    from w2s_scale.config import load_config
+    from w2s_scale.errors import UserError
+    from w2s_scale.preflight import preflight
+
+    two_class = make_tiny_vision_model("vit", tmp_path / "two-class", head_classes=2)
+    cfg = vision_config(tmp_path / "results", digit_folder,
+                        weak={"name": str(two_class), "head": "pretrained"},
+                        strong={"name": str(vision_models["resnet"]), "linear_probe": True})
+    with pytest.raises(UserError, match="own head has 2 classes but images has 3"):
+        preflight(load_config(raw=cfg), 1)
+
+
+def test_bad_folder_exits_2_with_one_line(tmp_path, vision_models):
+    cfg = vision_config(tmp_path / "results", tmp_path / "missing",
+                        weak={"name": str(vision_models["vit-classifier"]), "head": "pretrained"},
+                        strong={"name": str(vision_models["resnet"]), "linear_probe": True})
+    proc = run_w2s(["experiment", "-c", str(write_config(tmp_path / "c.yaml", cfg))], timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("w2s: error:")]
+    assert len(errors) == 1 and "no such folder" in errors[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()

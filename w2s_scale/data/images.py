@@ -99,6 +99,9 @@ def _load_hf(path: str, split: str, where: str):
     import datasets
 
     local = Path(path).expanduser()
+    if not local.exists() and (local.is_absolute() or path.startswith((".", "~"))):
+        raise DataError(f"{where}: no such folder {local}; give the folder of the images "
+                        f"(imagefolder layout: <folder>/<class>/<image>)")
     try:
         if local.exists():
             if not local.is_dir():
@@ -135,11 +138,16 @@ def _from_hf(ds, cfg: DataConfig, split: str, where: str) -> ImageRows:
                         f"{type(features[cfg.image_column]).__name__} values, not images; name the "
                         f"column of pictures")
     label_feature = features[cfg.label_column]
+    integers = isinstance(label_feature, datasets.Value) and label_feature.dtype.startswith(
+        ("int", "uint"))
+    if not (isinstance(label_feature, datasets.ClassLabel) or integers):
+        raise DataError(f"data.label_column: column {cfg.label_column!r} of {where} holds "
+                        f"{getattr(label_feature, 'dtype', type(label_feature).__name__)} values; "
+                        f"name the column of class indices 0, 1, ... (a ClassLabel)")
     labels = np.asarray(ds.with_format("numpy")[cfg.label_column])
-    if labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
-        raise DataError(f"data.label_column: column {cfg.label_column!r} of {where} must hold class "
-                        f"indices 0, 1, ... (a ClassLabel); it holds {labels.dtype} values"
-                        f"{' below 0' if labels.dtype.kind in 'iu' else ''}")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"data.label_column: column {cfg.label_column!r} of {where} has label "
+                        f"{int(labels.min())}; class indices start at 0")
     if isinstance(label_feature, datasets.ClassLabel):
         n_classes = label_feature.num_classes
     else:
