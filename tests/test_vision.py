@@ -302,7 +302,7 @@ def _preflight_message(tmp_path, vision_models, digit_folder, **changes) -> str:
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"data__path": "/no/such/folder"}, "data.path /no/such/folder: no such folder"),
+    ({"data__path": "/no/such/folder"}, "no such folder /no/such/folder; give the folder"),
     ({"data__image_column": "img"}, "data.image_column: data.path"),
     ({"data__label_column": "image"}, "data.label_column"),
     ({"data__num_classes": 2}, "data.num_classes: images has label 2"),

@@ -31,8 +31,8 @@ from w2s_scale import distributed as dist
 from w2s_scale.config import ExperimentConfig, ModelConfig, stable_hash
 from w2s_scale.data.images import ImageSet
 from w2s_scale.errors import ModelError, shorten
-from w2s_scale.models import (DTYPES, _zero_init_context, load_hf_config, resolve_name,
-                              zero_init_head)
+from w2s_scale.models import (DTYPES, _zero_init_context, load_hf_config, load_weights,
+                              resolve_name, zero_init_head)
 
 # model types whose features are the CLS token (else: the pooled output)
 CLS_TYPES = {"vit", "deit", "dinov2", "dinov2_with_registers", "beit", "data2vec-vision",
@@ -215,21 +215,11 @@ def _load(cfg: ModelConfig, hf_config, ds_config: Optional[dict], with_head: boo
     if ds_config and ds_config.get("zero_optimization", {}).get("stage") == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
-        keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 - alive while the weights load
+        # transformers partitions weights at load time while this object is alive
+        keep_alive = HfDeepSpeedConfig(ds_config)
     auto = AutoModelForImageClassification if with_head else AutoModel
-    dtype = DTYPES[cfg.dtype]
-    try:
-        if cfg.init == "random":
-            model = auto.from_config(hf_config, dtype=dtype)
-        else:
-            model = auto.from_pretrained(resolve_name(cfg.name), config=hf_config, dtype=dtype)
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(f"model.name: cannot load weights of {shorten(cfg.name)} "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
-    if not cfg.dropout:
-        for module in model.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
+    model = load_weights(auto, cfg, hf_config)
+    del keep_alive
     return model
 
 
