@@ -24,24 +24,28 @@ def _config(results, tiny_models, tiny_data) -> dict:
     return config
 
 
+def two_ranks_stopped_and_resumed(cfg, run_dir) -> None:
+    """The experiment on 2 ranks, stopped by a signal once `run_dir` has a checkpoint, then rerun
+    to the end (which resumes that run from its checkpoint)."""
+    proc = _start(cfg)
+    _wait_for_checkpoint(run_dir, None, proc)
+    os.kill(proc.pid, signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out[-2000:]
+    proc = _start(cfg)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [e for e in events if e["event"] == "resumed"][0]["step"] > 0
+
+
 def test_eleuther_losses_one_rank_equals_two_ranks_stopped_and_resumed(tiny_models, tiny_data, tmp_path):
     one = _config(tmp_path / "one", tiny_models, tiny_data)
     proc = w2s(["experiment", "-c", str(write_config(tmp_path / "one.yaml", one))])
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     two_cfg = write_config(tmp_path / "two.yaml", _config(tmp_path / "two", tiny_models, tiny_data))
-    run_dir = tmp_path / "two/tiny/jsonl/seed0" / ELEUTHER
-    proc = _start(two_cfg)
-    _wait_for_checkpoint(run_dir, None, proc)
-    os.kill(proc.pid, signal.SIGUSR1)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 75, out[-2000:]
-    proc = _start(two_cfg)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out[-3000:]
-
-    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert [e for e in events if e["event"] == "resumed"][0]["step"] > 0
+    two_ranks_stopped_and_resumed(two_cfg, tmp_path / "two/tiny/jsonl/seed0" / ELEUTHER)
     for run in (ELEUTHER, WINDOW):
         np.testing.assert_allclose(predictions(tmp_path / "two", run),
                                    predictions(tmp_path / "one", run), atol=1e-5, err_msg=run)

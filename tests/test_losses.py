@@ -340,24 +340,7 @@ def _worker(r, port, out_path):
         stats = gather_global_stats(p0, [yb for _, yb in micro])
         stats = GlobalBatchStats(stats.probs0, stats.target_mean1, stats.target_logodds_mean1,
                                  history0=HISTORY)
-        results = {}
-        for i, (name, step_frac, params) in enumerate(CASES):
-            for variant, st in (("global", stats), ("naive", None)):
-                model.zero_grad()
-                total = 0.0
-                for k, (xb, yb) in enumerate(micro):
-                    # this micro-batch's place in the global batch (ranks' shares in rank order)
-                    first = r * per_rank + k * MICRO
-                    part = st.for_positions(range(first, first + MICRO)) if st else None
-                    loss = compute_loss(name, model(xb), yb, step_frac, part, params, step=STEP)
-                    (loss / ACCUM).backward()
-                    total += loss.item()
-                for p in model.parameters():  # what DeepSpeed does: average over ranks
-                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                    p.grad /= WORLD
-                tot = torch.tensor([total])
-                dist.all_reduce(tot, op=dist.ReduceOp.SUM)
-                results[(i, variant)] = (tot.item() / (WORLD * ACCUM), _grads(model))
+        results = micro_batch_results(model, micro, stats, CASES, r, STEP)
         # the helpers with unequal lengths and objects
         gathered = distributed.all_gather_tensor(torch.full((2 * r + 1, 2), float(r)))
         objs = distributed.all_gather_objects({"rank": distributed.rank()})
@@ -368,6 +351,52 @@ def _worker(r, port, out_path):
         distributed.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def micro_batch_results(model, micro, stats, cases, r, step) -> dict:
+    """On rank r of a gloo group: each case's mean loss and rank-averaged gradients over this
+    rank's micro-batches, with the global stats (each call told its positions in the global batch,
+    ranks' shares in rank order) and without ("naive": local stats per micro-batch)."""
+    import torch.distributed as dist
+
+    world, accum, size = dist.get_world_size(), len(micro), len(micro[0][0])
+    results = {}
+    for i, (name, step_frac, params) in enumerate(cases):
+        for variant, st in (("global", stats), ("naive", None)):
+            model.zero_grad()
+            total = 0.0
+            for k, (xb, yb) in enumerate(micro):
+                first = (r * accum + k) * size
+                part = st.for_positions(range(first, first + size)) if st else None
+                loss = compute_loss(name, model(xb), yb, step_frac, part, params, step=step)
+                (loss / accum).backward()
+                total += loss.item()
+            for p in model.parameters():  # what DeepSpeed does: average over ranks
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad /= world
+            tot = torch.tensor([total])
+            dist.all_reduce(tot, op=dist.ReduceOp.SUM)
+            results[(i, variant)] = (tot.item() / (world * accum), _grads(model))
+    return results
+
+
+def assert_equals_one_device(results, model, x, y, cases, history, step) -> list[bool]:
+    """Each case's 2-rank result (`micro_batch_results`, "global") equals one device on the
+    whole batch; returns, per case, whether the "naive" result (no global stats) differs from it."""
+    naive_differs = []
+    for i, (name, step_frac, params) in enumerate(cases):
+        model.zero_grad()
+        whole = GlobalBatchStats.from_batch(model(x), y, history0=history)  # one device
+        ref = compute_loss(name, model(x), y, step_frac, whole, params, step=step)
+        ref.backward()
+        ref_grads = _grads(model)
+        loss, grads = results[(i, "global")]
+        assert loss == pytest.approx(ref.item(), rel=1e-5, abs=1e-7), (name, step_frac, params)
+        for g, gr in zip(grads, ref_grads):
+            torch.testing.assert_close(g, gr, rtol=1e-5, atol=1e-6, msg=f"{name} {step_frac} {params}")
+        _, n_grads = results[(i, "naive")]
+        naive_differs.append(not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(n_grads, ref_grads)))
+    return naive_differs
 
 
 def _free_port():
@@ -398,21 +427,8 @@ def test_two_ranks_two_micro_batches_equal_one_device():
     inside = (p_all.max(-1).values < 0.65)
     assert 0 < int(inside.sum()) < len(inside)
 
-    naive_differs = []
-    for i, (name, step_frac, params) in enumerate(CASES):
-        model.zero_grad()
-        whole = GlobalBatchStats.from_batch(model(x), y, history0=HISTORY)  # one device
-        ref = compute_loss(name, model(x), y, step_frac, whole, params, step=STEP)
-        ref.backward()
-        ref_grads = _grads(model)
-        loss, grads = got["results"][(i, "global")]
-        assert loss == pytest.approx(ref.item(), rel=1e-5, abs=1e-7), (name, step_frac)
-        for g, gr in zip(grads, ref_grads):
-            torch.testing.assert_close(g, gr, rtol=1e-5, atol=1e-6, msg=f"{name} {step_frac}")
-        if name in ("logconf", "logconf_eleuther"):
-            n_loss, n_grads = got["results"][(i, "naive")]
-            naive_differs.append(not all(torch.allclose(a, b, atol=1e-6)
-                                         for a, b in zip(n_grads, ref_grads)))
+    naive_differs = [differs for (name, _, _), differs in zip(CASES, assert_equals_one_device(
+        got["results"], model, x, y, CASES, HISTORY, STEP)) if name in ("logconf", "logconf_eleuther")]
     # sanity: per-micro-batch thresholds (no global stats) would NOT match the one-device result
     assert all(naive_differs)
 

@@ -9,7 +9,6 @@ import dataclasses
 import itertools
 import json
 import os
-import socket
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test_losses import _free_port, _grads, assert_equals_one_device, micro_batch_results
 from w2s_scale.losses import (LOSSES, GlobalBatchStats, PredictionHistory, balanced_hardening,
                               class_quotas, compute_loss, gather_global_stats, logconf_coef,
                               logconf_threshold, resolve_params)
@@ -263,10 +263,6 @@ def _k_problem():
     return x, y, model
 
 
-def _grads(model):
-    return [p.grad.detach().clone() for p in model.parameters()]
-
-
 def _worker(r, port, out_path):
     import torch.distributed as dist
 
@@ -282,35 +278,13 @@ def _worker(r, port, out_path):
             probs = [torch.softmax(model(xb), -1) for xb, _ in micro]
         stats = dataclasses.replace(gather_global_stats(probs, [yb for _, yb in micro]),
                                     history0=HISTORY)
-        results = {}
-        for i, (name, step_frac, params) in enumerate(CASES):
-            for variant, st in (("global", stats), ("naive", None)):
-                model.zero_grad()
-                total = 0.0
-                for k, (xb, yb) in enumerate(micro):
-                    first = r * per_rank + k * MICRO
-                    part = st.for_positions(range(first, first + MICRO)) if st else None
-                    loss = compute_loss(name, model(xb), yb, step_frac, part, params, step=STEP)
-                    (loss / ACCUM).backward()
-                    total += loss.item()
-                for p in model.parameters():  # what DeepSpeed does: average over ranks
-                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                    p.grad /= WORLD
-                tot = torch.tensor([total])
-                dist.all_reduce(tot, op=dist.ReduceOp.SUM)
-                results[(i, variant)] = (tot.item() / (WORLD * ACCUM), _grads(model))
+        results = micro_batch_results(model, micro, stats, CASES, r, STEP)
         if r == 0:
             torch.save({"results": results, "probs": stats.probs,
                         "target_mean": stats.target_mean}, out_path)
         dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_k3_two_ranks_two_micro_batches_equal_one_device():
@@ -329,20 +303,8 @@ def test_k3_two_ranks_two_micro_batches_equal_one_device():
     inside = p_all.max(-1).values < 1 / K + 0.25  # the window case is non-trivial
     assert 0 < int(inside.sum()) < len(inside)
 
-    naive_differs = []
-    for i, (name, step_frac, params) in enumerate(CASES):
-        model.zero_grad()
-        whole = GlobalBatchStats.from_batch(model(x), y, history0=HISTORY)  # one device
-        ref = compute_loss(name, model(x), y, step_frac, whole, params, step=STEP)
-        ref.backward()
-        ref_grads = _grads(model)
-        loss, grads = got["results"][(i, "global")]
-        assert loss == pytest.approx(ref.item(), rel=1e-5, abs=1e-7), (name, params)
-        for g, gr in zip(grads, ref_grads):
-            torch.testing.assert_close(g, gr, rtol=1e-5, atol=1e-6, msg=f"{name} {params}")
-        if name in ("logconf", "logconf_eleuther") and step_frac == 1.0:
-            _, n_grads = got["results"][(i, "naive")]
-            naive_differs.append(not all(torch.allclose(a, b, atol=1e-6)
-                                         for a, b in zip(n_grads, ref_grads)))
+    differs = assert_equals_one_device(got["results"], model, x, y, CASES, HISTORY, STEP)
+    naive_differs = [d for (name, frac, _), d in zip(CASES, differs)
+                     if name in ("logconf", "logconf_eleuther") and frac == 1.0]
     # per-micro-batch hardening (no global stats) would NOT match the one-device result
     assert all(naive_differs)

@@ -63,6 +63,7 @@ class Engine:
     ds_config: dict
     train_cfg: TrainConfig
     total_steps: int
+    num_classes: int = 2   # the head's outputs: the task's K
 
     @property
     def pad_id(self) -> int:
@@ -111,7 +112,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         engine, *_ = deepspeed.initialize(model=model, config=ds, dist_init_required=False)
-        return Engine(engine, tokenizer, ds, train, total_steps)
+        return Engine(engine, tokenizer, ds, train, total_steps, num_classes)
     if dsc.offloads_optimizer(ds):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -124,7 +125,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
         opt, lr_lambda(train.schedule, warmup, total_steps, train.epochs))
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                       config=ds, dist_init_required=False)
-    return Engine(engine, tokenizer, ds, train, total_steps)
+    return Engine(engine, tokenizer, ds, train, total_steps, num_classes)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
