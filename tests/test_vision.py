@@ -184,22 +184,46 @@ def test_each_architecture_gives_features_and_trains(kind, vision_models, digit_
     assert losses[-1] < losses[0] - 0.1  # it learns: gradients reach the backbone and head
 
 
+def test_lora_adapts_the_attention_of_a_vit(vision_models):
+    """LoRA on a ViT: only the adapters and the new head train; the backbone's weights stay put."""
+    import torch
+
+    from w2s_scale.config import ModelConfig
+    from w2s_scale.vision import build_fine_tuned
+
+    cfg = ModelConfig(name=str(vision_models["vit"]), lora={"enabled": True, "r": 4})
+    model = build_fine_tuned(cfg, None, n_classes=3)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n == "head.weight" for n in trainable)
+    assert any("query" in n for n in trainable) and any("value" in n for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    pixels = torch.randn(4, 3, 16, 16)
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(pixels), torch.tensor([0, 1, 2, 0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+
 # --- the experiment, end to end -------------------------------------------------------------------
 
 def test_two_ranks_zero3_probe_and_fine_tuning(tmp_path, vision_models, digit_folder):
     """2 ranks under ZeRO-3: the weak model a linear probe on frozen ResNet features (extracted
-    once by both ranks, cached by rank 0), the strong one a fine-tuned ViT; the transfer run reads
-    the probe's soft labels on B."""
+    once by both ranks, cached by rank 0), the strong one a fine-tuned ViT; the transfer runs (xent,
+    and logconf with its global-batch statistics over pictures) read the probe's soft labels on B."""
     results = tmp_path / "results"
     cfg = vision_config(results, digit_folder,
                         weak={"name": str(vision_models["resnet"]), "linear_probe": True,
                               "label": "resnet-probe"},
                         strong={"name": str(vision_models["vit"]), "label": "vit-ft"},
-                        launch={"launcher": "torchrun", "nproc": 2})
+                        launch={"launcher": "torchrun", "nproc": 2}, losses=["xent", "logconf"])
     proc = run_w2s(["experiment", "-c", str(write_config(tmp_path / "c.yaml", cfg))], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = _metrics(results)
-    assert set(metrics) == {"gt-resnet-probe", "gt-vit-ft", "w2s-resnet-probe-to-vit-ft-xent"}
+    assert set(metrics) == {"gt-resnet-probe", "gt-vit-ft", "w2s-resnet-probe-to-vit-ft-xent",
+                            "w2s-resnet-probe-to-vit-ft-logconf"}
     assert all(m["world_size"] == 2 for m in metrics.values())
     assert metrics["gt-vit-ft"]["n_train"] == 60 and metrics["gt-vit-ft"]["n_test"] == 48
     caches = list((results / "vision" / "features").glob("resnet-probe-*.npz"))
@@ -209,7 +233,8 @@ def test_two_ranks_zero3_probe_and_fine_tuning(tmp_path, vision_models, digit_fo
     assert cached["features"].shape == (168, 16)
     weak = [json.loads(line) for line in (results / "vision" / "images" / "seed0" / "gt-resnet-probe"
                                           / "weak_labels.jsonl").read_text().splitlines()]
-    assert len(weak) == 60
+    assert len(weak) == 60  # B, labelled with K = 3 class probabilities
+    assert all(len(r["probs"]) == 3 and abs(sum(r["probs"]) - 1) < 1e-4 for r in weak)
 
 
 def test_classifier_used_as_is_supervises_a_probe(tmp_path, vision_models, digit_folder):
