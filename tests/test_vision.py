@@ -362,3 +362,13 @@ def test_bad_folder_exits_2_with_one_line(tmp_path, vision_models):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("w2s: error:")]
     assert len(errors) == 1 and "no such folder" in errors[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_sweeps_of_images_are_refused_before_anything_runs(tmp_path, vision_models, digit_folder):
+    cfg = vision_config(tmp_path / "results", digit_folder,
+                        weak={"name": str(vision_models["vit-classifier"]), "head": "pretrained"},
+                        strong={"name": str(vision_models["resnet"]), "linear_probe": True})
+    proc = run_w2s(["run", "-c", str(write_config(tmp_path / "c.yaml", cfg)), "--run",
+                    "gt-vit-classifier"], timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "w2s: error: datasets: images is an image dataset" in proc.stderr

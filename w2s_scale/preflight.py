@@ -26,6 +26,7 @@ from w2s_scale.errors import (ExperimentNameError, LoraTargetError, ModelBuildEr
                               MaxLengthError, ModelSettingsError, OneClassError, PrecisionError,
                               ResultsDirError, SameTestFileError, SeedsError, ShortTestSetError,
                               TokenizerError, TooFewExamplesError, shorten)
+from w2s_scale.errors import ConfigError
 
 NAME_PART_LIMIT = 100   # characters per component of `name` and per model label: run folders
 #                         (w2s-<weak>-to-<strong>-<loss>) must stay under the 255 bytes of a file name
@@ -217,6 +218,12 @@ def preflight(cfg, world_size: int) -> None:
 def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: bool = True) -> None:
     """The same for the runs of a sweep about to start (`local`: on this machine, whose device
     then must train each model's dtype; Slurm jobs run elsewhere)."""
+    from w2s_scale.data.images import is_image_data
+
+    images = sorted({r.dataset for r in runs if is_image_data(r.experiment.data)})
+    if images:  # a sweep shares A between models; an image experiment may share A with B
+        raise ConfigError(f"datasets: {images[0]} is an image dataset; image experiments run with "
+                          f"`w2s experiment -c CONFIG` (sweeps and `w2s run` take text datasets)")
     trainees: dict[str, Trainee] = {}
     for run in runs:
         model = run.plan.model
