@@ -195,7 +195,8 @@ def test_lora_adapts_the_attention_of_a_vit(vision_models):
     model = build_fine_tuned(cfg, None, n_classes=3)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n == "head.weight" for n in trainable)
-    assert any("query" in n for n in trainable) and any("value" in n for n in trainable)
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable if "lora_" in n}
+    assert adapted in ({"q_proj", "k_proj", "v_proj"}, {"query", "key", "value"})
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     pixels = torch.randn(4, 3, 16, 16)

@@ -37,9 +37,9 @@ from w2s_scale.models import (DTYPES, _zero_init_context, load_hf_config, load_w
 # model types whose features are the CLS token (else: the pooled output)
 CLS_TYPES = {"vit", "deit", "dinov2", "dinov2_with_registers", "beit", "data2vec-vision",
              "vit_msn", "vit_mae"}
-# LoRA targets of the attention projections, per model type
-VISION_LORA_TARGETS = {t: ["query", "key", "value"] for t in
-                       ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_msn")}
+# LoRA's default targets: the attention projections, as transformers 5 names them (q_proj...) or as
+# earlier releases did (query...)
+ATTENTION_PROJECTIONS = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
 TORCHVISION = "torchvision:"
 # the reference's ImageNet transform (torchvision Resize(256), CenterCrop(224), Normalize)
 REFERENCE_RESIZE, REFERENCE_CROP = 256, 224
@@ -262,10 +262,12 @@ def build_extractor(cfg: ModelConfig, ds_config: Optional[dict], trainable: bool
     elif cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
-        targets = cfg.lora.target_modules or VISION_LORA_TARGETS.get(hf_config.model_type)
+        leaves = {name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules()}
+        found = [names for names in ATTENTION_PROJECTIONS if set(names) <= leaves]
+        targets = cfg.lora.target_modules or (list(found[0]) if found else None)
         if not targets:
-            raise ModelError(f"model.lora.target_modules: no default for model type "
-                             f"{hf_config.model_type!r}; list the modules to adapt")
+            raise ModelError(f"model.lora.target_modules: {hf_config.model_type} has no attention "
+                             f"projections to adapt by default; list the modules to adapt")
         backbone = get_peft_model(backbone, LoraConfig(
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=list(targets), bias="none"))
