@@ -119,3 +119,18 @@ def test_bbc_news_offline_five_topics():
                                          r"not 3; remove data\.num_classes"):
         num_classes(DataConfig(dataset="bbc_news", num_classes=3))
     assert num_classes(DataConfig(dataset="movie_snippets")) == 2
+
+
+def test_cli_refuses_a_k_that_is_not_the_tasks(tmp_path, tiny_models):
+    """A user's mistake: exit 2, one `w2s: error:` line naming the field, nothing written."""
+    from conftest import run_w2s, tiny_config, write_config
+
+    config = tiny_config(tmp_path / "results", tiny_models, tmp_path / "unused.jsonl")
+    config["data"] = {"dataset": "bbc_news", "num_classes": 3, "n_train": 100, "n_test": 50,
+                      "max_length": 32}
+    proc = run_w2s(["experiment", "-c", str(write_config(tmp_path / "cfg.yaml", config))])
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("w2s: error:")]
+    assert lines == ["w2s: error: data.num_classes: dataset 'bbc_news' has 5 classes, not 3; remove "
+                     "data.num_classes (only local jsonl/csv/parquet files take it)"]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "results").exists()
