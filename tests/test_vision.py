@@ -335,6 +335,7 @@ def _preflight_message(tmp_path, vision_models, digit_folder, **changes) -> str:
     ({"strong__head": "pretrained"}, "strong.head: pretrained trains nothing"),
     ({"weak__image_processor": "/no/such/processor"}, "weak.image_processor: cannot load"),
     ({"strong__save": "model16"}, "strong.save: image runs keep"),
+    ({"weak__name": "torchvision:no_such_net"}, "weak.name: torchvision"),  # missing, or no such net
 ])
 def test_bad_image_inputs_are_one_line(changes, expected, tmp_path, vision_models, digit_folder):
     assert expected in _preflight_message(tmp_path, vision_models, digit_folder, **changes)
@@ -350,7 +351,7 @@ def test_own_head_of_other_classes_is_refused(tmp_path, vision_models, digit_fol
     cfg = vision_config(tmp_path / "results", digit_folder,
                         weak={"name": str(two_class), "head": "pretrained"},
                         strong={"name": str(vision_models["resnet"]), "linear_probe": True})
-    with pytest.raises(UserError, match="own head has 2 classes but images has 3"):
+    with pytest.raises(UserError, match="own head of .* has 2 classes but images has 3"):
         preflight(load_config(raw=cfg), 1)
 
 

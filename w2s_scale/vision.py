@@ -223,16 +223,22 @@ def _load(cfg: ModelConfig, hf_config, ds_config: Optional[dict], with_head: boo
     return model
 
 
-def _torchvision_model(cfg: ModelConfig, ds_config: Optional[dict]) -> nn.Module:
+def torchvision_builder(cfg: ModelConfig, where: str = "model"):
+    """torchvision's constructor of `torchvision:<arch>` (torchvision is an optional dependency)."""
     arch = cfg.name[len(TORCHVISION):]
     try:
         import torchvision
     except ImportError:
-        raise ModelError(f"model.name: {cfg.name} needs torchvision; pip install torchvision "
+        raise ModelError(f"{where}.name: {cfg.name} needs torchvision; pip install torchvision "
                          f"(the release made for the installed torch)") from None
     builder = getattr(torchvision.models, arch, None)
     if builder is None:
-        raise ModelError(f"model.name: torchvision has no model {arch!r}; e.g. torchvision:alexnet")
+        raise ModelError(f"{where}.name: torchvision has no model {arch!r}; e.g. torchvision:alexnet")
+    return builder
+
+
+def _torchvision_model(cfg: ModelConfig, ds_config: Optional[dict]) -> nn.Module:
+    builder = torchvision_builder(cfg)
     with _zero_init_context(ds_config):
         # pretrained: torchvision's ImageNet weights (downloaded once into the torch hub cache)
         return builder(weights="DEFAULT" if cfg.init == "pretrained" else None)
@@ -408,10 +414,11 @@ def preflight_images(cfg: ExperimentConfig, world_size: int) -> None:
                              f"own head; set head: pretrained")
         load_processor(model, where)
         if model.name.startswith(TORCHVISION):
+            torchvision_builder(model, where)
             continue
         hf_config = image_config(model)
         if model.head == "pretrained" and hf_config.num_labels != n_classes:
-            raise ModelError(f"{where}.head: {shorten(model.name)}'s own head has "
+            raise ModelError(f"{where}.head: the own head of {shorten(model.name)} has "
                              f"{hf_config.num_labels} classes but {cfg.data.dataset} has "
                              f"{n_classes}; use a classifier of the data's classes, or train a "
                              f"head (linear_probe: true)")
