@@ -324,17 +324,28 @@ def _grads(model):
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
-def _worker(r, port, out_path):
+def join_gloo(r: int, port: int, world: int) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r,
-                            world_size=WORLD, timeout=timedelta(seconds=60))
+                            world_size=world, timeout=timedelta(seconds=120))
+
+
+def rank_share(x, y, r: int, accum: int, size: int) -> list:
+    """Rank r's micro-batches (x, y) of the global batch: ranks' shares in rank order."""
+    first = r * accum * size
+    return [(x[first + k * size: first + (k + 1) * size], y[first + k * size: first + (k + 1) * size])
+            for k in range(accum)]
+
+
+def _worker(r, port, out_path):
+    import torch.distributed as dist
+
+    join_gloo(r, port, WORLD)
     try:
         x, y, model = _problem()
-        per_rank = ACCUM * MICRO
-        micro = [(x[r * per_rank + k * MICRO: r * per_rank + (k + 1) * MICRO],
-                  y[r * per_rank + k * MICRO: r * per_rank + (k + 1) * MICRO]) for k in range(ACCUM)]
+        micro = rank_share(x, y, r, ACCUM, MICRO)
         with torch.no_grad():  # pre-pass: the student's p0 for this rank's whole share of the batch
             p0 = [torch.softmax(model(xb), -1)[:, 0] for xb, _ in micro]
         stats = gather_global_stats(p0, [yb for _, yb in micro])

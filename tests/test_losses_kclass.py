@@ -10,14 +10,14 @@ import itertools
 import json
 import os
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from test_losses import _free_port, _grads, assert_equals_one_device, micro_batch_results
+from test_losses import (_free_port, assert_equals_one_device, join_gloo,
+                         micro_batch_results, rank_share)
 from w2s_scale.losses import (LOSSES, GlobalBatchStats, PredictionHistory, balanced_hardening,
                               class_quotas, compute_loss, gather_global_stats, logconf_coef,
                               logconf_threshold, resolve_params)
@@ -266,14 +266,10 @@ def _k_problem():
 def _worker(r, port, out_path):
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r,
-                            world_size=WORLD, timeout=timedelta(seconds=120))
+    join_gloo(r, port, WORLD)
     try:
         x, y, model = _k_problem()
-        per_rank = ACCUM * MICRO
-        micro = [(x[r * per_rank + k * MICRO: r * per_rank + (k + 1) * MICRO],
-                  y[r * per_rank + k * MICRO: r * per_rank + (k + 1) * MICRO]) for k in range(ACCUM)]
+        micro = rank_share(x, y, r, ACCUM, MICRO)
         with torch.no_grad():  # pre-pass: the student's p for this rank's share of the batch
             probs = [torch.softmax(model(xb), -1) for xb, _ in micro]
         stats = dataclasses.replace(gather_global_stats(probs, [yb for _, yb in micro]),
