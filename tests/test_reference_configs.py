@@ -12,7 +12,7 @@ from w2s_scale.config import train_for
 from w2s_scale.resolved import resolved_settings
 from w2s_scale.sweep import experiment_for, load_sweep, plan_sweep
 
-REFERENCE = sorted((REPO / "configs" / "reference").glob("*.yaml"))
+REFERENCE = sorted((REPO / "configs" / "reference").glob("*_gpt2.yaml"))  # text; vision_*: test_vision.py
 CLAIMING = REFERENCE + [REPO / "configs" / "sciq_gpt2.yaml", REPO / "configs" / "sweep_gpt2.yaml"]
 # the reference's MODELS_DICT learning rates (train_simple.py takes default_lr at batch 32)
 LR = {"gpt2": 5e-5, "gpt2-medium": 5e-5, "gpt2-large": 1e-5, "gpt2-xl": 1e-5}

@@ -30,7 +30,7 @@ def extract(model: ModelConfig, train: TrainConfig, data: TokenizedSet, tokenize
     real token (causal LMs) or the first token (encoders), and the layer used."""
     import deepspeed
 
-    from w2s_scale.engine import Engine, map_examples
+    from w2s_scale.engine import Engine, map_examples, on_tokens
     from w2s_scale.models import build_classifier
 
     ds = dsc.build(train, model.dtype, dist.world_size())
@@ -47,8 +47,8 @@ def extract(model: ModelConfig, train: TrainConfig, data: TokenizedSet, tokenize
     engine, *_ = deepspeed.initialize(model=classifier, config=ds, dist_init_required=False)
     eng = Engine(engine, tokenizer, ds, train, total_steps=1)
     try:
-        acts = map_examples(eng, data, lambda ids, mask: engine.module.features(ids, mask, layer=used),
-                            hf_config.hidden_size, tracker, desc="activations")
+        features = on_tokens(eng, data, lambda ids, mask: engine.module.features(ids, mask, layer=used))
+        acts = map_examples(eng, data, features, tracker, desc="activations", width=hf_config.hidden_size)
     finally:
         eng.close()
     return acts, used

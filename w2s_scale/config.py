@@ -38,8 +38,12 @@ class ModelConfig(Strict):
     init: Literal["pretrained", "random"] = "pretrained"
     config_overrides: dict[str, Any] = Field(default_factory=dict)
     # where the classification head reads: last real token (causal LMs), pooled output (encoders)
-    head: Literal["auto", "last_token", "pooled"] = "auto"
+    # (or, `pretrained`, an image classifier's own head used as is, untrained: a weak supervisor)
+    head: Literal["auto", "last_token", "pooled", "pretrained"] = "auto"
     tokenizer: Optional[str] = None  # defaults to `name`
+    # image models: the AutoImageProcessor to load (defaults to `name`'s own), or `reference`: the
+    # reference's ImageNet transform (resize 256, centre crop 224, ImageNet mean/std); see vision.py
+    image_processor: Optional[str] = None
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     dropout: bool = False  # the reference trains with dropout off; switch on here
     linear_probe: bool = False
@@ -91,6 +95,7 @@ class DataConfig(Strict):
     path: Optional[str] = None
     test_path: Optional[str] = None  # local files: a separate test file (else cut from `path`)
     text_column: str = "text"
+    image_column: str = "image"  # image datasets (w2s_scale/data/images.py)
     label_column: str = "label"
     n_train: int = Field(20000, gt=1)  # documents for A + B together (the reference's 20,000)
     n_test: int = Field(10000, gt=0)
@@ -132,7 +137,9 @@ class TrainConfig(Strict):
     batch_size: int = Field(32, gt=0)  # global: micro x accumulation x world size
     micro_batch_size: int = Field(32, gt=0)
     eval_batch_size: int = Field(64, gt=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    # reference_vision: the reference vision code's CosineAnnealingLR(T_max=epochs) stepped every
+    # batch, so the lr follows 0.5 (1 + cos(pi step / epochs)): a cosine with period 2 x epochs steps
+    schedule: Literal["cosine", "constant", "reference_vision"] = "cosine"
     warmup_frac: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
@@ -346,9 +353,11 @@ class ExperimentConfig(Strict):
                 check_params(loss.name, loss.params)
             except ValueError as err:
                 raise ValueError(f"losses.{i}.params: {err}") from None
-        if self.data.dataset not in DATASETS:
+        from w2s_scale.data.images import IMAGE_DATASETS
+
+        if self.data.dataset not in DATASETS and self.data.dataset not in IMAGE_DATASETS:
             raise ValueError(f"data.dataset: unknown dataset {shorten(self.data.dataset)}; "
-                             f"choose one of {sorted(DATASETS)}")
+                             f"choose one of {sorted(DATASETS) + sorted(IMAGE_DATASETS)}")
         for role in ("weak", "strong"):
             train = train_for(self, getattr(self, role), field=f"{role}.train")
             model = getattr(self, role)

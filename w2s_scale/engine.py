@@ -77,13 +77,16 @@ class Engine:
         gc.collect()
 
 
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
-    """Linear warm-up, then cosine annealing to zero (the reference) or constant."""
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, epochs: float = 1.0):
+    """Linear warm-up, then cosine annealing to zero (the reference) or constant; or the reference
+    vision code's schedule (see TrainConfig.schedule), which cycles every 2 x `epochs` steps."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if schedule == "constant":
             return 1.0
+        if schedule == "reference_vision":
+            return 0.5 * (1.0 + math.cos(math.pi * step / epochs))
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
@@ -98,13 +101,18 @@ def total_train_steps(n_examples: int, train: TrainConfig) -> int:
 
 
 def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer,
-                 num_classes: int = 2) -> Engine:
-    """`num_classes`: the task's K, the size of the model's head."""
+                 num_classes: int = 2, build=None) -> Engine:
+    """`num_classes`: the task's K, the size of the model's head. `build(ds_config) -> nn.Module`:
+    a model other than the text classifier (images); a model with nothing to train (a frozen
+    feature extractor, a classifier used as is) gets no optimizer."""
     import deepspeed
 
     ds = dsc.build(train, model_cfg.dtype, dist.world_size())
-    model = build_classifier(model_cfg, ds, num_classes)
+    model = build(ds) if build is not None else build_classifier(model_cfg, ds, num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        engine, *_ = deepspeed.initialize(model=model, config=ds, dist_init_required=False)
+        return Engine(engine, tokenizer, ds, train, total_steps, num_classes)
     if dsc.offloads_optimizer(ds):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -114,7 +122,7 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
         optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     warmup = int(train.warmup_frac * total_steps)
     schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731 - built on DS's optimizer
-        opt, lr_lambda(train.schedule, warmup, total_steps))
+        opt, lr_lambda(train.schedule, warmup, total_steps, train.epochs))
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                       config=ds, dist_init_required=False)
     return Engine(engine, tokenizer, ds, train, total_steps, num_classes)
@@ -170,6 +178,9 @@ def load_checkpoint(eng: Engine, ckpt_dir: Path, monitor=None) -> tuple[int, Pre
 # --- training ----------------------------------------------------------------------------------
 
 def _forward(eng: Engine, data: TokenizedSet, rows: np.ndarray) -> tuple[torch.Tensor, int]:
+    """Logits of `rows` and how many tokens they hold (images, features: one per example)."""
+    if hasattr(data, "model_inputs"):  # images or cached features: w2s_scale/vision.py
+        return eng.engine(data.model_inputs(rows).to(eng.engine.device)), len(rows)
     input_ids, mask = collate([data.input_ids[i] for i in rows], eng.pad_id,
                               eng.tokenizer.padding_side)
     device = eng.engine.device
@@ -268,40 +279,56 @@ def train(eng: Engine, data: TokenizedSet, targets: np.ndarray, loss: LossConfig
 
 def predict(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict") -> np.ndarray:
     """Class probabilities [N, K] in dataset order, on every rank."""
-    def probs(input_ids, mask):
-        return torch.softmax(eng.engine(input_ids, mask).float(), -1)
+    def probs(rows):
+        logits, tokens = _forward(eng, data, rows)
+        return torch.softmax(logits.float(), -1), tokens
 
-    return map_examples(eng, data, probs, eng.num_classes, tracker, desc)
+    return map_examples(eng, data, probs, tracker, desc, width=eng.num_classes)
 
 
-def map_examples(eng: Engine, data: TokenizedSet, fn, width: int, tracker=None,
-                 desc: str = "predict") -> np.ndarray:
-    """fn(input_ids, attention_mask) -> [B, width] for every example, as an array [N, W] in dataset
+def forward_all(eng: Engine, data: TokenizedSet, tracker=None, desc: str = "predict") -> np.ndarray:
+    """The model's raw outputs [N, width] in dataset order, on every rank: frozen image features
+    are extracted this way, once, under the run's own engine (w2s_scale/vision.py)."""
+    return map_examples(eng, data, lambda rows: _forward(eng, data, rows), tracker, desc)
+
+
+def on_tokens(eng: Engine, data: TokenizedSet, fn):
+    """A map_examples function from fn(input_ids, attention_mask) -> [B, W] on a text batch."""
+    def batch(rows):
+        input_ids, mask = collate([data.input_ids[r] for r in rows], eng.pad_id,
+                                  eng.tokenizer.padding_side)
+        device = eng.engine.device
+        return fn(input_ids.to(device), mask.to(device)), int(mask.sum())
+    return batch
+
+
+def map_examples(eng: Engine, data: TokenizedSet, fn, tracker=None, desc: str = "predict",
+                 width: Optional[int] = None) -> np.ndarray:
+    """fn(rows) -> ([B, W] values, tokens in them) for every example, as an array [N, W] in dataset
     order, on every rank. Each example is scored by exactly one rank; results are gathered and
-    put back in order."""
+    put back in order. `width`: W where known in advance (else taken from the outputs)."""
     batch_size = eng.train_cfg.eval_batch_size
     batches, n_forward = eval_batches(data.lengths, batch_size, dist.rank(), dist.world_size())
     eng.engine.eval()
     rows_done, out_done = [], []
     bar = tracker.progress(total=n_forward, desc=desc) if tracker else None
     t0, n_tokens = time.perf_counter(), 0
-    device = eng.engine.device
     with torch.no_grad():
         for i in range(n_forward):
             # a rank out of work repeats a batch and discards it: ZeRO-3 forwards are collectives
             rows = batches[i] if i < len(batches) else (batches[0] if batches else np.array([0]))
-            input_ids, mask = collate([data.input_ids[r] for r in rows], eng.pad_id,
-                                      eng.tokenizer.padding_side)
-            values = fn(input_ids.to(device), mask.to(device))
+            values, tokens = fn(rows)
+            width = values.shape[-1] if width is None else width
             if i < len(batches):
                 rows_done.append(rows)
                 out_done.append(values.float().cpu().numpy())
-                n_tokens += int(mask.sum())
+                n_tokens += tokens
             if bar:
                 bar.update(1)
     if bar:
         bar.close()
     eng.engine.train()
+    width = 0 if width is None else width  # no forward at all: no examples, on every rank
     rows = np.concatenate(rows_done) if rows_done else np.zeros(0, dtype=np.int64)
     values = np.concatenate(out_done) if out_done else np.zeros((0, width), dtype=np.float32)
     gathered = dist.all_gather_objects((rows, values))

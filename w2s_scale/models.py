@@ -165,6 +165,25 @@ def zero_init_head(head: nn.Linear) -> None:
             weight.zero_()
 
 
+def load_weights(auto, cfg: ModelConfig, hf_config) -> nn.Module:
+    """`auto` (a transformers Auto class) of `cfg`: its weights, or its architecture at random;
+    dropout off unless `cfg.dropout`. Under ZeRO-3 the caller keeps an HfDeepSpeedConfig alive."""
+    try:
+        if cfg.init == "random":
+            model = auto.from_config(hf_config, dtype=DTYPES[cfg.dtype])
+        else:
+            model = auto.from_pretrained(resolve_name(cfg.name), config=hf_config,
+                                         dtype=DTYPES[cfg.dtype])
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"model.name: cannot load weights of {shorten(cfg.name)} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    if not cfg.dropout:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    return model
+
+
 def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None,
                      num_classes: int = 2) -> Classifier:
     """Load the backbone and add a head of `num_classes` outputs (the task's K); `ds_config` (the
@@ -180,19 +199,7 @@ def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None,
 
         # transformers partitions weights at load time while this object is alive
         keep_alive = HfDeepSpeedConfig(ds_config)
-    try:
-        if cfg.init == "random":
-            backbone = AutoModel.from_config(hf_config, dtype=dtype)
-        else:
-            backbone = AutoModel.from_pretrained(resolve_name(cfg.name), config=hf_config,
-                                                 dtype=dtype)
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(f"model.name: cannot load weights of {shorten(cfg.name)} "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
-    if not cfg.dropout:
-        for module in backbone.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
+    backbone = load_weights(AutoModel, cfg, hf_config)
     if cfg.gradient_checkpointing:
         # reentrant checkpointing: the non-reentrant one crashes with peft + ZeRO-3 (DeepSpeed #4332)
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})

@@ -19,6 +19,7 @@ from w2s_scale import selection
 from w2s_scale.config import (ExperimentConfig, LossConfig, ModelConfig, TrainConfig, stable_hash,
                               train_for)
 from w2s_scale.data.batching import TokenizedSet, tokenize
+from w2s_scale.data.images import is_image_data, make_image_splits
 from w2s_scale.data.splits import Splits, make_splits
 from w2s_scale.diagnostics import transfer_diagnostics
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
@@ -140,6 +141,41 @@ def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
     return list(plans.values())
 
 
+class TextInputs:
+    """How a run's documents become engine inputs (tokens), and its engine; images: vision.ImageInputs."""
+    trains = True
+
+    def __init__(self, cfg: ExperimentConfig, plan: RunPlan):
+        self.cfg, self.plan = cfg, plan
+        self.tokenizer = load_tokenizer(plan.model)
+
+    def encode(self, examples, tracker=None) -> TokenizedSet:
+        data = self.cfg.data
+        return tokenize(examples, self.tokenizer, data.max_length, data.overlong)
+
+    def num_classes(self, splits) -> int:
+        return num_classes(self.cfg.data)
+
+    def build_engine(self, total_steps: int, k: int):
+        return build_engine(self.plan.model, self.plan.train, total_steps, self.tokenizer, k)
+
+
+def run_inputs(cfg: ExperimentConfig, plan: RunPlan):
+    if is_image_data(cfg.data):
+        from w2s_scale.vision import ImageInputs
+
+        return ImageInputs(cfg, plan.model, plan.train, plan.seed)
+    return TextInputs(cfg, plan)
+
+
+def make_run_splits(cfg: ExperimentConfig, seed: int):
+    """Text: A / B / test documents; images: pictures, where A and B are the same images when the
+    weak model is a classifier used as is (it never trains on A: the reference's vision setting)."""
+    if is_image_data(cfg.data):
+        return make_image_splits(cfg.data, seed, shared_ab=cfg.weak.head == "pretrained")
+    return make_splits(cfg.data, seed)
+
+
 def one_hot(labels: np.ndarray, k: int = 2) -> np.ndarray:
     return np.eye(k, dtype=np.float32)[labels]
 
@@ -174,10 +210,10 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     resumed = run_dir.prepare(redo)
     say(f"{plan.name} (seed {plan.seed}): {'resuming' if resumed else 'starting'} in {run_dir.path}")
     started = time.time()
-    tokenizer = load_tokenizer(plan.model)
+    inputs = run_inputs(cfg, plan)
     data = cfg.data
-    train_set = tokenize(splits.a if plan.kind == "gt" else splits.b, tokenizer, data.max_length, data.overlong)
-    k = num_classes(data)
+    train_set = inputs.encode(splits.a if plan.kind == "gt" else splits.b)
+    k = inputs.num_classes(splits)
     if plan.kind == "gt":
         targets = one_hot(train_set.labels, k)
         monitor = None
@@ -185,8 +221,9 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
         train_set, targets = weak_targets(plan, train_set)
         train_set, targets, monitor = selection.prepare(plan.train, plan.seed, train_set, targets,
                                                         run_dir.checkpoints)
-    test_set = tokenize(splits.test, tokenizer, data.max_length, data.overlong)
-    total_steps = total_train_steps(len(train_set), plan.train)
+    test_set = inputs.encode(splits.test)
+    # a classifier used as is (an image model's own head) trains nothing
+    total_steps = total_train_steps(len(train_set), plan.train) if inputs.trains else 0
     tracker = Tracker(run_dir.path / "log.jsonl", cfg.tracking, run_name=plan.name,
                       group=f"{cfg.name}/seed{plan.seed}",
                       config={"experiment": cfg.model_dump(mode="json"), "run": plan.name})
@@ -197,11 +234,12 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     from transformers import set_seed
 
     set_seed(plan.train_seed)
-    eng = build_engine(plan.model, plan.train, total_steps, tokenizer, k)
+    eng = inputs.build_engine(total_steps, k)
     with StopFlag() as stop:
         try:
-            train(eng, train_set, targets, plan.loss, plan.train_seed, run_dir.checkpoints, tracker, stop,
-                  monitor)
+            if inputs.trains:
+                train(eng, train_set, targets, plan.loss, plan.train_seed, run_dir.checkpoints, tracker,
+                      stop, monitor)
         except BaseException:
             # a stopped (or failed) attempt finishes its W&B run here, so that the attempt that
             # resumes it can take up the same run id (W&B refuses an id still in use)
@@ -220,7 +258,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
                         predictions.rows(test_set.ids, test_probs, test_set.labels))
     # every model labels B, so any gt run can serve as a weak teacher and any student as the
     # next one's (strong-to-strong, bootstrapping; see w2s_scale/labels.py)
-    b_set = tokenize(splits.b, tokenizer, data.max_length, data.overlong)
+    b_set = inputs.encode(splits.b)
     b_probs = predict(eng, b_set, tracker, desc="label-B")
     run_dir.write_jsonl("weak_labels.jsonl", predictions.rows(b_set.ids, b_probs, b_set.labels))
     if plan.kind == "gt":
@@ -273,7 +311,7 @@ def run_experiment(cfg: ExperimentConfig, redo: bool = False) -> list[dict]:
 
     plans = plan_experiment(cfg)
     for seed in cfg.seeds:
-        splits = make_splits(cfg.data, seed)
+        splits = make_run_splits(cfg, seed)
         for plan in (p for p in plans if p.seed == seed):
             execute(cfg, plan, splits, redo=redo)
     rows = summarize(plans)

@@ -26,6 +26,7 @@ from w2s_scale.errors import (ExperimentNameError, LoraTargetError, ModelBuildEr
                               MaxLengthError, ModelSettingsError, OneClassError, PrecisionError,
                               ResultsDirError, SameTestFileError, SeedsError, ShortTestSetError,
                               TokenizerError, TooFewExamplesError, shorten)
+from w2s_scale.errors import ConfigError
 
 NAME_PART_LIMIT = 100   # characters per component of `name` and per model label: run folders
 #                         (w2s-<weak>-to-<strong>-<loss>) must stay under the 255 bytes of a file name
@@ -203,22 +204,34 @@ class Trainee:
 
 def preflight(cfg, world_size: int) -> None:
     """Everything that can fail on bad input for `w2s experiment`, before any rank starts."""
+    from w2s_scale.data.images import is_image_data
     from w2s_scale.labels import check_probe_layers, label_models
     from w2s_scale.pipeline import plan_experiment
 
-    trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
-                Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
-    # models the label sources add: ensemble members (trained on A), bootstrap steps (on B)
-    trainees += [Trainee(where, model, train_for(cfg, model, field=f"{where}.train"), {world_size},
-                         {"a", "b"}) for where, model in label_models(cfg)]
-    check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
-    check_probe_layers(plan_experiment(cfg))
+    if is_image_data(cfg.data):  # images: no tokenizers, positions or texts to check
+        from w2s_scale.vision import preflight_images
+
+        preflight_images(cfg, world_size)
+    else:
+        trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
+                    Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
+        # models the label sources add: ensemble members (trained on A), bootstrap steps (on B)
+        trainees += [Trainee(where, model, train_for(cfg, model, field=f"{where}.train"), {world_size},
+                             {"a", "b"}) for where, model in label_models(cfg)]
+        check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
+        check_probe_layers(plan_experiment(cfg))
     check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
 
 
 def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: bool = True) -> None:
     """The same for the runs of a sweep about to start (`local`: on this machine, whose device
     then must train each model's dtype; Slurm jobs run elsewhere)."""
+    from w2s_scale.data.images import is_image_data
+
+    images = sorted({r.dataset for r in runs if is_image_data(r.experiment.data)})
+    if images:  # a sweep shares A between models; an image experiment may share A with B
+        raise ConfigError(f"datasets: {images[0]} is an image dataset; image experiments run with "
+                          f"`w2s experiment -c CONFIG` (sweeps and `w2s run` take text datasets)")
     trainees: dict[str, Trainee] = {}
     for run in runs:
         model = run.plan.model
