@@ -86,9 +86,10 @@ def _matches(module_name: str, targets: Iterable[str]) -> bool:
     return any(module_name == t or module_name.endswith("." + t) for t in targets)
 
 
-def model_shape(model: ModelConfig, hf_config=None) -> ModelShape:
+def model_shape(model: ModelConfig, hf_config=None, num_classes: int = 2) -> ModelShape:
     """Counts from the model built on the meta device (no memory, no download for catalogue
-    entries); LoRA's trainable parameters from the shapes of the modules it adapts."""
+    entries); LoRA's trainable parameters from the shapes of the modules it adapts. The head has
+    `num_classes` outputs (1000 for ImageNet: no longer negligible beside a small backbone)."""
     import torch
     from transformers import AutoModel
 
@@ -98,7 +99,7 @@ def model_shape(model: ModelConfig, hf_config=None) -> ModelShape:
     with torch.device("meta"):
         backbone = AutoModel.from_config(hf_config)
     hidden = hf_config.hidden_size
-    head = 2 * hidden
+    head = num_classes * hidden
     params = sum(p.numel() for p in backbone.parameters()) + head
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in backbone.modules())
     if model.linear_probe:
@@ -290,11 +291,21 @@ def deepspeed_estimate(stage: int, params: int, largest_layer: int, cluster: Clu
     return float(gpu), float(cpu)
 
 
+def _classes(data) -> int:
+    """The task's K where the dataset registry knows it (text tasks, data.num_classes), else 2."""
+    from w2s_scale.data.images import is_image_data
+    from w2s_scale.data.registry import num_classes
+
+    if is_image_data(data):
+        return data.num_classes or 2
+    return num_classes(data)
+
+
 def plan_model(cfg: ExperimentConfig, model: ModelConfig, cluster: Cluster,
                seq_len: Optional[int] = None) -> MemoryPlan:
     """The plan of one model of an experiment, with the run's own train settings."""
     train = train_for(cfg, model)
-    shape = model_shape(model)
+    shape = model_shape(model, num_classes=_classes(cfg.data))
     plan = estimate(shape, train, model.dtype, model.gradient_checkpointing, model.lora.enabled,
                     seq_len or cfg.data.max_length, cluster)
     if train.ds_config is None and not plan.fits and not model.lora.enabled and train.zero_stage == 3:
