@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup demo demo-sweep test bench stress clean-results
+.PHONY: setup demo demo-sweep evidence test bench stress clean-results
 
 setup: $(STAMP)
 
@@ -37,6 +37,15 @@ demo: setup
 # a real model-size sweep offline: 2 weak supervisors, 3 pretrained students, 2 datasets, 3 seeds
 demo-sweep: $(DEMO_STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/w2s sweep --config configs/demo_sweep.yaml
+
+# the follow-up methods side by side on the demo's setting, 3 seeds (configs/evidence/); each
+# part reuses the runs of the others; the summaries are printed and saved per part
+EVIDENCE := losses labels early_stopping
+evidence: setup
+	for part in $(EVIDENCE); do \
+		HF_HUB_OFFLINE=1 $(VENV)/bin/w2s experiment --config configs/evidence/$$part.yaml || exit $$?; \
+		cp results/evidence/summary.json results/evidence/summary-$$part.json; \
+	done
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15

@@ -101,3 +101,16 @@ def test_ds_config_mistakes_are_caught(template, needle):
 def test_batch_not_divisible_by_ranks():
     with pytest.raises(DSConfigError, match="--nproc / launch.nproc .*3 ranks cannot share train.batch_size 32"):
         build(TrainConfig(batch_size=32, micro_batch_size=8), "fp32", world_size=3)
+
+
+def test_demo_run_hashes_stay_those_of_runs_finished_before_later_settings():
+    """Settings added later (K classes, image columns and processors, early stopping, the ground-
+    truth curve) leave the hashes of runs that do not use them as they were (these are the hashes
+    of commit 83bbb34), so finished runs stay reusable instead of turning stale."""
+    from conftest import REPO
+    from w2s_scale.pipeline import plan_experiment
+
+    plans = {p.name: p.hash for p in plan_experiment(load_config(REPO / "configs/demo.yaml"))}
+    assert plans == {"gt-bert-2l-scratch": "0d073785b876", "gt-minilm-l6": "981d030de389",
+                     "w2s-bert-2l-scratch-to-minilm-l6-xent": "dfeb69edad27",
+                     "w2s-bert-2l-scratch-to-minilm-l6-logconf": "0aa7f10caaa8"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
@@ -20,6 +20,19 @@ from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorte
 class Strict(BaseModel):
     # inf/nan pass `gt=0` (an lr or epochs of .inf would crash mid-run): rejected for every float
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
+    # fields added after runs were finished with this section, with the value that means "as
+    # before": left out of dumps while they hold it, and so out of run hashes, so that runs
+    # finished before the field existed stay reusable (tests/test_kclass_data.py pins hashes)
+    ADDED_LATER: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _leave_out_added_later(self, handler):
+        out = handler(self)
+        if isinstance(out, dict):
+            for name, as_before in self.ADDED_LATER.items():
+                if name in out and out[name] == as_before:
+                    del out[name]
+        return out
 
 
 class LoraConfig(Strict):
@@ -44,6 +57,7 @@ class ModelConfig(Strict):
     # image models: the AutoImageProcessor to load (defaults to `name`'s own), or `reference`: the
     # reference's ImageNet transform (resize 256, centre crop 224, ImageNet mean/std); see vision.py
     image_processor: Optional[str] = None
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"image_processor": None}
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     dropout: bool = False  # the reference trains with dropout off; switch on here
     linear_probe: bool = False
@@ -107,12 +121,7 @@ class DataConfig(Strict):
     # task declares. Left out of dumps (and so of run hashes) while unset: binary runs keep theirs
     num_classes: Optional[int] = Field(None, ge=2)
 
-    @model_serializer(mode="wrap")
-    def _leave_out_unset_num_classes(self, handler):
-        out = handler(self)
-        if isinstance(out, dict) and out.get("num_classes", 0) is None:
-            del out["num_classes"]
-        return out
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"num_classes": None, "image_column": "image"}
 
 
 class EarlyStoppingConfig(Strict):
@@ -154,6 +163,7 @@ class TrainConfig(Strict):
     # training, so both enter the run's hash when set
     early_stopping: Optional[EarlyStoppingConfig] = None
     gt_curve: Optional[GtCurveConfig] = None
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"early_stopping": None, "gt_curve": None}
 
     @model_validator(mode="after")
     def _held_out_leaves_training_data(self) -> "TrainConfig":

@@ -41,10 +41,8 @@ def _results_identity(model: ModelConfig, train_cfg: TrainConfig) -> tuple:
     """What of a model and its training changes results: not its display label, where its
     train overrides came from (train_cfg holds them resolved), what is saved, or NOT_IN_HASH."""
     model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
-    # early stopping / the ground-truth curve enter the hash only when on, so the hashes of runs
-    # finished before they existed stay valid
-    off = {k for k in ("early_stopping", "gt_curve") if getattr(train_cfg, k) is None}
-    return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH | off)
+    # settings added later (early stopping, ...) enter the hash only when set: config.Strict
+    return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
 
 
 @dataclass(frozen=True)
