@@ -31,6 +31,8 @@ from w2s_scale.config import TrackingConfig
 WANDB_CHECK_S = 5.0               # the longest the online check may take
 DECIDED_MODE_ENV = "W2S_WANDB_MODE"  # the mode check_wandb settled on, inherited by the ranks
 RUN_ID_FILE = "wandb_run_id"
+# how long a resumed attempt waits for a killed attempt's W&B service to release the run id
+RUN_ID_WAIT_S = 60.0
 
 
 class TrackingError(UserError):
@@ -187,11 +189,22 @@ class Tracker:
             mode = check_wandb(cfg, log_path.parent)
             wandb_dir = wandb_dir or log_path.parent
             run_id = stable_run_id(log_path.parent)
-            self._logged_to = last_history_step(wandb_dir, run_id)
-            self._wandb = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode,
-                                     group=group, name=run_name, job_type=run_name.split("-")[0],
-                                     config=config or {}, dir=str(wandb_dir), id=run_id,
-                                     resume="allow", reinit="finish_previous")
+            # after a kill, the killed attempt's W&B service can outlive it for a few seconds,
+            # still holding the run id and flushing its last steps: wait for it to let go, and
+            # read the last logged step only then
+            deadline = time.monotonic() + RUN_ID_WAIT_S
+            while True:
+                self._logged_to = last_history_step(wandb_dir, run_id)
+                try:
+                    self._wandb = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode,
+                                             group=group, name=run_name, job_type=run_name.split("-")[0],
+                                             config=config or {}, dir=str(wandb_dir), id=run_id,
+                                             resume="allow", reinit="finish_previous")
+                    break
+                except Exception as err:  # noqa: BLE001 - wandb's service error has no public type
+                    if "is in use" not in str(err) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(2.0)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.active:
