@@ -87,3 +87,44 @@ def test_a_killed_and_resumed_run_logs_each_step_once_to_wandb(tiny_models, tiny
     assert steps == list(range(1, STEPS + 1)), (checkpoint, killed_at, steps)  # once each, in order
     print(f"killed at step {killed_at} (W&B had written up to {in_wandb}), resumed from the "
           f"checkpoint of step {checkpoint}: W&B history has steps 1..{STEPS} once each")
+
+
+_TRACK = """
+import sys, time
+from pathlib import Path
+from w2s_scale import tracking
+from w2s_scale.config import TrackingConfig
+tracking.RUN_ID_WAIT_S = 5.0  # fail fast: the bug holds the id for as long as the parent lives
+tracker = tracking.Tracker(Path(sys.argv[1]) / "log.jsonl", TrackingConfig(wandb="offline", project="t",
+                           progress=False), run_name="gt-x", group="g")
+tracker.log({"event": "train", "step": 1, "loss": 1.0})
+print("ready", flush=True)
+if sys.argv[2] == "hold":
+    time.sleep(600)
+tracker.close()
+"""
+
+_PARENT = """
+import os, subprocess, sys, wandb
+run = wandb.init(mode="offline", project="t", dir=sys.argv[1])  # a parent with a W&B service of its own
+assert os.environ.get("WANDB_SERVICE"), "wandb no longer shares its service through WANDB_SERVICE"
+track = [sys.executable, "-c", sys.argv[2], sys.argv[1] + "/run"]
+first = subprocess.Popen(track + ["hold"], stdout=subprocess.PIPE, text=True)
+assert first.stdout.readline().strip() == "ready"
+first.kill()
+first.wait()
+second = subprocess.run(track + ["finish"], capture_output=True, text=True, timeout=300)
+print(second.stdout[-2000:], second.stderr[-2000:])
+run.finish()
+sys.exit(second.returncode)
+"""
+
+
+def test_a_killed_run_started_under_a_parent_with_a_wandb_service_resumes(tmp_path):
+    """wandb hands its service to child processes through WANDB_SERVICE: a run killed while it used
+    its parent's service (a sweep, a test session) left its id held there, and every resumed
+    attempt was refused with "run ID ... is in use". Each run now starts a service of its own."""
+    done = subprocess.run([sys.executable, "-c", _PARENT, str(tmp_path), _TRACK], cwd=REPO,
+                          capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

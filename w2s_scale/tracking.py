@@ -126,6 +126,20 @@ def check_wandb(cfg: TrackingConfig, sync_from: Path) -> str:
     return mode
 
 
+def own_wandb_service() -> None:
+    """Start this process's own W&B service rather than one inherited from a parent.
+
+    wandb puts its service's address in WANDB_SERVICE ("3-<pid of the process that started it>-...")
+    and every child process inherits it. A run that used its parent's service (a sweep that
+    resumed a run to add PGR, then launched runs; a test session) leaves its run id registered
+    there when it is killed, and its resumed attempt is then refused ("run ID ... is in use")
+    for as long as the parent lives. A run's own service dies with it and lets the id go."""
+    token = os.environ.get("WANDB_SERVICE", "")
+    parts = token.split("-")
+    if token and (len(parts) < 2 or parts[1] != str(os.getpid())):
+        del os.environ["WANDB_SERVICE"]
+
+
 def stable_run_id(run_dir: Path) -> str:
     """This run folder's W&B run id, made once and kept in the folder, so every attempt of the
     run (resumed after a preemption) logs into the same W&B run; a redo (a new folder) gets its
@@ -187,6 +201,7 @@ class Tracker:
             from w2s_scale.wandb_log import last_history_step
 
             mode = check_wandb(cfg, log_path.parent)
+            own_wandb_service()
             wandb_dir = wandb_dir or log_path.parent
             run_id = stable_run_id(log_path.parent)
             # after a kill, the killed attempt's W&B service can outlive it for a few seconds,
@@ -249,6 +264,7 @@ def update_summary(cfg: TrackingConfig, run_id: str, values: dict[str, Any], wan
         return
     import wandb
 
+    own_wandb_service()
     run = wandb.init(project=cfg.project, entity=cfg.entity, mode=check_wandb(cfg, wandb_dir), id=run_id,
                      resume="allow", dir=str(wandb_dir), reinit="finish_previous")
     run.summary.update(values)
