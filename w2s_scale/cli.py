@@ -169,8 +169,7 @@ def _command(argv: Optional[list[str]]) -> int:
         if args.command == "experiment" and args.dry_run:
             return _dry_run(args)
         cfg = load_config(args.config, args.overrides)
-        # the ranks read it when they join the process group (inherited through the launcher)
-        os.environ.setdefault(dist.TIMEOUT_ENV, f"{cfg.launch.collective_timeout_s:g}")
+        dist.export_collective_timeout(cfg.launch.collective_timeout_s)
         if args.command == "summary":
             from w2s_scale.pipeline import plan_experiment
             from w2s_scale.report import summarize, unfinished_runs, write_summary

@@ -19,7 +19,7 @@ import torch.distributed as dist
 __all__ = ["is_initialized", "rank", "world_size", "local_rank", "is_main", "barrier",
            "all_gather_tensor", "all_gather_objects", "any_rank", "all_reduce_sum",
            "broadcast_object", "init", "shutdown", "exit_process", "finish",
-           "has_joined", "collective_timeout_s", "TIMEOUT_ENV"]
+           "has_joined", "collective_timeout_s", "export_collective_timeout", "TIMEOUT_ENV"]
 
 # How long a collective waits for the other ranks before it fails (seconds). A rank that died or
 # hangs otherwise keeps the others waiting; torch's own default is 30 minutes for gloo and 10 for
@@ -155,6 +155,13 @@ def collective_timeout_s() -> float:
     except ValueError:
         return DEFAULT_COLLECTIVE_TIMEOUT_S
     return value if value > 0 else DEFAULT_COLLECTIVE_TIMEOUT_S
+
+
+def export_collective_timeout(timeout_s: float) -> None:
+    """Set the collective timeout this process's ranks read when they join (inherited through the
+    launcher). Set, not defaulted: a value inherited from a parent process (a sweep, a test
+    session, a shell that once ran a run) must not replace the one this run's config gives."""
+    os.environ[TIMEOUT_ENV] = f"{timeout_s:g}"
 
 
 def init() -> None:

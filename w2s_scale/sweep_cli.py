@@ -10,7 +10,6 @@ An experiment YAML works wherever a sweep YAML does (the sweep of its two models
 from __future__ import annotations
 
 import argparse
-import os
 
 from w2s_scale import distributed as dist
 from w2s_scale.config import ConfigError
@@ -73,8 +72,7 @@ def main(args: argparse.Namespace, in_rank: bool) -> int:
     from w2s_scale.sweep import load_sweep, plan_sweep
 
     cfg = load_sweep(args.config, args.overrides)
-    # the ranks read it when they join the process group (inherited through the launcher)
-    os.environ.setdefault(dist.TIMEOUT_ENV, f"{cfg.launch.collective_timeout_s:g}")
+    dist.export_collective_timeout(cfg.launch.collective_timeout_s)
     runs = plan_sweep(cfg)
     if args.command == "run":
         return _run(cfg, runs, args, in_rank)
