@@ -291,6 +291,25 @@ def test_splits_deterministic_disjoint_sizes(pool):
         == ids(s.test)
 
 
+def test_n_a_sizes_a_and_b_without_moving_a_or_test(pool):
+    """data.n_a: A is the first n_a of the same shuffled documents, B the rest; unset, halves.
+    Leaving it unset keeps a config's dump (and so its runs' hashes) as before it existed."""
+    halves = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=100, n_test=50), 0)
+    uneven = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=100, n_test=50, n_a=70), 0)
+    assert uneven.counts == uneven.requested == {"a": 70, "b": 30, "test": 50}
+    assert ids(uneven.a)[:50] == ids(halves.a) and ids(uneven.test) == ids(halves.test)
+    assert set(ids(uneven.b)) < set(ids(halves.b))
+    assert "n_a" not in cfg(dataset="jsonl", n_train=100).model_dump()
+    # a short pool (300 documents for 1,000 + 500) keeps A's share
+    short = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=1000, n_test=500, n_a=800), 0)
+    assert short.counts == {"a": 160, "b": 40, "test": 100}
+    balanced = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=100, n_test=50, n_a=60,
+                               balance=True), 0)
+    assert balanced.counts == {"a": 60, "b": 40, "test": 50}
+    with pytest.raises(ValueError, match=r"n_a: 99 of n_train 100 documents leaves B fewer than 2"):
+        cfg(dataset="jsonl", n_train=100, n_a=99)
+
+
 def test_splits_short_pool_and_balance(pool):
     s = make_splits(cfg(dataset="jsonl", path=str(pool), n_train=1000, n_test=500), 0)
     assert sum(s.counts.values()) == 300 and s.notes

@@ -120,8 +120,25 @@ class DataConfig(Strict):
     # K classes of a local file (jsonl/csv/parquet: labels 0..K-1); unset: 2, or what a registered
     # task declares. Left out of dumps (and so of run hashes) while unset: binary runs keep theirs
     num_classes: Optional[int] = Field(None, ge=2)
+    # documents of the n_train that form A (the weak supervisor's ground truth); the rest are B.
+    # Unset: half, as the reference. A weak model trained from scratch needs more than a small
+    # strong student needs (the offline ladder: A 1,000, B 400)
+    n_a: Optional[int] = Field(None, ge=2)
 
-    ADDED_LATER: ClassVar[dict[str, Any]] = {"num_classes": None, "image_column": "image"}
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"num_classes": None, "image_column": "image", "n_a": None}
+
+    def a_b_sizes(self, n_train: Optional[int] = None) -> tuple[int, int]:
+        """Documents in A and in B out of `n_train` (default: the configured n_train)."""
+        n = self.n_train if n_train is None else n_train
+        a = n // 2 if self.n_a is None else n * self.n_a // self.n_train
+        return a, n - a
+
+    @model_validator(mode="after")
+    def _a_leaves_b(self):
+        if self.n_a is not None and self.n_train - self.n_a < 2:
+            raise ValueError(f"n_a: {self.n_a} of n_train {self.n_train} documents leaves B fewer than 2; "
+                             f"set n_a below {self.n_train - 1} or raise n_train")
+        return self
 
 
 class EarlyStoppingConfig(Strict):

@@ -173,8 +173,8 @@ def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
             continue
         n_train, n_test = rows_used(data.dataset, data.n_train, data.n_test)
         tokens = min(tokens_of[data.dataset], data.max_length)
-        half = n_train // 2
-        flops = run_flops(entry, plan.model, plan.kind, half, n_test + half, tokens,
+        n_a, n_b = data.a_b_sizes(n_train)
+        flops = run_flops(entry, plan.model, plan.kind, n_a if plan.kind == "gt" else n_b, n_test + n_b, tokens,
                           plan.train.epochs, needs_global_stats(plan.loss.name, plan.loss.params))
         compute_s = flops / (mfu * PEAK_TFLOPS[plan.model.dtype] * 1e12)
         startup_s = STARTUP_S + (entry.arch.total_params() * BYTES_PER_PARAM[plan.model.dtype]

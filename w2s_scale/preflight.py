@@ -276,7 +276,7 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
         for t in (t for t in trainees if "b" in t.splits):  # students: slices held out of B
             from w2s_scale.selection import held_out_sizes
 
-            held_out_sizes(data.n_train - data.n_train // 2, t.train, f"{t.where}.train")
+            held_out_sizes(data.a_b_sizes()[1], t.train, f"{t.where}.train")
 
 
 def _check_precision(where: str, model: ModelConfig) -> None:

@@ -101,8 +101,14 @@ def _deal(pool: list[Example], sizes: dict[str, int], where: str,
     return parts
 
 
+def _cut_a_b(train: list, cfg: DataConfig) -> dict[str, list]:
+    """A first, then B: halves, or data.n_a and the rest (A's share of n_train if the pool is short)."""
+    n_a, _ = cfg.a_b_sizes(min(len(train), cfg.n_train))
+    return {"a": train[:n_a], "b": train[n_a:]}
+
+
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
-    """A, B (halves of n_train shuffled training documents) and test (n_test documents), disjoint.
+    """A, B (n_train shuffled training documents: A the first data.n_a, half by default) and test (n_test documents), disjoint.
 
     A pool smaller than asked for is used whole: the shortfall is logged and listed in `notes`, and
     `counts` vs `requested` show it. Without a separate test split a short pool is shared in the
@@ -115,7 +121,8 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
         raise DataError(f"seeds: seed {seed} is negative; use seeds >= 0")
     from w2s_scale.data.registry import num_classes
 
-    requested = {"a": cfg.n_train // 2, "b": cfg.n_train - cfg.n_train // 2, "test": cfg.n_test}
+    n_a, n_b = cfg.a_b_sizes()
+    requested = {"a": n_a, "b": n_b, "test": cfg.n_test}
     notes: list[str] = []
     k = num_classes(cfg)
     train_rows = open_split(cfg, "train")
@@ -141,8 +148,7 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
                 notes.append(f"{cfg.dataset}: only {len(pool)} usable documents for n_test + "
                              f"n_train = {need}; split {n_test} test / {len(pool) - n_test} train")
             test, train = pool[:n_test], pool[n_test:]
-            half = len(train) // 2
-            parts = {"test": test, "a": train[:half], "b": train[half:]}
+            parts = {"test": test, **_cut_a_b(train, cfg)}
     else:
         train = _first_usable(train_rows, train_order, cfg.n_train, seed, per_label("a", "b"), k)
         test_order = _rng(seed, _TEST_ORDER).permutation(len(test_rows))
@@ -158,8 +164,7 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
             if len(test) < cfg.n_test:
                 notes.append(f"{cfg.dataset}: only {len(test)} usable test documents for "
                              f"n_test = {cfg.n_test}; using them all")
-            half = len(train) // 2
-            parts = {"test": test, "a": train[:half], "b": train[half:]}
+            parts = {"test": test, **_cut_a_b(train, cfg)}
     parts = {name: parts[name] for name in ("a", "b", "test")}
 
     for name, examples in parts.items():
