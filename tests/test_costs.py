@@ -44,11 +44,12 @@ def test_one_runs_gpu_hours_by_hand(tmp_path):
     gt = next(r for r in runs if r.key == "sciq/seed0/gt-qwen2.5-0.5b")
     [cost] = [c for c in costs.sweep_costs(cfg, runs) if c.key == gt.key]
     # qwen2.5-0.5b: 24 layers, hidden 896, 14 heads x 64, vocab 151936; full fine-tuning, no
-    # checkpointing; sciq: 11,679 train rows -> A = B = 5,839 (gt trains on A), 1,000 test, 30 tokens
+    # checkpointing; sciq: 11,679 train rows -> A = 5,839 (gt trains on A), B = 5,840 (gt labels
+    # it), 1,000 test, 30 tokens
     entry = lookup("qwen2.5-0.5b")
     non_embedding = entry.arch.backbone_params() - 151936 * 896
     fwd = 2 * non_embedding + 4 * 24 * 30 * 14 * 64
-    flops = 30 * (2 * 5839 * 3 * fwd + (1000 + 5839) * fwd)
+    flops = 30 * (2 * 5839 * 3 * fwd + (1000 + 5840) * fwd)
     startup = 120 + entry.arch.total_params() * 2 / 2e9
     expected = (flops / (0.35 * 989e12) + startup) / 3600
     assert cost.gpus == 1
