@@ -46,6 +46,7 @@ evidence: setup
 		HF_HUB_OFFLINE=1 $(VENV)/bin/w2s experiment --config configs/evidence/$$part.yaml || exit $$?; \
 		cp results/evidence/summary.json results/evidence/summary-$$part.json; \
 	done
+	$(PY) benchmarks/evidence_table.py results/evidence
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
