@@ -4,6 +4,7 @@ DeepSpeed's process groups too, gives up after launch.collective_timeout_s; and 
 hangs mid-run ends the run within a bounded time with one line naming it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -22,10 +23,17 @@ TIMEOUT_S = 20  # launch.collective_timeout_s of the runs below
 
 
 def _torchrun(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          f"--master_port={_free_port()}", str(REPO / "tests/helpers" / script), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})}, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:  # on a timeout, the ranks too: left running they would load every later test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_rank_leaves_cleanly_while_gloo_still_finishes_its_last_collective(tmp_path):

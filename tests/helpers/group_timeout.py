@@ -16,12 +16,33 @@ import torch.distributed  # noqa: E402
 
 from w2s_scale import distributed as dist  # noqa: E402
 
-marker = Path(sys.argv[1])
-timeout_s = float(os.environ[dist.TIMEOUT_ENV])
-dist.init()
+import deepspeed  # noqa: E402,F401  (imported before the rendezvous: slow under load)
 from deepspeed.utils import groups  # noqa: E402
 
-group = groups._clone_world_group()  # deepspeed.initialize's data-parallel group (no mpu)
+marker = Path(sys.argv[1])
+timeout_s = float(os.environ[dist.TIMEOUT_ENV])
+
+
+def side_by_side(step: str) -> None:
+    """Both ranks reach `step` before either goes on (files, no collective): the group set-up
+    below runs under the short timeout too, and on a loaded machine one rank's imports can lag
+    the other's by more than that; the set-up would then time out before the case under test."""
+    rank = os.environ["RANK"]
+    Path(f"{marker}.{step}.{rank}").write_text("")
+    other = Path(f"{marker}.{step}.{1 - int(rank)}")
+    deadline = time.monotonic() + 600
+    while not other.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+try:
+    side_by_side("init")
+    dist.init()
+    side_by_side("group")
+    group = groups._clone_world_group()  # deepspeed.initialize's data-parallel group (no mpu)
+except RuntimeError as err:  # a set-up that timed out all the same: say so, never hang
+    print(f"rank {os.environ['RANK']}: set-up failed: {str(err).splitlines()[0][-200:]}", flush=True)
+    dist.exit_process(3)
 if dist.rank() == 1:
     deadline = time.monotonic() + 10 * timeout_s
     while not marker.exists() and time.monotonic() < deadline:
