@@ -30,6 +30,8 @@ def rows(folder: Path) -> list[dict]:
         if not path.exists():
             continue
         for row in json.loads(path.read_text()):
+            if part == "early_stopping":  # its runs keep the loss's name; the setting is the method
+                row = {**row, "loss": f"{row['loss']} + early stopping"}
             key = (row["loss"], row.get("labels", "weak"))
             if row["seed"] == "mean" and key not in seen:
                 seen.add(key)
@@ -48,7 +50,9 @@ def table(found: list[dict]) -> str:
             ci = r.get("pgr_vs_direct_ci95")
             direct = f"{r['pgr_vs_direct']:+.2f}" + (f" [{r['pgr_vs_direct'] - ci:+.2f}, "
                                                      f"{r['pgr_vs_direct'] + ci:+.2f}]" if ci is not None else "")
-        lines.append(f"| {r['loss']}, {r.get('labels', 'weak')} | {r['n_seeds']} | {_f(r['weak_acc'])} "
+        # a label source's runs are named <loss>+<source> already
+        method = r["loss"] if "+" in r["loss"] else f"{r['loss']}, {r.get('labels', 'weak')}"
+        lines.append(f"| {method} | {r['n_seeds']} | {_f(r['weak_acc'])} "
                      f"| {_f(r['ceiling_acc'])} | {_f(r['transfer_acc'])} | {_f(r['pgr'], 2)}{interval} "
                      f"| {_f(r.get('pgr_paper'), 2)} | {_f(r.get('pgr_auc'), 2)} | {_f(r.get('misfit'))} "
                      f"| {direct} |")
