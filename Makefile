@@ -6,6 +6,8 @@ PYTHON    ?= python3
 # GPU clusters: make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 PY        := $(VENV)/bin/python
+# pytest-xdist workers of `make test` (tests that share an expensive fixture stay on one worker)
+TEST_WORKERS ?= 2
 STAMP     := $(VENV)/.installed
 
 .PHONY: setup demo demo-sweep evidence test bench stress clean-results
@@ -49,7 +51,7 @@ evidence: setup
 	$(PY) benchmarks/evidence_table.py results/evidence
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/throughput.py

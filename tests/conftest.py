@@ -25,6 +25,49 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# `make test` runs on 2 pytest-xdist workers (--dist loadgroup). A worker builds each session or
+# module fixture it needs itself, so every test that shares an expensive one (and, through
+# tests that use two, everything linked to it) is put in one xdist group: the Slurm cluster starts
+# once, the interrupted 2-rank experiment runs once. These are cheap enough to build per worker.
+CHEAP_SHARED_FIXTURES = {"gpt2_tokenizer_dir", "tiny_models", "tiny_data"}
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per worker's process: OpenMP threads that outnumber the cores spin and slow
+    # every process (the workers' subprocesses inherit this; torchrun sets the same for ranks)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+def _shared_fixture_keys(item) -> list[str]:
+    keys = []
+    for name in item.fixturenames:
+        defs = item._fixtureinfo.name2fixturedefs.get(name)
+        if not defs or name in CHEAP_SHARED_FIXTURES:
+            continue
+        fixture = defs[-1]
+        ours = getattr(fixture.func, "__module__", "").startswith(("conftest", "test_", "slurm_cluster"))
+        if ours and fixture.scope in ("session", "module"):
+            keys.append(name if fixture.scope == "session" else f"{item.module.__name__}::{name}")
+    return keys
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the items
+def pytest_collection_modifyitems(config, items):
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    item_keys = [(item, _shared_fixture_keys(item)) for item in items]
+    for _, keys in item_keys:
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+    for item, keys in item_keys:
+        if keys:
+            item.add_marker(pytest.mark.xdist_group(root(keys[0])))
+
+
 TINY = {
     "gpt2-weak": ("gpt2", dict(n_layer=1, n_embd=32, n_head=2, n_positions=128)),
     "gpt2-strong": ("gpt2", dict(n_layer=2, n_embd=64, n_head=4, n_positions=128)),

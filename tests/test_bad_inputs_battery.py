@@ -188,6 +188,8 @@ CASES = [
      ["strong.train.early_stopping.val_fraction", "0.01", "80"]),
     ("gt curve without every", _exp({}, "--set", "train.gt_curve={fraction: 0.1}"),
      ["train.gt_curve.every", "required"]),
+    ("gt runs' subset larger than A", _exp({}, "--set", "train.gt_n_train=100"),
+     ["weak.train.gt_n_train", "100", "A's 80 documents"]),
     # unreadable inputs: the DeepSpeed template
     ("ds_config is a folder", _ds("ds-folder"), ["train.ds_config", "ds-folder", "is a folder"]),
     ("ds_config is a JSON list", _ds("ds-list.json"), ["ds-list.json", "JSON list"]),

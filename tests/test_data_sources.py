@@ -411,3 +411,33 @@ def test_hub_path_with_a_datasets_object(monkeypatch):
     assert all(e.text.startswith("Q: What is ") for e in s.a + s.test)
     full = {e.id: e for e in load_split(c, "train", 0)}
     assert all(full[e.id] == e for e in s.a + s.b)
+
+
+def test_gt_n_train_cuts_only_the_ground_truth_runs_data(tiny_models, tiny_data, tmp_path):
+    """train.gt_n_train: a gt run trains on the first N documents of A and still labels all of
+    B; transfer runs (and every hash while it is unset) are as before."""
+    from conftest import run_w2s, tiny_config, write_config
+
+    from w2s_scale.config import load_config
+    from w2s_scale.pipeline import plan_experiment
+
+    base = tiny_config(tmp_path / "results", tiny_models, tiny_data)
+    base["train"]["zero_stage"] = 0
+    capped = json.loads(json.dumps(base))
+    capped["train"]["gt_n_train"] = 40
+    plans = {p.name: p for p in plan_experiment(load_config(raw=base))}
+    capped_plans = {p.name: p for p in plan_experiment(load_config(raw=capped))}
+    assert "gt_n_train" not in load_config(raw=base).train.model_dump()
+    for name, plan in plans.items():
+        # a transfer hash names its label source's hash, so only its own settings are compared
+        if plan.kind == "gt":
+            assert capped_plans[name].hash != plan.hash and capped_plans[name].train.gt_n_train == 40
+        else:
+            assert capped_plans[name].train == plan.train
+    cfg_path = write_config(tmp_path / "cfg.yaml", capped)
+    proc = run_w2s(["run", "-c", str(cfg_path), "--run-key", "jsonl/seed0/gt-gpt2-weak"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = tmp_path / "results/tiny/jsonl/seed0/gt-gpt2-weak"
+    start = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["n_train"] == 40  # A has 80
+    assert len((run_dir / "weak_labels.jsonl").read_text().splitlines()) == 80  # all of B

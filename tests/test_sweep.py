@@ -298,6 +298,36 @@ def test_run_refuses_transfer_before_its_teacher(tmp_path, tiny_models, tiny_dat
     assert "has not finished; run it first" in proc.stderr, proc.stderr[-2000:]
 
 
+def test_local_sweep_runs_in_parallel_each_after_the_run_it_reads(tmp_path, tiny_models, tiny_data):
+    """launch.parallel 2 (--parallel): two runs at once, a transfer run only once its weak
+    model's gt run is done, every run done once; the children's output goes to their logs."""
+    cfg = sweep_dict(tmp_path, tiny_models, tiny_data, n_models=2, seeds=[0], losses=["xent"])
+    cfg["train"]["zero_stage"] = 0
+    path = write_config(tmp_path / "s.yaml", cfg)
+    proc = run_w2s(["sweep", "-c", str(path), "--parallel", "2"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "(seed 0): test accuracy" not in proc.stdout  # the runs' own lines: in their logs only
+    seed_dir = tmp_path / "results/sweep/jsonl/seed0"
+    spans = {}
+    for run_dir in seed_dir.iterdir():
+        events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+        times = {e["event"]: e["time"] for e in events}
+        spans[run_dir.name] = (times["start"], times["done"])
+        assert [e["event"] for e in events].count("start") == 1
+    assert len(spans) == 5  # 2 gt, 3 transfer (self-transfer included)
+    gt_weak, gt_strong = spans["gt-gpt2-weak"], spans["gt-gpt2-strong"]
+    assert gt_weak[0] < gt_strong[1] and gt_strong[0] < gt_weak[1]  # ran at the same time
+    for name, (start, _) in spans.items():
+        if name.startswith("w2s-gpt2-weak-"):
+            assert start > gt_weak[1], name
+        elif name.startswith("w2s-gpt2-strong-"):
+            assert start > gt_strong[1], name
+    book = json.loads((tmp_path / "results/sweep/sweep/jobs.json").read_text())
+    assert {e["status"] for e in book.values()} == {"done"} and len(book) == 5
+    assert "gt-gpt2-weak (seed 0): test accuracy" in (
+        tmp_path / "results/sweep/sweep/logs/jsonl.seed0.gt-gpt2-weak.log").read_text()
+
+
 def test_local_sweep_runs_each_run_once_then_reuses(tmp_path, tiny_models, tiny_data):
     """The local executor: each run in its own process (1 rank), dependencies first, summary
     and plots at the end; a second invocation reuses everything."""

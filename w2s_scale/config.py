@@ -180,7 +180,13 @@ class TrainConfig(Strict):
     # training, so both enter the run's hash when set
     early_stopping: Optional[EarlyStoppingConfig] = None
     gt_curve: Optional[GtCurveConfig] = None
-    ADDED_LATER: ClassVar[dict[str, Any]] = {"early_stopping": None, "gt_curve": None}
+    # ground-truth runs only: train on the first N documents of A (shuffled per seed) instead of
+    # all of it. With data.n_a making A larger than B (for weak models trained from scratch),
+    # N = B's size gives a strong ceiling as many examples as the students it bounds, as the
+    # paper's equal halves do. None: all of A
+    gt_n_train: Optional[int] = Field(None, ge=2)
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"early_stopping": None, "gt_curve": None,
+                                             "gt_n_train": None}
 
     @model_validator(mode="after")
     def _held_out_leaves_training_data(self) -> "TrainConfig":
@@ -312,6 +318,10 @@ class LaunchConfig(Strict):
     # how long a collective waits for the other ranks before this rank gives up (a rank that
     # died or hangs then ends the run within this time; see README "When a rank dies")
     collective_timeout_s: float = Field(1800.0, gt=0)
+    # the local sweep executor: how many runs at once (each with its share of the CPU threads and,
+    # when CUDA_VISIBLE_DEVICES lists GPUs, nproc GPUs of its own)
+    parallel: int = Field(1, gt=0)
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"parallel": 1}
 
 
 class ExperimentConfig(Strict):

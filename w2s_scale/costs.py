@@ -174,7 +174,8 @@ def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
         n_train, n_test = rows_used(data.dataset, data.n_train, data.n_test)
         tokens = min(tokens_of[data.dataset], data.max_length)
         n_a, n_b = data.a_b_sizes(n_train)
-        flops = run_flops(entry, plan.model, plan.kind, n_a if plan.kind == "gt" else n_b, n_test + n_b, tokens,
+        n_trained = min(n_a, plan.train.gt_n_train or n_a) if plan.kind == "gt" else n_b
+        flops = run_flops(entry, plan.model, plan.kind, n_trained, n_test + n_b, tokens,
                           plan.train.epochs, needs_global_stats(plan.loss.name, plan.loss.params))
         compute_s = flops / (mfu * PEAK_TFLOPS[plan.model.dtype] * 1e12)
         startup_s = STARTUP_S + (entry.arch.total_params() * BYTES_PER_PARAM[plan.model.dtype]

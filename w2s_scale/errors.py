@@ -21,7 +21,10 @@ def shorten(value: Any, limit: int = ECHO_LIMIT) -> str:
         return text
     if isinstance(value, (list, tuple, dict, set)):
         return f"{text[:limit - 1]}… ({len(value)} items)"
-    return f"{text[:limit - 1]}… ({len(value) if isinstance(value, str) else len(text)} characters)"
+    # a long path differs from others at its end (the file or folder named): keep both ends
+    head = limit // 3
+    return (f"{text[:head]}…{text[-(limit - head - 1):]} "
+            f"({len(value) if isinstance(value, str) else len(text)} characters)")
 
 
 class UserError(ValueError):

@@ -108,46 +108,120 @@ def _tee(cmd: list[str], log: Path) -> int:
         return proc.wait()
 
 
+def _start_logged(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
+    """A run started beside others: its output goes to its log alone (interleaved progress lines
+    of several runs on one terminal would be unreadable)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def _slot_env(slot: int, parallel: int, nproc: int) -> dict:
+    """The environment of a run in `slot` of `parallel`: an equal share of the CPU threads (one
+    process per core is the limit past which OpenMP threads spin against each other), and, when
+    CUDA_VISIBLE_DEVICES lists the GPUs, `nproc` of them for this slot alone."""
+    env = dict(os.environ)
+    if parallel == 1:
+        return env
+    if "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (parallel * nproc)))
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[slot * nproc:(slot + 1) * nproc])
+    return env
+
+
+def check_parallel(parallel: int, nproc: int) -> None:
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if parallel > 1 and gpus and len(gpus) < parallel * nproc:
+        raise ConfigError(f"launch.parallel: {parallel} runs of {nproc} rank(s) need "
+                          f"{parallel * nproc} GPUs, but CUDA_VISIBLE_DEVICES lists {len(gpus)}; "
+                          f"lower launch.parallel (--parallel) or list more GPUs")
+
+
 def execute_local(cfg: SweepConfig, runs: list[SweepRun], launcher: str, nproc: int,
-                  redo: bool = False) -> int:
+                  redo: bool = False, parallel: int = 1) -> int:
     """Every missing run (every run with `redo`: each replaces its complete predecessor only
-    once it is complete itself), one after another, each in its own process under `launcher`
-    with `nproc` ranks; a run whose dependency failed is skipped. Returns the number not done."""
+    once it is complete itself), each in its own process under `launcher` with `nproc` ranks,
+    up to `parallel` at once, a run starting once the runs it reads are done; a run whose
+    dependency failed is skipped. Returns the number not done."""
     config = snapshot(cfg)
     book = JobBook(cfg)
     failed: set[str] = set()
-    for run in runs:
-        state = disk_state(run)
-        if state == "done" and not redo:
+    waiting = list(runs)  # in plan order: dependencies first
+    running: dict[str, tuple[SweepRun, subprocess.Popen, Path, int]] = {}
+    stopped = False  # a run stopped by a signal (exit 75): start nothing more
+
+    def start_ready() -> bool:
+        """Start (parallel 1: carry out) what can start now; whether anything changed."""
+        nonlocal stopped
+        changed = False
+        for run in list(waiting):
+            if stopped or len(running) >= parallel:
+                break
+            state = disk_state(run)
+            if state == "done" and not redo:
+                waiting.remove(run)
+                changed = True
+                continue
+            if state == "conflict" and not redo:
+                say(f"{run.key}: finished earlier with other settings; change `name` or `results_dir`, "
+                    f"or pass --redo to replace it")
+                failed.add(run.key)
+                waiting.remove(run)
+                changed = True
+                continue
+            bad = [d for d in run.deps if d in failed]
+            if bad:
+                say(f"{run.key}: skipped, it needs {bad[0]}, which failed")
+                book.put(run, executor="local", status="skipped", reason=f"dependency {bad[0]} failed")
+                failed.add(run.key)
+                waiting.remove(run)
+                changed = True
+                continue
+            if any(d in running or d in {w.key for w in waiting} for d in run.deps):
+                continue  # the run it reads is still to finish
+            waiting.remove(run)
+            changed = True
+            log = log_path(cfg, run, "log")
+            cmd = [sys.executable, "-m", "w2s_scale.cli", *run_command(config, run, redo),
+                   f"--launcher={launcher}", f"--nproc={nproc}"]
+            say(f"{run.key}: {'resuming' if state == 'partial' else 'starting'} "
+                f"({nproc} rank(s), {launcher}; log {log})")
+            book.put(run, executor="local", status="running", log=str(log), pid=os.getpid())
+            if parallel == 1:  # one at a time, its output on the terminal too
+                stopped = _finish_local(book, run, _tee(cmd, log), log, failed) == 75
+                continue
+            slot = min(set(range(parallel)) - {s for *_, s in running.values()})
+            running[run.key] = (run, _start_logged(cmd, log, _slot_env(slot, parallel, nproc)), log, slot)
+        return changed
+
+    while True:
+        changed = start_ready()
+        if not running:
+            if stopped or not waiting or not changed:
+                break  # done, stopped, or what is left waits on runs that will not finish
             continue
-        if state == "conflict" and not redo:
-            say(f"{run.key}: finished earlier with other settings; change `name` or `results_dir`, "
-                f"or pass --redo to replace it")
-            failed.add(run.key)
-            continue
-        bad = [d for d in run.deps if d in failed]
-        if bad:
-            say(f"{run.key}: skipped, it needs {bad[0]}, which failed")
-            book.put(run, executor="local", status="skipped", reason=f"dependency {bad[0]} failed")
-            failed.add(run.key)
-            continue
-        log = log_path(cfg, run, "log")
-        cmd = [sys.executable, "-m", "w2s_scale.cli", *run_command(config, run, redo),
-               f"--launcher={launcher}", f"--nproc={nproc}"]
-        say(f"{run.key}: {'resuming' if state == 'partial' else 'starting'} "
-            f"({nproc} rank(s), {launcher}; log {log})")
-        book.put(run, executor="local", status="running", log=str(log), pid=os.getpid())
-        rc = _tee(cmd, log)
-        if rc == 0 and disk_state(run) == "done":
-            book.put(run, executor="local", status="done", rc=0, log=str(log))
-        else:
-            book.put(run, executor="local", status="failed", rc=rc, log=str(log))
-            failed.add(run.key)
-            say(f"{run.key}: failed (exit code {rc}); see {log}")
-            if rc == 75:  # stopped by a signal: stop the sweep too; rerunning resumes
-                say("stopped by a signal; run the same command again to resume")
-                return sum(disk_state(r) != "done" for r in runs)
+        time.sleep(0.5)
+        for key, (run, proc, log, _) in list(running.items()):
+            if proc.poll() is not None:
+                del running[key]
+                stopped = _finish_local(book, run, proc.returncode, log, failed) == 75 or stopped
+                if proc.returncode == 0 and key not in failed:
+                    say(f"{key}: done ({len(running)} running, {len(waiting)} waiting)")
+    if stopped:  # the runs got the signal too; rerunning resumes them
+        say("stopped by a signal; run the same command again to resume")
     return sum(disk_state(r) != "done" for r in runs)
+
+
+def _finish_local(book: JobBook, run: SweepRun, rc: int, log: Path, failed: set[str]) -> int:
+    if rc == 0 and disk_state(run) == "done":
+        book.put(run, executor="local", status="done", rc=0, log=str(log))
+    else:
+        book.put(run, executor="local", status="failed", rc=rc, log=str(log))
+        failed.add(run.key)
+        say(f"{run.key}: failed (exit code {rc}); see {log}")
+    return rc
 
 
 # --- Slurm ---------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, los
                   seed: int, source: Optional[RunPlan] = None, label_tag: str = "weak",
                   name: Optional[str] = None) -> RunPlan:
     """`strong` trained on B against the labels of `source` (default: the weak gt run)."""
-    train_cfg = train_for(cfg, strong)
+    train_cfg = train_for(cfg, strong).model_copy(update={"gt_n_train": None})  # gt runs only
     name = name or f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
     name += selection.name_tag(train_cfg)
     labels_from = source if source is not None else weak
@@ -193,6 +193,11 @@ def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, 
     return kept, np.stack([labelled[ex_id] for ex_id in kept.ids]).astype(np.float32)
 
 
+def gt_examples(splits: Splits, train_cfg: TrainConfig):
+    """What a ground-truth run trains on: A, or its first train.gt_n_train documents."""
+    return splits.a if train_cfg.gt_n_train is None else splits.a[:train_cfg.gt_n_train]
+
+
 def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = False) -> None:
     """Train one run, score it on test, and (gt runs) label B; DONE is written last. A redo of
     a complete run is written beside it and replaces it only once complete (results.RunDir)."""
@@ -210,7 +215,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     started = time.time()
     inputs = run_inputs(cfg, plan)
     data = cfg.data
-    train_set = inputs.encode(splits.a if plan.kind == "gt" else splits.b)
+    train_set = inputs.encode(gt_examples(splits, plan.train) if plan.kind == "gt" else splits.b)
     k = inputs.num_classes(splits)
     if plan.kind == "gt":
         targets = one_hot(train_set.labels, k)

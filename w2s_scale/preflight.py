@@ -239,8 +239,11 @@ def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: boo
             f"models[{model.short_name}]", model, run.plan.train, set(), set()))
         t.worlds.add(world_size(run))
         t.splits.add("a" if run.plan.kind == "gt" else "b")
-        if run.plan.kind == "transfer":  # its train holds what gt runs drop (early_stopping, ...)
-            t.train = run.plan.train
+        # transfer runs' train holds what gt runs drop (early_stopping, ...), and the reverse
+        if run.plan.kind == "transfer":
+            t.train = run.plan.train.model_copy(update={"gt_n_train": t.train.gt_n_train})
+        else:
+            t.train = t.train.model_copy(update={"gt_n_train": run.plan.train.gt_n_train})
     datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
     check_trainees(list(trainees.values()), datasets, cfg.seeds, local)
     from w2s_scale.labels import check_probe_layers
@@ -273,6 +276,13 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
         tokenizers[t.where] = tokenizer
     for where, data in datasets.items():
         _check_data(where, data, seeds, [(t, tokenizers[t.where]) for t in trainees])
+        for t in (t for t in trainees if "a" in t.splits and t.train.gt_n_train):
+            n_a = data.a_b_sizes()[0]
+            if t.train.gt_n_train > n_a:
+                raise ConfigError(f"{t.where}.train.gt_n_train: {t.train.gt_n_train} is more than A's "
+                                  f"{n_a} documents ({where}: n_train {data.n_train}, n_a "
+                                  f"{data.n_a if data.n_a is not None else 'half'}); lower it or "
+                                  f"remove it to train on all of A")
         for t in (t for t in trainees if "b" in t.splits):  # students: slices held out of B
             from w2s_scale.selection import held_out_sizes
 

@@ -34,6 +34,8 @@ def add_commands(sub, add_config_args) -> None:
                        help="dry run: hours to fit in (default 48)")
     sweep.add_argument("--executor", choices=["local", "slurm"], help="default: the config's `executor`")
     sweep.add_argument("--nproc", type=positive_int, help="local executor: ranks per run (default: launch.nproc)")
+    sweep.add_argument("--parallel", type=positive_int,
+                       help="local executor: runs at once (default: launch.parallel)")
     sweep.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
                        help="local executor: how to start the ranks (default: launch.launcher)")
     sweep.add_argument("--sbatch", dest="sbatch_options", action="append", default=[], metavar="OPTION",
@@ -120,7 +122,10 @@ def _sweep(cfg, runs, args) -> int:
                               f"to torchrun or deepspeed")
         ex.preflight(cfg, todo, world, local=executor == "local")
     if executor == "local":
-        left = ex.execute_local(cfg, runs, launcher, nproc, redo=args.redo) if todo else 0
+        parallel = args.parallel or cfg.launch.parallel
+        ex.check_parallel(parallel, nproc)
+        left = ex.execute_local(cfg, runs, launcher, nproc, redo=args.redo,
+                                parallel=parallel) if todo else 0
         report(cfg, runs)
         if left:
             print(ex.format_status(cfg, ex.sweep_status(cfg, runs)), flush=True)

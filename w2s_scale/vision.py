@@ -409,6 +409,8 @@ def preflight_images(cfg: ExperimentConfig, world_size: int) -> None:
         if model.save != "none":
             raise ModelError(f"{where}.save: image runs keep metrics, predictions and weak labels "
                              f"only; set save: none")
+        if train_for(cfg, model).gt_n_train is not None:
+            raise ModelError(f"{where}.train.gt_n_train: image runs train on all of A; remove it")
         if model.name.startswith(TORCHVISION) and model.head != "pretrained":
             raise ModelError(f"{where}.head: {model.name} is used only as a classifier with its "
                              f"own head; set head: pretrained")
