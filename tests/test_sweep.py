@@ -4,14 +4,18 @@ plots; and a small sweep carried out by the local executor."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO, run_w2s, tiny_config, write_config  # noqa: E402
+from conftest import REPO, finish, run_w2s, start_w2s, tiny_config, write_config  # noqa: E402
 
 from w2s_scale import executors as ex  # noqa: E402
 from w2s_scale import slurm  # noqa: E402
@@ -326,6 +330,41 @@ def test_local_sweep_runs_in_parallel_each_after_the_run_it_reads(tmp_path, tiny
     assert {e["status"] for e in book.values()} == {"done"} and len(book) == 5
     assert "gt-gpt2-weak (seed 0): test accuracy" in (
         tmp_path / "results/sweep/sweep/logs/jsonl.seed0.gt-gpt2-weak.log").read_text()
+
+
+def test_a_stop_signal_to_the_sweep_stops_its_runs_which_the_same_command_resumes(
+        tmp_path, tiny_models, tiny_data):
+    """`kill PID` of a local sweep (SIGTERM to the sweep alone) reaches the runs it started:
+    each checkpoints and exits, none runs on unwatched, and the same command resumes them."""
+    cfg = sweep_dict(tmp_path, tiny_models, tiny_data, n_models=1, seeds=[0], losses=["xent"])
+    cfg["train"].update(zero_stage=0, epochs=30)  # 300 steps: still training when signalled
+    path = write_config(tmp_path / "s.yaml", cfg)
+    args = ["sweep", "-c", str(path), "--parallel", "2"]
+    proc = start_w2s(args, tmp_path / "stopped.log")
+    seed_dir = tmp_path / "results/sweep/jsonl/seed0"
+    logs = [seed_dir / "gt-gpt2-weak/log.jsonl"]  # the transfer run waits for it
+    deadline = time.time() + 600
+    while not any(log.exists() and '"event": "train"' in log.read_text() for log in logs):
+        assert time.time() < deadline and proc.poll() is None, (tmp_path / "stopped.log").read_text()[-3000:]
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGTERM)  # the sweep's process only, as `kill PID` does
+    code, out = finish(proc, tmp_path / "stopped.log", timeout=600)
+    assert code == 1 and "stopped by a signal; run the same command again to resume" in out, out[-3000:]
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "results")], capture_output=True, text=True)
+    assert left.returncode == 1, left.stdout  # no run of it is still going
+    # a run that was training checkpointed and stopped (one still loading when the signal came
+    # had nothing to save and simply ended; the rerun starts it)
+    stopped = [log for log in logs if log.exists() and '"event": "train"' in log.read_text()
+               and not (log.parent / "DONE").exists()]
+    assert stopped and all((log.parent / "checkpoints/latest_step").exists() for log in stopped)
+    assert not list(seed_dir.glob("w2s-*/DONE"))  # nothing started after the signal
+    again = run_w2s(args, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for log in stopped:
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [e["event"] for e in events].count("resumed") == 1
+        steps = [e["step"] for e in events if e["event"] == "train"]
+        assert steps.count(1) == 1 and steps[-1] == 300  # resumed, never restarted from scratch
 
 
 def test_local_sweep_runs_each_run_once_then_reuses(tmp_path, tiny_models, tiny_data):

@@ -9,10 +9,12 @@ which `w2s status` reads and a rerun of `w2s sweep` consults to submit only what
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -97,15 +99,47 @@ def run_command(config: Path, run: SweepRun, redo: bool = False) -> list[str]:
 
 # --- local ---------------------------------------------------------------------------------------
 
-def _tee(cmd: list[str], log: Path) -> int:
+class RunProcesses:
+    """The runs the local executor has started. A stop signal sent to the sweep alone (`kill
+    PID`: SIGTERM, or SIGUSR1) reaches them too, so each checkpoints and exits 75 instead of
+    running on unwatched after the sweep has gone; the sweep then starts nothing more."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+    def __init__(self):
+        self.procs: set[subprocess.Popen] = set()
+        self.signalled = False
+        self._previous = {}
+
+    def __enter__(self) -> "RunProcesses":
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._forward)
+        return self
+
+    def _forward(self, signum, _frame) -> None:
+        # a signal sent to the whole process group reaches a run twice: it only sets a flag
+        self.signalled = True
+        for proc in list(self.procs):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _tee(cmd: list[str], log: Path, children: RunProcesses) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as out:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1)
+        children.procs.add(proc)
         for line in proc.stdout:
             sys.stdout.write(line)
             out.write(line)
-        return proc.wait()
+        code = proc.wait()
+        children.procs.discard(proc)
+        return code
 
 
 def _start_logged(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
@@ -151,13 +185,14 @@ def execute_local(cfg: SweepConfig, runs: list[SweepRun], launcher: str, nproc: 
     waiting = list(runs)  # in plan order: dependencies first
     running: dict[str, tuple[SweepRun, subprocess.Popen, Path, int]] = {}
     stopped = False  # a run stopped by a signal (exit 75): start nothing more
+    children = RunProcesses()
 
     def start_ready() -> bool:
         """Start (parallel 1: carry out) what can start now; whether anything changed."""
         nonlocal stopped
         changed = False
         for run in list(waiting):
-            if stopped or len(running) >= parallel:
+            if stopped or children.signalled or len(running) >= parallel:
                 break
             state = disk_state(run)
             if state == "done" and not redo:
@@ -190,25 +225,34 @@ def execute_local(cfg: SweepConfig, runs: list[SweepRun], launcher: str, nproc: 
                 f"({nproc} rank(s), {launcher}; log {log})")
             book.put(run, executor="local", status="running", log=str(log), pid=os.getpid())
             if parallel == 1:  # one at a time, its output on the terminal too
-                stopped = _finish_local(book, run, _tee(cmd, log), log, failed) == 75
+                stopped = _finish_local(book, run, _tee(cmd, log, children), log, failed) == 75
                 continue
             slot = min(set(range(parallel)) - {s for *_, s in running.values()})
-            running[run.key] = (run, _start_logged(cmd, log, _slot_env(slot, parallel, nproc)), log, slot)
+            proc = _start_logged(cmd, log, _slot_env(slot, parallel, nproc))
+            children.procs.add(proc)
+            running[run.key] = (run, proc, log, slot)
         return changed
 
-    while True:
-        changed = start_ready()
-        if not running:
-            if stopped or not waiting or not changed:
-                break  # done, stopped, or what is left waits on runs that will not finish
-            continue
-        time.sleep(0.5)
+    def reap() -> None:
+        nonlocal stopped
         for key, (run, proc, log, _) in list(running.items()):
             if proc.poll() is not None:
                 del running[key]
+                children.procs.discard(proc)
                 stopped = _finish_local(book, run, proc.returncode, log, failed) == 75 or stopped
                 if proc.returncode == 0 and key not in failed:
                     say(f"{key}: done ({len(running)} running, {len(waiting)} waiting)")
+
+    with children:
+        while True:
+            changed = start_ready()
+            if not running:
+                if stopped or children.signalled or not waiting or not changed:
+                    break  # done, stopped, or what is left waits on runs that will not finish
+                continue
+            time.sleep(0.5)
+            reap()
+    stopped = stopped or children.signalled
     if stopped:  # the runs got the signal too; rerunning resumes them
         say("stopped by a signal; run the same command again to resume")
     return sum(disk_state(r) != "done" for r in runs)
