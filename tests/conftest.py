@@ -30,6 +30,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # tests that use two, everything linked to it) is put in one xdist group: the Slurm cluster starts
 # once, the interrupted 2-rank experiment runs once. These are cheap enough to build per worker.
 CHEAP_SHARED_FIXTURES = {"gpt2_tokenizer_dir", "tiny_models", "tiny_data"}
+# the two longest groups (about 400 s and 350 s of one worker's time) go first, so that neither
+# starts late and runs on alone at the end while the other worker idles
+FIRST_GROUPS = ("slurm_cluster", "interrupted_experiment")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one thread per worker's process: OpenMP threads that outnumber the cores spin and slow
     # every process (the workers' subprocesses inherit this; torchrun sets the same for ranks)
@@ -63,9 +66,14 @@ def pytest_collection_modifyitems(config, items):
     for _, keys in item_keys:
         for key in keys[1:]:
             parent[root(key)] = root(keys[0])
+    groups = {}
     for item, keys in item_keys:
         if keys:
-            item.add_marker(pytest.mark.xdist_group(root(keys[0])))
+            groups[item.nodeid] = root(keys[0])
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    first = [root(name) for name in FIRST_GROUPS if name in parent]
+    items.sort(key=lambda item: first.index(groups[item.nodeid])
+               if groups.get(item.nodeid) in first else len(first))  # stable: the rest keep their order
 
 
 TINY = {

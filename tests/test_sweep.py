@@ -305,7 +305,8 @@ def test_run_refuses_transfer_before_its_teacher(tmp_path, tiny_models, tiny_dat
 def test_local_sweep_runs_in_parallel_each_after_the_run_it_reads(tmp_path, tiny_models, tiny_data):
     """launch.parallel 2 (--parallel): two runs at once, a transfer run only once its weak
     model's gt run is done, every run done once; the children's output goes to their logs."""
-    cfg = sweep_dict(tmp_path, tiny_models, tiny_data, n_models=2, seeds=[0], losses=["xent"])
+    cfg = sweep_dict(tmp_path, tiny_models, tiny_data, n_models=2, seeds=[0], losses=["xent"],
+                     self_transfer=False)
     cfg["train"]["zero_stage"] = 0
     path = write_config(tmp_path / "s.yaml", cfg)
     proc = run_w2s(["sweep", "-c", str(path), "--parallel", "2"])
@@ -318,7 +319,7 @@ def test_local_sweep_runs_in_parallel_each_after_the_run_it_reads(tmp_path, tiny
         times = {e["event"]: e["time"] for e in events}
         spans[run_dir.name] = (times["start"], times["done"])
         assert [e["event"] for e in events].count("start") == 1
-    assert len(spans) == 5  # 2 gt, 3 transfer (self-transfer included)
+    assert len(spans) == 3  # 2 gt, 1 transfer
     gt_weak, gt_strong = spans["gt-gpt2-weak"], spans["gt-gpt2-strong"]
     assert gt_weak[0] < gt_strong[1] and gt_strong[0] < gt_weak[1]  # ran at the same time
     for name, (start, _) in spans.items():
@@ -327,7 +328,7 @@ def test_local_sweep_runs_in_parallel_each_after_the_run_it_reads(tmp_path, tiny
         elif name.startswith("w2s-gpt2-strong-"):
             assert start > gt_strong[1], name
     book = json.loads((tmp_path / "results/sweep/sweep/jobs.json").read_text())
-    assert {e["status"] for e in book.values()} == {"done"} and len(book) == 5
+    assert {e["status"] for e in book.values()} == {"done"} and len(book) == 3
     assert "gt-gpt2-weak (seed 0): test accuracy" in (
         tmp_path / "results/sweep/sweep/logs/jsonl.seed0.gt-gpt2-weak.log").read_text()
 
@@ -337,7 +338,7 @@ def test_a_stop_signal_to_the_sweep_stops_its_runs_which_the_same_command_resume
     """`kill PID` of a local sweep (SIGTERM to the sweep alone) reaches the runs it started:
     each checkpoints and exits, none runs on unwatched, and the same command resumes them."""
     cfg = sweep_dict(tmp_path, tiny_models, tiny_data, n_models=1, seeds=[0], losses=["xent"])
-    cfg["train"].update(zero_stage=0, epochs=30)  # 300 steps: still training when signalled
+    cfg["train"].update(zero_stage=0, epochs=8)  # 80 steps: still training when signalled
     path = write_config(tmp_path / "s.yaml", cfg)
     args = ["sweep", "-c", str(path), "--parallel", "2"]
     proc = start_w2s(args, tmp_path / "stopped.log")
@@ -364,7 +365,7 @@ def test_a_stop_signal_to_the_sweep_stops_its_runs_which_the_same_command_resume
         events = [json.loads(line) for line in log.read_text().splitlines()]
         assert [e["event"] for e in events].count("resumed") == 1
         steps = [e["step"] for e in events if e["event"] == "train"]
-        assert steps.count(1) == 1 and steps[-1] == 300  # resumed, never restarted from scratch
+        assert steps.count(1) == 1 and steps[-1] == 80  # resumed, never restarted from scratch
 
 
 def test_local_sweep_runs_each_run_once_then_reuses(tmp_path, tiny_models, tiny_data):
@@ -387,3 +388,20 @@ def test_local_sweep_runs_each_run_once_then_reuses(tmp_path, tiny_models, tiny_
     assert "starting" not in again.stdout
     status = run_w2s(["status", "-c", str(path)])
     assert status.returncode == 0 and "2 done" in status.stdout
+
+
+def test_parallel_runs_split_the_gpus_and_threads_or_say_what_is_missing(monkeypatch):
+    """launch.parallel: each slot gets its own nproc GPUs of CUDA_VISIBLE_DEVICES and its share
+    of the CPU threads; too few GPUs listed is a config error before anything starts."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ex.os, "cpu_count", lambda: 8)
+    assert [ex._slot_env(slot, 2, 2)["CUDA_VISIBLE_DEVICES"] for slot in (0, 1)] == ["0,1", "2,3"]
+    assert ex._slot_env(1, 2, 2)["OMP_NUM_THREADS"] == "2"
+    assert ex._slot_env(0, 1, 2)["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"  # one at a time: as given
+    ex.check_parallel(2, 2)
+    with pytest.raises(ConfigError, match=r"launch.parallel: 4 runs of 2 rank\(s\) need 8 GPUs, "
+                                          r"but CUDA_VISIBLE_DEVICES lists 4"):
+        ex.check_parallel(4, 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+    assert ex._slot_env(0, 2, 1)["OMP_NUM_THREADS"] == "3"
