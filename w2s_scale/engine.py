@@ -25,6 +25,7 @@ from w2s_scale.data.batching import (TokenizedSet, collate, eval_batches, global
 from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss,
                               needs_global_stats, resolve_params)
 from w2s_scale.models import build_classifier
+from w2s_scale.processes import handling
 
 
 class RunStopped(Exception):
@@ -40,11 +41,10 @@ class StopFlag:
     def __init__(self):
         self.requested = False
         self.signal_name: Optional[str] = None
-        self._previous = {}
+        self._handlers = handling(self.SIGNALS, self._handle)
 
     def __enter__(self) -> "StopFlag":
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        self._handlers.__enter__()
         return self
 
     def _handle(self, signum, _frame) -> None:
@@ -52,8 +52,7 @@ class StopFlag:
         self.signal_name = signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._handlers.__exit__(*exc)
 
 
 @dataclass

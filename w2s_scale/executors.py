@@ -26,6 +26,7 @@ import yaml
 
 from w2s_scale import slurm
 from w2s_scale.config import ConfigError
+from w2s_scale.processes import handling
 from w2s_scale.results import atomic_write
 from w2s_scale.sweep import (Resources, SweepConfig, SweepRun, describe, disk_state,
                              resources_text, sweep_dir)
@@ -109,11 +110,10 @@ class RunProcesses:
     def __init__(self):
         self.procs: set[subprocess.Popen] = set()
         self.signalled = False
-        self._previous = {}
+        self._handlers = handling(self.SIGNALS, self._forward)
 
     def __enter__(self) -> "RunProcesses":
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._forward)
+        self._handlers.__enter__()
         return self
 
     def _forward(self, signum, _frame) -> None:
@@ -124,8 +124,7 @@ class RunProcesses:
                 proc.send_signal(signum)
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._handlers.__exit__(*exc)
 
 
 def _tee(cmd: list[str], log: Path, children: RunProcesses) -> int:
@@ -150,6 +149,10 @@ def _start_logged(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
+def _listed_gpus() -> list[str]:
+    return [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+
+
 def _slot_env(slot: int, parallel: int, nproc: int) -> dict:
     """The environment of a run in `slot` of `parallel`: an equal share of the CPU threads (one
     process per core is the limit past which OpenMP threads spin against each other), and, when
@@ -159,14 +162,14 @@ def _slot_env(slot: int, parallel: int, nproc: int) -> dict:
         return env
     if "OMP_NUM_THREADS" not in os.environ:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (parallel * nproc)))
-    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    gpus = _listed_gpus()
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[slot * nproc:(slot + 1) * nproc])
     return env
 
 
 def check_parallel(parallel: int, nproc: int) -> None:
-    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    gpus = _listed_gpus()
     if parallel > 1 and gpus and len(gpus) < parallel * nproc:
         raise ConfigError(f"launch.parallel: {parallel} runs of {nproc} rank(s) need "
                           f"{parallel * nproc} GPUs, but CUDA_VISIBLE_DEVICES lists {len(gpus)}; "

@@ -3,6 +3,7 @@ wrapper (launch/slurm_node.py). Standard library only: the wrapper starts before
 from __future__ import annotations
 
 import contextlib
+import signal
 from pathlib import Path
 from typing import NamedTuple
 
@@ -10,6 +11,17 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun
 # launchers report any non-zero rank exit as their own failure (1): rank 0 writes "stopped"
 # into the file this variable names, so a checkpointed stop can be told from a crash
 STATUS_ENV = "W2S_STATUS_FILE"
+
+
+@contextlib.contextmanager
+def handling(signals, handler):
+    """`handler` for each of `signals` inside the block; the previous handlers after it."""
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def descendants(pid: int) -> list[int]:
