@@ -128,6 +128,33 @@ def test_figures_log_axis_intervals_within_bounds(finished_sweep):
     plt.close("all")
 
 
+def test_pgr_axis_is_cut_at_plus_minus_2_and_says_so(finished_sweep):
+    """A ceiling that barely beats its supervisor gives PGR -30 [-300, 5]: the axis stays at
+    -2..2 (the other points stay readable), the point is an arrow head at the edge with its value,
+    and a note says the axis was cut."""
+    import matplotlib.pyplot as plt
+    from w2s_scale.scaling import figure_data
+
+    sweep, runs = finished_sweep
+    points, summary_rows = figure_data(sweep, runs)
+    extreme = next(r for r in points if r["kind"] == "transfer" and r["dataset"] == "jsonl" and r["loss"] == "xent")
+    extreme.update(pgr=-30.0, pgr_lo=-300.0, pgr_hi=5.0)
+    summary_rows[0].update(median_pgr=-30.0, median_pgr_lo=-300.0, median_pgr_hi=5.0)
+    figs = figures.build(points, summary_rows)
+    for fig, ax in ((figs["jsonl-xent.png"], figs["jsonl-xent.png"].axes[1]),
+                    (figs["summary-median-pgr.png"], figs["summary-median-pgr.png"].axes[0])):
+        assert ax.get_ylim() == (figures.PGR_VIEW[0], figures.PGR_VIEW[1])
+        texts = [t.get_text() for t in ax.texts]
+        assert any("axis cut at PGR -2..2" in t for t in texts) and "-30.0" in texts
+        edge = [line for line in ax.get_lines() if line.get_marker() == "v"]
+        assert edge and edge[0].get_ydata()[0] == figures.PGR_VIEW[0]
+    # a panel whose points and bars all lie within the view keeps its own limits and no note
+    inside = [dict(r, pgr=0.5, pgr_lo=0.1, pgr_hi=0.9) if r["kind"] == "transfer" else r for r in points]
+    pgr_ax = figures.build(inside, [])["csv-xent.png"].axes[1]
+    assert not pgr_ax.texts and -2 < pgr_ax.get_ylim()[0] <= 0 and 1 <= pgr_ax.get_ylim()[1] < 2
+    plt.close("all")
+
+
 def test_report_writes_figures_table_and_pgr_into_runs(finished_sweep, capsys):
     sweep, runs = finished_sweep
     from w2s_scale.scaling import report

@@ -233,6 +233,34 @@ def _log_axis(ax, ticks: dict[int, str]) -> None:
     ax.grid(alpha=0.3)
 
 
+# PGR's axis shows -2..2 at most: where the ceiling barely beats the weak supervisor, PGR and its
+# interval run to -30 or +30 and would squash every other point to a flat line at 0.
+PGR_VIEW = (-2.0, 2.0)
+
+
+def _pgr_axis(ax, plotted: list[tuple[float, float, float, float, object]]) -> None:
+    """Limit PGR's axis to PGR_VIEW, always keeping 0 (weak) and 1 (ceiling) in view. `plotted`
+    holds (x, value, lo, hi, colour) of each point drawn: a point beyond the view is marked by an
+    arrow head at the edge in its colour, and a note says the view was cut."""
+    low, high = ax.get_ylim()
+    view = (max(min(low, -0.1), PGR_VIEW[0]), min(max(high, 1.1), PGR_VIEW[1]))
+    ax.set_ylim(*view)
+    cut = False
+    for x, value, lo, hi, color in plotted:
+        if value is None:
+            continue
+        cut |= (lo if lo is not None else value) < view[0] or (hi if hi is not None else value) > view[1]
+        if value < view[0] or value > view[1]:
+            edge, marker = (view[0], "v") if value < view[0] else (view[1], "^")
+            ax.plot([x], [edge], marker=marker, color=color, markersize=8, clip_on=False, linestyle="none")
+            ax.annotate(f"{value:.1f}", (x, edge), textcoords="offset points", fontsize=7, color=color,
+                        xytext=(6, 4 if marker == "v" else -10))
+    if cut:
+        ax.text(0.02, 0.98, f"axis cut at PGR {view[0]:g}..{view[1]:g}: arrow heads and bars\nat the edge "
+                "go on (values in scaling_points.txt)", transform=ax.transAxes, fontsize=6,
+                color="grey", ha="left", va="top")
+
+
 def _seeds_note(rows: list[dict]) -> str:
     seeds = sorted({r["n_seeds"] for r in rows})
     n_test = min(r["n_test"] for r in rows)
@@ -280,18 +308,19 @@ def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, lege
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.axhline(1, color="black", linewidth=0.8, linestyle="--")
     ticks = {r["params"]: size_label(r["params"]) for r in transfer}
+    plotted = []
     for i, w in enumerate(colors):
         line = sorted((r for r in transfer if r["weak"] == w and r["pgr"] is not None), key=lambda r: r["params"])
         if line:
-            ax.errorbar(_dodge([r["params"] for r in line], i, len(colors)), [r["pgr"] for r in line],
-                        yerr=_err(line, "pgr"),
+            xs = _dodge([r["params"] for r in line], i, len(colors))
+            ax.errorbar(xs, [r["pgr"] for r in line], yerr=_err(line, "pgr"),
                         color=colors[w], marker="o", markersize=5, capsize=3,
                         label=f"supervised by {w} ({size_label(line[0]['weak_params'])})")
+            plotted += [(x, r["pgr"], r["pgr_lo"], r["pgr_hi"], colors[w]) for x, r in zip(xs, line)]
     if ticks:
         _log_axis(ax, ticks)
         ax.set_xlabel("parameters of the strong student (log scale)")
-    low, high = ax.get_ylim()  # 0 (weak) and 1 (ceiling) always in view: the scale of PGR
-    ax.set_ylim(min(low, -0.1), max(high, 1.1))
+    _pgr_axis(ax, plotted)
     ax.set_ylabel("performance gap recovered (PGR)")
     ax.set_title(f"{dataset}, {loss}: PGR (1 = ceiling, 0 = weak)", fontsize=10)
     undefined = [r for r in transfer if r["pgr"] is None]
@@ -352,16 +381,19 @@ def build(rows: list[dict], summary_rows: list[dict]) -> dict:
         ax.axhline(1, color="black", linewidth=0.8, linestyle="--")
         styles = {"xent": ("tab:blue", "o"), "logconf": ("tab:red", "s")}
         losses = list(dict.fromkeys(r["loss"] for r in summary_rows))
+        plotted = []
         for i, loss in enumerate(losses):
             line = sorted((r for r in summary_rows if r["loss"] == loss), key=lambda r: r["params"])
             color, marker = styles.get(loss.split("-")[0], (f"C{i + 2}", "^"))
-            ax.errorbar(_dodge([r["params"] for r in line], i, len(losses)), [r["median_pgr"] for r in line],
+            xs = _dodge([r["params"] for r in line], i, len(losses))
+            ax.errorbar(xs, [r["median_pgr"] for r in line],
                         yerr=_err(line, "median_pgr"), color=color, marker=marker, capsize=3,
                         label=f"{loss} (median of {line[0]['n_tasks']} tasks)")
+            plotted += [(x, r["median_pgr"], r["median_pgr_lo"], r["median_pgr_hi"], color)
+                        for x, r in zip(xs, line)]
         _log_axis(ax, {r["params"]: f"{r['strong']} {size_label(r['params'])}" for r in summary_rows})
         ax.set_xlabel("strong student parameters (log scale)")
-        low, high = ax.get_ylim()
-        ax.set_ylim(min(low, -0.1), max(high, 1.1))
+        _pgr_axis(ax, plotted)
         ax.set_ylabel("median PGR over datasets x weak supervisors")
         ax.set_title("weak-to-strong: median PGR by loss and student size\n(1 = strong ceiling, "
                      "0 = weak supervisor)", fontsize=10)
