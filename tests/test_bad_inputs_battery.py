@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -300,6 +301,22 @@ def test_bad_input_stops_at_preflight(case, battery, capsys, monkeypatch):
     code = _main(argv)
     captured = capsys.readouterr()
     _check_clean(battery, before, code, captured.err, captured.out, needles, name)
+    _transcribe(battery, name, argv, captured.err)
+
+
+def _transcribe(battery, name: str, argv: list[str], err: str) -> None:
+    """With W2S_BATTERY_TRANSCRIPT=FILE, append the case's command and its error line to FILE
+    (JSON lines, the battery's folder shown as $B): the table of causes in an issue's closing note
+    comes from what the battery saw, not from memory."""
+    target = os.environ.get("W2S_BATTERY_TRANSCRIPT")
+    if not target:
+        return
+    root = str(battery["root"])
+    line = next(l for l in err.splitlines() if l.startswith("w2s: error:"))
+    command = " ".join(["w2s", *(a if len(a) < 120 else a[:60] + "..." for a in argv)])
+    with open(target, "a") as out:
+        out.write(json.dumps({"case": name, "command": command.replace(root, "$B"),
+                              "error": line.replace(root, "$B")}) + "\n")
 
 
 def test_a_small_test_shortfall_is_one_warning(battery, capsys):
