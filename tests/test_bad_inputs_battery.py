@@ -364,3 +364,28 @@ def test_bad_input_as_a_process(case, battery):
     before = snapshot(battery["root"])
     proc = run_w2s(argv, timeout=300)
     _check_clean(battery, before, proc.returncode, proc.stderr, proc.stdout, needles, name)
+
+
+def test_bad_input_stops_ranks_that_a_launcher_started_itself(battery):
+    """`torchrun ... launch/rank.py experiment` (no `w2s` parent, so no preflight of its own):
+    every rank runs preflight before any collective; rank 0 prints the one line, and no rank
+    reaches a model or leaves a traceback of ours (torchrun reports the failure its own way)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from w2s_scale.distributed import _free_port
+
+    name, argv_of, needles = next(c for c in CASES if c[0] == "fp16 on CPU")
+    argv = argv_of(battery)
+    before = snapshot(battery["root"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={_free_port()}", str(REPO / "launch" / "rank.py"), *argv],
+        cwd=battery["work"], capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != cli.PREFLIGHT_PASSED_ENV})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("w2s: error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert all(needle in errors[0] for needle in needles), errors[0]
+    assert f'File "{REPO / "w2s_scale"}' not in proc.stderr, proc.stderr[-3000:]
+    assert snapshot(battery["root"]) == before

@@ -100,7 +100,7 @@ def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
     # the launchers report any non-zero rank exit as their own failure (1): rank 0 leaves the
     # run's outcome here so a checkpointed stop still exits 75 and can be told from a crash
     status_file = Path(tempfile.mkstemp(prefix="w2s-status-")[1])
-    env = {**os.environ, STATUS_ENV: str(status_file), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(
+    env = {**os.environ, STATUS_ENV: str(status_file), PREFLIGHT_PASSED_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(
         max(1, (os.cpu_count() or 1) // nproc)))}
     # The launcher (torchrun, deepspeed) inherits SIGUSR1 ignored, so a preemption warning sent
     # to every process (as Slurm does) stops the ranks, which checkpoint, and not the launcher,
@@ -126,6 +126,10 @@ def _relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
     if code != 0 and failure:
         print(f"w2s: error: {failure}", file=sys.stderr, flush=True)
     return code
+
+
+# set by `w2s` for the ranks it launches after its preflight passed (they skip repeating it)
+PREFLIGHT_PASSED_ENV = "W2S_PREFLIGHT_PASSED"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -189,6 +193,11 @@ def _command(argv: Optional[list[str]]) -> int:
             if nproc > 1:
                 raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; "
                                   f"set launch.launcher to torchrun or deepspeed")
+        elif os.environ.get(PREFLIGHT_PASSED_ENV) != "1":
+            # ranks started by torchrun, the deepspeed launcher or a Slurm node themselves (not
+            # by `w2s`, whose own preflight passed): the same checks on every rank, before any
+            # collective, so a mistake stops each rank alone with the same one line from rank 0
+            preflight(cfg, dist.world_size())
         return _run_in_rank(cfg, args)
     except USER_ERRORS as err:
         if dist.is_main():

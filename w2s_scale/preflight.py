@@ -368,6 +368,10 @@ def _check_lora_targets(where: str, model: ModelConfig, hf_config, names: list[s
 
 
 def _warn(message: str) -> None:
+    from w2s_scale.distributed import is_main
+
+    if not is_main():  # every rank runs preflight when a launcher started them: one copy
+        return
     print(f"w2s: warning: {message}", file=sys.stderr, flush=True)
 
 
