@@ -10,7 +10,7 @@ PY        := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup demo demo-sweep evidence test bench stress clean-results
+.PHONY: setup demo demo-sweep evidence test bench stress docs clean-results
 
 setup: $(STAMP)
 
@@ -60,6 +60,12 @@ bench: setup
 stress: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/stress_exit.py --runs 30
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m stress
+
+# docs/configuration.md from the pydantic models and the comments in w2s_scale/config.py
+# (tests/test_docs.py fails when the two differ); written whole or not at all
+docs: setup
+	$(PY) -m w2s_scale.config_docs > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 clean-results:
 	rm -rf results

@@ -51,10 +51,10 @@ def experiment_config(root: Path, models: dict[str, Path], data: Path) -> Path:
 
 
 def torchrun(script: Path, *args: str) -> list[str]:
-    from w2s_scale.distributed import _free_port
+    from w2s_scale.distributed import free_port
 
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-            f"--master_port={_free_port()}", str(script), *args]
+            f"--master_port={free_port()}", str(script), *args]
 
 
 def main() -> int:

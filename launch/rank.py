@@ -1,5 +1,5 @@
 """Per-rank entry point for `torchrun --nproc_per_node=N launch/rank.py <w2s args>` and
-`deepspeed --num_gpus N launch/rank.py <w2s args>` (and, per node, for launch/slurm_node.sh).
+`deepspeed --num_gpus N launch/rank.py <w2s args>` (and, per node, for launch/slurm_node.py).
 
 Both launchers set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; the deepspeed
 launcher also appends --local_rank=N, which the environment already carries, so it is dropped.

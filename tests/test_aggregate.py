@@ -10,8 +10,8 @@ import pytest
 
 from w2s_scale.aggregate import (DROP_GAP, DROP_SELF, cross_dataset, model_means, paper_pgr,
                                  pair_paper_pgr)
-from w2s_scale.config import load_config
-from w2s_scale.pipeline import plan_experiment
+from w2s_scale.loading import load_config
+from w2s_scale.planning import plan_experiment
 from w2s_scale.report import format_table, summarize, write_summary
 
 # gt accuracy per (model, seed) and AUC a bit higher; three models s < m < l, two seeds

@@ -19,9 +19,9 @@ import yaml
 
 from conftest import run_w2s, tiny_config, write_sentiment_jsonl
 
-from w2s_scale import cli
-from w2s_scale.config import load_config
-from w2s_scale.pipeline import plan_experiment
+from w2s_scale import cli, launching
+from w2s_scale.loading import load_config
+from w2s_scale.planning import plan_experiment
 from w2s_scale.results import RunDir
 
 
@@ -366,26 +366,55 @@ def test_bad_input_as_a_process(case, battery):
     _check_clean(battery, before, proc.returncode, proc.stderr, proc.stdout, needles, name)
 
 
-def test_bad_input_stops_ranks_that_a_launcher_started_itself(battery):
-    """`torchrun ... launch/rank.py experiment` (no `w2s` parent, so no preflight of its own):
-    every rank runs preflight before any collective; rank 0 prints the one line, and no rank
-    reaches a model or leaves a traceback of ours (torchrun reports the failure its own way)."""
+def _ranks_started_by_hand(battery, argv: list[str]):
+    """`torchrun --nproc_per_node=2 launch/rank.py ARGV`, as a user or a Slurm node starts ranks:
+    no `w2s` parent, so no preflight passed before them."""
     import subprocess
     import sys
 
     from conftest import REPO
-    from w2s_scale.distributed import _free_port
+    from w2s_scale.distributed import free_port
+
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={free_port()}", str(REPO / "launch" / "rank.py"), *argv],
+        cwd=battery["work"], capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != launching.PREFLIGHT_PASSED_ENV})
+
+
+def test_bad_input_stops_ranks_that_a_launcher_started_itself(battery):
+    """`torchrun ... launch/rank.py experiment` (no `w2s` parent, so no preflight of its own):
+    every rank runs preflight before any collective; rank 0 prints the one line, and no rank
+    reaches a model or leaves a traceback of ours (torchrun reports the failure its own way)."""
+    from conftest import REPO
 
     name, argv_of, needles = next(c for c in CASES if c[0] == "fp16 on CPU")
     argv = argv_of(battery)
     before = snapshot(battery["root"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         f"--master_port={_free_port()}", str(REPO / "launch" / "rank.py"), *argv],
-        cwd=battery["work"], capture_output=True, text=True, timeout=300,
-        env={k: v for k, v in os.environ.items() if k != cli.PREFLIGHT_PASSED_ENV})
+    proc = _ranks_started_by_hand(battery, argv)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("w2s: error:")]
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
     assert all(needle in errors[0] for needle in needles), errors[0]
+    assert f'File "{REPO / "w2s_scale"}' not in proc.stderr, proc.stderr[-3000:]
+    assert snapshot(battery["root"]) == before
+
+
+def test_bad_input_stops_w2s_run_ranks_that_a_launcher_started_itself(battery):
+    """The same for `launch/rank.py run --run-key KEY`, what a Slurm job's ranks run: each rank
+    runs the run's preflight before any collective (before the launch path was shared, `w2s run`
+    in launched ranks skipped it and started training the fp16 model on CPU)."""
+    from conftest import REPO
+    from w2s_scale.loading import load_sweep
+    from w2s_scale.sweep import plan_sweep
+
+    _name, argv_of, _needles = next(c for c in CASES if c[0] == "fp16 on CPU")
+    config = argv_of(battery)[2]  # experiment -c CONFIG
+    weak_gt = next(r for r in plan_sweep(load_sweep(Path(battery["work"]) / config))
+                   if r.plan.kind == "gt" and r.plan.model.dtype == "fp16")
+    before = snapshot(battery["root"])
+    proc = _ranks_started_by_hand(battery, ["run", "-c", config, f"--run-key={weak_gt.key}"])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("w2s: error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert all(needle in errors[0] for needle in ("dtype", "fp16", "cpu")), errors[0]
     assert f'File "{REPO / "w2s_scale"}' not in proc.stderr, proc.stderr[-3000:]
     assert snapshot(battery["root"]) == before

@@ -9,7 +9,8 @@ import torch
 
 from conftest import run_w2s, write_config
 from w2s_scale import catalogue, memory
-from w2s_scale.config import ModelConfig, TrainConfig, load_config, to_yaml, train_for
+from w2s_scale.config import ModelConfig, TrainConfig, to_yaml, train_for
+from w2s_scale.loading import load_config
 from w2s_scale.ds_config import build as build_ds
 from w2s_scale.models import load_hf_config, resolve_name
 
@@ -203,7 +204,8 @@ def test_plan_command_prints_every_model(tmp_path):
 
 def test_qwen25_sweep_config_plans_every_rung_and_asks_slurm_for_the_catalogues_resources():
     from conftest import REPO
-    from w2s_scale.sweep import experiment_for, load_sweep
+    from w2s_scale.config import experiment_for
+    from w2s_scale.loading import load_sweep
 
     sweep = load_sweep(REPO / "configs" / "qwen25_sweep.yaml")
     assert [m.name for m in sweep.models] == [f"qwen2.5-{s}" for s in

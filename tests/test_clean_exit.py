@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, tiny_config, write_config
-from w2s_scale.distributed import TIMEOUT_ENV, _free_port
+from w2s_scale.distributed import TIMEOUT_ENV, free_port
 from w2s_scale.processes import GRACE_S, Beacon, _first_failure, descendants
 
 TIMEOUT_S = 20  # launch.collective_timeout_s of the runs below
@@ -25,7 +25,7 @@ TIMEOUT_S = 20  # launch.collective_timeout_s of the runs below
 def _torchrun(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         f"--master_port={_free_port()}", str(REPO / "tests/helpers" / script), *args],
+         f"--master_port={free_port()}", str(REPO / "tests/helpers" / script), *args],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})}, start_new_session=True)
     try:

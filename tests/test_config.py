@@ -1,7 +1,8 @@
 """Typed configs: YAML in, overrides, one-line errors naming the field, resolved hashes."""
 import pytest
 
-from w2s_scale.config import ConfigError, load_config, stable_hash, train_for
+from w2s_scale.config import ConfigError, stable_hash, train_for
+from w2s_scale.loading import load_config
 from w2s_scale.ds_config import DSConfigError, build
 from w2s_scale.config import TrainConfig
 
@@ -108,7 +109,7 @@ def test_demo_run_hashes_stay_those_of_runs_finished_before_later_settings():
     truth curve) leave the hashes of runs that do not use them as they were (these are the hashes
     of commit 83bbb34), so finished runs stay reusable instead of turning stale."""
     from conftest import REPO
-    from w2s_scale.pipeline import plan_experiment
+    from w2s_scale.planning import plan_experiment
 
     plans = {p.name: p.hash for p in plan_experiment(load_config(REPO / "configs/demo.yaml"))}
     assert plans == {"gt-bert-2l-scratch": "0d073785b876", "gt-minilm-l6": "981d030de389",

@@ -10,7 +10,8 @@ import yaml
 from conftest import REPO, run_w2s
 from w2s_scale import costs
 from w2s_scale.catalogue import lookup
-from w2s_scale.sweep import load_sweep, plan_sweep
+from w2s_scale.loading import load_sweep
+from w2s_scale.sweep import plan_sweep
 
 SUITE = REPO / "configs" / "paper_suite.yaml"
 PAPER_22 = ["anli-r2", "boolq", "cola", "cosmos_qa", "dream", "ethics-deontology", "ethics-justice",

@@ -418,8 +418,8 @@ def test_gt_n_train_cuts_only_the_ground_truth_runs_data(tiny_models, tiny_data,
     B; transfer runs (and every hash while it is unset) are as before."""
     from conftest import run_w2s, tiny_config, write_config
 
-    from w2s_scale.config import load_config
-    from w2s_scale.pipeline import plan_experiment
+    from w2s_scale.loading import load_config
+    from w2s_scale.planning import plan_experiment
 
     base = tiny_config(tmp_path / "results", tiny_models, tiny_data)
     base["train"]["zero_stage"] = 0

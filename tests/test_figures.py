@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_config, write_config  # noqa: E402
 
 from w2s_scale import figures, intervals  # noqa: E402
-from w2s_scale.sweep import load_sweep, plan_sweep  # noqa: E402
+from w2s_scale.loading import load_sweep  # noqa: E402
+from w2s_scale.sweep import plan_sweep  # noqa: E402
 
 
 # --- intervals ----------------------------------------------------------------------------------

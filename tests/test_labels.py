@@ -10,7 +10,8 @@ import pytest
 
 from conftest import run_w2s, tiny_config, write_config
 from w2s_scale import probes
-from w2s_scale.config import ConfigError, load_config
+from w2s_scale.config import ConfigError
+from w2s_scale.loading import load_config
 from w2s_scale.labels import ensemble
 
 
@@ -174,8 +175,9 @@ def all_sources_config(results, tiny_models, tiny_data) -> dict:
 
 
 def test_sweep_of_an_experiment_plans_the_same_runs(tmp_path, tiny_models, tiny_data):
-    from w2s_scale.pipeline import plan_experiment
-    from w2s_scale.sweep import from_experiment, plan_sweep
+    from w2s_scale.planning import plan_experiment
+    from w2s_scale.config import from_experiment
+    from w2s_scale.sweep import plan_sweep
 
     exp = load_config(raw={**all_sources_config(tmp_path, tiny_models, tiny_data), "seeds": [0, 1]})
     plans = plan_experiment(exp)
@@ -203,7 +205,8 @@ def test_sweep_of_an_experiment_plans_the_same_runs(tmp_path, tiny_models, tiny_
 
 
 def test_sweep_bootstraps_over_its_ladder(tmp_path, tiny_models, tiny_data):
-    from w2s_scale.sweep import SweepConfig, plan_sweep
+    from w2s_scale.config import SweepConfig
+    from w2s_scale.sweep import plan_sweep
 
     exp = tiny_config(tmp_path, tiny_models, tiny_data, losses=["xent"])
     models = [exp["weak"], {"name": str(tiny_models["qwen2"]), "label": "mid"},
@@ -272,7 +275,8 @@ def test_second_call_and_sweep_reuse_every_stage(all_sources_run):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "starting" not in again.stdout and again.stdout.count("done already, reused") == n_runs
     # `w2s sweep` over the same config runs only what is not done: nothing
-    from w2s_scale.sweep import disk_state, load_sweep, plan_sweep
+    from w2s_scale.sweep import disk_state, plan_sweep
+    from w2s_scale.loading import load_sweep
 
     assert all(disk_state(r) == "done" for r in plan_sweep(load_sweep(cfg)))
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_w2s, tiny_config, write_config
-from w2s_scale.config import load_config
+from w2s_scale.loading import load_config
 from w2s_scale.data.batching import collate, tokenize
 from w2s_scale.data.splits import make_splits
 from w2s_scale.models import load_tokenizer

@@ -470,7 +470,7 @@ def assert_equals_one_device(results, model, x, y, cases, history, step) -> list
     return naive_differs
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -481,7 +481,7 @@ def test_two_ranks_two_micro_batches_equal_one_device():
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.pt")
-        mp.spawn(_worker, args=(_free_port(), out), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(free_port(), out), nprocs=WORLD, join=True)
         got = torch.load(out, weights_only=False)
 
     assert got["world"] == 2
@@ -508,7 +508,7 @@ def test_a_loss_whose_meaning_changed_does_not_reuse_old_runs(tmp_path):
     """`entropy` meant our entropy minimisation before it meant EleutherAI's loss: a run of the old
     meaning (hash without a revision) must not share the hash of the new one."""
     from w2s_scale.config import LossConfig, stable_hash
-    from w2s_scale.pipeline import _loss_identity
+    from w2s_scale.planning import loss_identity as _loss_identity
 
     for name in ("xent", "logconf"):  # unchanged losses keep the hashes of finished runs
         assert _loss_identity(LossConfig(name=name)) == LossConfig(name=name)

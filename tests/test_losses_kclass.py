@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_losses import (_free_port, assert_equals_one_device, join_gloo,
+from test_losses import (free_port, assert_equals_one_device, join_gloo,
                          micro_batch_results, rank_share)
 from w2s_scale.losses import (LOSSES, GlobalBatchStats, PredictionHistory, balanced_hardening,
                               class_quotas, compute_loss, gather_global_stats, logconf_coef,
@@ -290,7 +290,7 @@ def test_k3_two_ranks_two_micro_batches_equal_one_device():
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.pt")
-        mp.spawn(_worker, args=(_free_port(), out), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(free_port(), out), nprocs=WORLD, join=True)
         got = torch.load(out, weights_only=False)
 
     x, y, model = _k_problem()

@@ -10,7 +10,9 @@ from conftest import REPO, run_w2s
 from w2s_scale import ds_config
 from w2s_scale.config import train_for
 from w2s_scale.resolved import resolved_settings
-from w2s_scale.sweep import experiment_for, load_sweep, plan_sweep
+from w2s_scale.config import experiment_for
+from w2s_scale.loading import load_sweep
+from w2s_scale.sweep import plan_sweep
 
 REFERENCE = sorted((REPO / "configs" / "reference").glob("*_gpt2.yaml"))  # text; vision_*: test_vision.py
 CLAIMING = REFERENCE + [REPO / "configs" / "sciq_gpt2.yaml", REPO / "configs" / "sweep_gpt2.yaml"]

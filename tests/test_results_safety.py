@@ -40,8 +40,8 @@ def run_weak(cfg: Path, *extra: str, crash_at: str | None = None,
 
 
 def plans(cfg: Path):
-    from w2s_scale.config import load_config
-    from w2s_scale.pipeline import plan_experiment
+    from w2s_scale.loading import load_config
+    from w2s_scale.planning import plan_experiment
 
     return plan_experiment(load_config(cfg))
 
@@ -145,7 +145,8 @@ def test_summary_does_not_present_another_configs_runs(tiny_models, tiny_data, t
 
 def test_sweep_redo_submits_finished_runs_again_with_redo(tiny_models, tiny_data, tmp_path):
     """`w2s sweep --redo`: every run is redone (each job carries --redo), finished ones too."""
-    from w2s_scale.sweep import load_sweep, plan_sweep
+    from w2s_scale.loading import load_sweep
+    from w2s_scale.sweep import plan_sweep
 
     config = tiny_config(tmp_path / "results", tiny_models, tiny_data, losses=["xent"])
     cfg = write_config(tmp_path / "cfg.yaml", config)

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import predictions, run_w2s, stop_and_resume, tiny_config, write_config
 
-from w2s_scale.config import TrainConfig, load_config
+from w2s_scale.config import TrainConfig
+from w2s_scale.loading import load_config
 
 RUN = "w2s-gpt2-weak-to-gpt2-strong-xent-es3v0.25-gtc3f0.2"
 HELD_OUT = {"early_stopping": {"every": 3, "val_fraction": 0.25}, "gt_curve": {"every": 3, "fraction": 0.2}}
@@ -29,7 +30,7 @@ def test_held_out_cut_is_disjoint_and_fixed_by_the_seed():
 
 
 def test_held_out_settings_enter_transfer_hashes_only(tiny_models, tiny_data, tmp_path):
-    from w2s_scale.pipeline import _results_identity, plan_experiment
+    from w2s_scale.planning import results_identity as _results_identity, plan_experiment
 
     base = tiny_config(tmp_path, tiny_models, tiny_data, losses=["xent"])
     off = plan_experiment(load_config(raw=base))

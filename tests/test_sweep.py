@@ -19,9 +19,11 @@ from conftest import REPO, finish, run_w2s, start_w2s, tiny_config, write_config
 
 from w2s_scale import executors as ex  # noqa: E402
 from w2s_scale import slurm  # noqa: E402
-from w2s_scale.config import ConfigError, load_config  # noqa: E402
-from w2s_scale.pipeline import plan_experiment  # noqa: E402
-from w2s_scale.sweep import disk_state, find_run, load_sweep, plan_sweep  # noqa: E402
+from w2s_scale.config import ConfigError  # noqa: E402
+from w2s_scale.loading import load_config  # noqa: E402
+from w2s_scale.planning import plan_experiment  # noqa: E402
+from w2s_scale.sweep import disk_state, find_run, plan_sweep  # noqa: E402
+from w2s_scale.loading import load_sweep  # noqa: E402
 
 
 def sweep_dict(root: Path, models: dict, data: Path, n_models: int = 3, **extra) -> dict:

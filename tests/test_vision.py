@@ -273,7 +273,8 @@ def test_reference_vision_configs_field_by_field(strong, epochs):
     of the ImageNet validation set, Adam lr 1e-3, batch 100, its per-batch cosine, no clipping."""
     from conftest import REPO
     from w2s_scale import ds_config
-    from w2s_scale.config import load_config, train_for
+    from w2s_scale.loading import load_config
+    from w2s_scale.config import train_for
 
     cfg = load_config(REPO / "configs" / "reference" / f"vision_alexnet_{strong}.yaml")
     assert (cfg.data.dataset, cfg.data.n_train, cfg.data.n_test) == ("imagenet_val", 40000, 10000)
@@ -310,7 +311,7 @@ def test_reference_transform_resizes_then_crops():
 # --- bad input: one line, before any rank starts ----------------------------------------------------
 
 def _preflight_message(tmp_path, vision_models, digit_folder, **changes) -> str:
-    from w2s_scale.config import load_config
+    from w2s_scale.loading import load_config
     from w2s_scale.errors import UserError
     from w2s_scale.preflight import preflight
 
@@ -343,7 +344,7 @@ def test_bad_image_inputs_are_one_line(changes, expected, tmp_path, vision_model
 
 def test_own_head_of_other_classes_is_refused(tmp_path, vision_models, digit_folder):
     """The weak classifier's own head must score the data's classes (2-class head, 3 digits)."""
-    from w2s_scale.config import load_config
+    from w2s_scale.loading import load_config
     from w2s_scale.errors import UserError
     from w2s_scale.preflight import preflight
 

@@ -12,26 +12,18 @@ import numpy as np
 
 from w2s_scale import distributed as dist
 from w2s_scale import ds_config as dsc
-from w2s_scale.config import ConfigError, LoraConfig, ModelConfig, TrainConfig
+from w2s_scale.config import ConfigError, ModelConfig, TrainConfig
 from w2s_scale.data.batching import TokenizedSet
-
-
-def pretrained_only(model: ModelConfig) -> ModelConfig:
-    """The model as loaded, before any fine-tuning: no adapters, nothing frozen or saved (LoRA
-    adapters start at zero, so they would not change the activations anyway)."""
-    return model.model_copy(update={"lora": LoraConfig(), "linear_probe": False,
-                                    "gradient_checkpointing": False, "save": "none",
-                                    "train": {}, "label": None})
+from w2s_scale.engine import Engine, map_examples, on_tokens
+from w2s_scale.models import build_classifier
+from w2s_scale.planning import pretrained_only
 
 
 def extract(model: ModelConfig, train: TrainConfig, data: TokenizedSet, tokenizer,
             layer: Optional[int], tracker=None) -> tuple[np.ndarray, int]:
     """Activations [N, hidden] at `layer` (None: the middle block, num_layers // 2) of the last
     real token (causal LMs) or the first token (encoders), and the layer used."""
-    import deepspeed
-
-    from w2s_scale.engine import Engine, map_examples, on_tokens
-    from w2s_scale.models import build_classifier
+    import deepspeed  # deferred: only a run that extracts activations needs it loaded
 
     ds = dsc.build(train, model.dtype, dist.world_size())
     # nothing is trained here: no optimizer, so nothing of one to offload

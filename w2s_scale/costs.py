@@ -18,6 +18,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from typing import Optional
+from w2s_scale.assets import gpt2_tokenizer
+from w2s_scale.catalogue import lookup
+from w2s_scale.data.sources import DATASETS
+from w2s_scale.data.splits import make_splits
+from w2s_scale.losses import needs_global_stats
 
 # H100 SXM dense peak, TFLOP/s, per training dtype (fp32 without TF32, torch's matmul default)
 PEAK_TFLOPS = {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}
@@ -75,8 +80,6 @@ UNKNOWN_SHAPE = DataShape(None, None, 100)
 def split_rows(dataset: str) -> tuple[Optional[int], Optional[int]]:
     """Rows of the train and test splits: the dataset registry's sizes where it knows them, else
     DATA_SHAPES (None: unknown)."""
-    from w2s_scale.data.sources import DATASETS
-
     known = getattr(DATASETS.get(dataset), "sizes", (None, None)) or (None, None)
     shape = DATA_SHAPES.get(dataset, UNKNOWN_SHAPE)
     return (known[0] if known[0] is not None else shape.train_rows,
@@ -110,9 +113,6 @@ def tokens_per_example(data) -> tuple[float, str]:
 
 def _measured(data) -> float:
     from transformers import AutoTokenizer
-
-    from w2s_scale.assets import gpt2_tokenizer
-    from w2s_scale.data.splits import make_splits
 
     splits = make_splits(data, seed=0)
     texts = [ex.text for ex in splits.a + splits.b]
@@ -159,9 +159,6 @@ class RunCost:
 
 def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
     """One RunCost per run of the sweep (sweep.plan_sweep's runs)."""
-    from w2s_scale.catalogue import lookup
-    from w2s_scale.losses import needs_global_stats
-
     out = []
     tokens_of = {d.dataset: tokens_per_example(d)[0] for d in cfg.datasets}
     for run in runs:

@@ -56,6 +56,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def say(message: str) -> None:
+    """A progress line, printed by rank 0 alone."""
+    if is_main():
+        print(f"[w2s] {message}", flush=True)
+
+
 def barrier() -> None:
     if is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
@@ -136,7 +142,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -178,7 +184,7 @@ def init() -> None:
         return
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     import deepspeed
 
     on_gpu = torch.cuda.is_available()

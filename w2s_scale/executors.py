@@ -25,11 +25,12 @@ from typing import Iterable, Optional
 import yaml
 
 from w2s_scale import slurm
-from w2s_scale.config import ConfigError
+from w2s_scale.config import Resources, SweepConfig
+from w2s_scale.errors import ConfigError
+from w2s_scale.preflight import preflight_runs
 from w2s_scale.processes import handling
-from w2s_scale.results import atomic_write
-from w2s_scale.sweep import (Resources, SweepConfig, SweepRun, describe, disk_state,
-                             resources_text, sweep_dir)
+from w2s_scale.files import atomic_write
+from w2s_scale.sweep import SweepRun, describe, disk_state, resources_text, sweep_dir
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_SCRIPT = REPO / "slurm" / "run.sbatch"
@@ -87,8 +88,6 @@ def slurm_world_size(cfg: SweepConfig, run: SweepRun) -> int:
 
 def preflight(cfg: SweepConfig, runs: list[SweepRun], world_size, local: bool = True) -> None:
     """What can fail on bad input, before anything starts (see w2s_scale/preflight.py)."""
-    from w2s_scale.preflight import preflight_runs
-
     preflight_runs(cfg, runs, world_size, local)
 
 

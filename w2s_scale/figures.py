@@ -22,7 +22,9 @@ from typing import Optional
 import numpy as np
 
 from w2s_scale import intervals, predictions
-from w2s_scale.results import RunDir, atomic_write
+from w2s_scale.files import atomic_write
+from w2s_scale.results import RunDir
+from w2s_scale.sweep import disk_state
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,6 @@ class RunResult:
 
 def load_results(runs) -> list[RunResult]:
     """The finished runs of a sweep (w2s_scale.sweep.SweepRun), read from their folders."""
-    from w2s_scale.sweep import disk_state
-
     out = []
     for run in runs:
         # label stages predict nothing on test; an ensemble member's extra seed is no curve point

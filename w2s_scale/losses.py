@@ -58,6 +58,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from w2s_scale import distributed
 
 __all__ = [
     "GlobalBatchStats", "LossSpec", "LOSSES", "PredictionHistory", "compute_loss",
@@ -166,8 +167,6 @@ def gather_global_stats(probs_parts: Sequence[torch.Tensor] | torch.Tensor,
     is a quantile, so order is irrelevant there; logconf_eleuther and K > 2 rules read the rows in
     the global batch's order (ranks' shares in rank order, as gathered here).
     """
-    from w2s_scale import distributed
-
     if isinstance(probs_parts, torch.Tensor):
         probs_parts = [probs_parts]
     if isinstance(targets_parts, torch.Tensor):
@@ -653,17 +652,6 @@ def compute_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, step_fr
 RCE_LOG_ZERO = -4.0  # Wang et al. 2019's A: log 0 := A in the reverse cross-entropy
 
 
-def _prep_classes(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 logits [B, K] and targets [B, K] on the logits' device, for any K >= 2."""
-    targets = targets.detach().float()
-    if targets.dim() == 1:
-        targets = torch.stack([1.0 - targets, targets], dim=1)
-    if logits.dim() != 2 or logits.shape[1] < 2 or targets.shape != logits.shape:
-        raise ValueError(f"logits and targets must both be [B, K] with K >= 2; got "
-                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
-    return logits.float(), targets.to(logits.device)
-
-
 def _floored_log(q: torch.Tensor, log_zero: float) -> torch.Tensor:
     """log q with a floor at ``log_zero`` (so log 0 = log_zero, finite), as Wang et al.'s A.
     The floor also applies to 0 < q < exp(log_zero): the clipped log stays continuous in q."""
@@ -680,7 +668,7 @@ def rce_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0
     The gradient flows through p only (q is data). On one-hot labels RCE_i = -A * (1 - p_label),
     a bounded loss (Wang et al.'s noise-robustness argument).
     """
-    z, q = _prep_classes(logits, targets)
+    z, q = _prep(logits, targets)
     p = torch.softmax(z, dim=-1)
     return -(p * _floored_log(q, log_zero)).sum(dim=-1).mean()
 
@@ -696,7 +684,7 @@ def reverse_kl_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: floa
     log q is floored at A = ``log_zero`` (default -4) as in rce, so a weak label of exactly 0 (or 1)
     gives a finite loss.
     """
-    z, q = _prep_classes(logits, targets)
+    z, q = _prep(logits, targets)
     logp = F.log_softmax(z, dim=-1)
     return (logp.exp() * (logp - _floored_log(q, log_zero))).sum(dim=-1).mean()
 
@@ -708,7 +696,7 @@ def sce_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0
     CE_i = -sum_c q_c log p_c and RCE_i as in rce. Defaults alpha = 0.1, beta = 1.0, A = -4
     (Wang et al.'s CIFAR-10 setting; they tune alpha and beta per data set).
     """
-    z, q = _prep_classes(logits, targets)
+    z, q = _prep(logits, targets)
     logp = F.log_softmax(z, dim=-1)
     ce = -(q * logp).sum(dim=-1)
     rce = -(logp.exp() * _floored_log(q, log_zero)).sum(dim=-1)

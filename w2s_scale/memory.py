@@ -26,7 +26,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
 from w2s_scale import ds_config as dsc
-from w2s_scale.config import ExperimentConfig, ModelConfig, TrainConfig, train_for
+from w2s_scale.catalogue import apply_train_defaults, lookup
+from w2s_scale.cli_args import positive_float, positive_int
+from w2s_scale.config import ExperimentConfig, ModelConfig, TrainConfig, experiment_for, resources_for
+from w2s_scale.data.images import is_image_data
+from w2s_scale.data.sources import num_classes
+from w2s_scale.loading import load_sweep
+from w2s_scale.models import load_hf_config, lora_targets
+from w2s_scale.planning import plan_gt
 
 GB = 1e9
 RUNTIME_GB = 1.5          # CUDA context, NCCL, allocator slack: a fixed allowance per GPU
@@ -69,9 +76,6 @@ class ModelShape:
 
 def _hf_config(model: ModelConfig):
     """The catalogue's config (no download) when the name is in it, else the real one."""
-    from w2s_scale.catalogue import lookup
-    from w2s_scale.models import load_hf_config
-
     entry = lookup(model.name)
     if entry is None:
         return load_hf_config(model)
@@ -92,8 +96,6 @@ def model_shape(model: ModelConfig, hf_config=None, num_classes: int = 2) -> Mod
     `num_classes` outputs (1000 for ImageNet: no longer negligible beside a small backbone)."""
     import torch
     from transformers import AutoModel
-
-    from w2s_scale.models import lora_targets
 
     hf_config = hf_config if hf_config is not None else _hf_config(model)
     with torch.device("meta"):
@@ -293,9 +295,6 @@ def deepspeed_estimate(stage: int, params: int, largest_layer: int, cluster: Clu
 
 def _classes(data) -> int:
     """The task's K where the dataset registry knows it (text tasks, data.num_classes), else 2."""
-    from w2s_scale.data.images import is_image_data
-    from w2s_scale.data.registry import num_classes
-
     if is_image_data(data):
         return data.num_classes or 2
     return num_classes(data)
@@ -304,7 +303,7 @@ def _classes(data) -> int:
 def plan_model(cfg: ExperimentConfig, model: ModelConfig, cluster: Cluster,
                seq_len: Optional[int] = None) -> MemoryPlan:
     """The plan of one model of an experiment, with the run's own train settings."""
-    train = train_for(cfg, model)
+    train = plan_gt(cfg, model, cfg.seeds[0]).train  # the settings its runs resolve
     shape = model_shape(model, num_classes=_classes(cfg.data))
     plan = estimate(shape, train, model.dtype, model.gradient_checkpointing, model.lora.enabled,
                     seq_len or cfg.data.max_length, cluster)
@@ -316,8 +315,6 @@ def plan_model(cfg: ExperimentConfig, model: ModelConfig, cluster: Cluster,
 def named_models(cfg: ExperimentConfig, names: Iterable[str]) -> list[ModelConfig]:
     """Models given by name only (catalogue names or hub ids), with their catalogue defaults and
     the experiment's train section, as a model section naming them would get."""
-    from w2s_scale.catalogue import apply_train_defaults
-
     return [ModelConfig(**apply_train_defaults({"name": name}, cfg.train.model_fields_set))
             for name in names]
 
@@ -325,16 +322,12 @@ def named_models(cfg: ExperimentConfig, names: Iterable[str]) -> list[ModelConfi
 def cluster_for(model: ModelConfig, nodes: Optional[int] = None, gpus_per_node: Optional[int] = None,
                 gpu_mem_gb: float = 80.0, cpu_mem_gb: Optional[float] = None) -> Cluster:
     """The given shape; what is not given comes from the model's catalogue resources (else 1)."""
-    from w2s_scale.catalogue import lookup
-
     entry = lookup(model.name)
     return Cluster(nodes or (entry.slurm.nodes if entry else 1),
                    gpus_per_node or (entry.slurm.gpus_per_node if entry else 1), gpu_mem_gb, cpu_mem_gb)
 
 
 def add_plan_args(parser) -> None:
-    from w2s_scale.preflight import positive_float, positive_int
-
     parser.add_argument("--nodes", type=positive_int,
                         help="nodes (default: the model's catalogue resources, else 1)")
     parser.add_argument("--gpus-per-node", type=positive_int,
@@ -354,8 +347,6 @@ def plan_sweep_models(sweep, nodes: Optional[int] = None, gpus_per_node: Optiona
     """The plan of every model of a sweep (w2s_scale.sweep.SweepConfig), on its first dataset's
     max_length. The cluster shape: what is given, else the sweep's Slurm resources for the model
     (when they name GPUs), else the model's catalogue resources, else one GPU."""
-    from w2s_scale.sweep import experiment_for, resources_for
-
     cfg = experiment_for(sweep, 0)
     plans = []
     for model in list(sweep.models) + named_models(cfg, extra):
@@ -375,8 +366,6 @@ def plan_command(args) -> int:
     import contextlib
     import json
     import sys
-
-    from w2s_scale.sweep import load_sweep
 
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout as it loads
         plans = plan_sweep_models(load_sweep(args.config, args.overrides), args.nodes,

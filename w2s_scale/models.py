@@ -1,4 +1,4 @@
-"""A pretrained transformer as a binary classifier: backbone + a zero-initialised linear head.
+"""A pretrained transformer as a K-class classifier: backbone + a zero-initialised linear head.
 
 The head reads the hidden state of the last real token (causal LMs; found from the attention
 mask, so left and right padding both work and token id 0 is an ordinary token) or the pooled
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from w2s_scale import assets
+from w2s_scale.catalogue import lookup
 from w2s_scale.config import ModelConfig
 from w2s_scale.errors import ModelError, shorten  # noqa: F401
 
@@ -37,16 +38,8 @@ def resolve_name(name: str) -> str:
     """Offline assets and catalogue entries to something from_pretrained accepts."""
     if name.startswith("offline:"):
         return assets.resolve(name)
-    entry = _catalogue_entry(name)  # by catalogue name or hub id, as the config defaults are
+    entry = lookup(name)  # by catalogue name or hub id, as the config defaults are
     return entry.hf_id if entry is not None else name
-
-
-def _catalogue_entry(name: str):
-    try:
-        from w2s_scale.catalogue import lookup
-    except ImportError:
-        return None
-    return lookup(name)
 
 
 def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
@@ -70,7 +63,7 @@ def load_hf_config(cfg: ModelConfig):
 
     name = resolve_name(cfg.name)
     try:
-        entry = _catalogue_entry(cfg.name) if cfg.init == "random" else None
+        entry = lookup(cfg.name) if cfg.init == "random" else None
         # a random-initialised catalogue model needs only its architecture: no download
         hf_config = entry.hf_config() if entry is not None else AutoConfig.from_pretrained(name)
     except Exception as err:  # noqa: BLE001
@@ -140,7 +133,7 @@ class Classifier(nn.Module):
         return self.head(feats.to(self.head.weight.dtype)).float()
 
 
-def _zero_init_context(ds_config: Optional[dict]):
+def zero_init_context(ds_config: Optional[dict]):
     """Under ZeRO-3, parameters must be partitioned while they are created."""
     if ds_config and ds_config.get("zero_optimization", {}).get("stage") == 3:
         import deepspeed
@@ -211,7 +204,7 @@ def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None,
     if cfg.gradient_checkpointing and (cfg.lora.enabled or cfg.linear_probe):
         # reentrant checkpointing needs an input that requires grad, else no gradient flows
         backbone.enable_input_require_grads()
-    with _zero_init_context(ds_config):
+    with zero_init_context(ds_config):
         model = Classifier(backbone, hf_config.hidden_size, head_mode(cfg, hf_config), num_classes)
     model.head.to(dtype)
     zero_init_head(model.head)

@@ -1,209 +1,58 @@
 """The weak-to-strong experiment, read top to bottom.
 
 For each seed: train the weak model on A (ground truth), let it label B; train the strong model on
-A (the ceiling); train the strong model on B against the weak labels, once per transfer loss.
-Each run reads what it needs from disk and is skipped when its DONE marker exists, so stages can
-also run as separate jobs (see w2s_scale/sweep.py).
+A (the ceiling); train the strong model on B against the weak labels, once per transfer loss (and
+label source). What runs, in which order and with which resolved settings, is planned by
+w2s_scale/planning.py; this module carries a plan out. Each run reads what it needs from disk and
+is skipped when its DONE marker exists, so stages can also run as separate jobs (w2s_scale/sweep.py).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
 
 import numpy as np
+from transformers import set_seed
 
 from w2s_scale import distributed as dist
-from w2s_scale import selection
-from w2s_scale.config import (ExperimentConfig, LossConfig, ModelConfig, TrainConfig, stable_hash,
-                              train_for)
+from w2s_scale import predictions, selection
+from w2s_scale.config import ExperimentConfig, TrainConfig
 from w2s_scale.data.batching import TokenizedSet, tokenize
 from w2s_scale.data.images import is_image_data, make_image_splits
+from w2s_scale.data.sources import num_classes
 from w2s_scale.data.splits import Splits, make_splits
 from w2s_scale.diagnostics import transfer_diagnostics
+from w2s_scale.distributed import say
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
-from w2s_scale import predictions
-from w2s_scale.data.registry import num_classes
+from w2s_scale.labels import execute_stage, read_labels
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
+from w2s_scale.planning import RunPlan, plan_experiment
+from w2s_scale.report import summarize, write_summary
 from w2s_scale.results import RunDir, finished
 from w2s_scale.saving import save_weights
 from w2s_scale.tracking import Tracker
-
-GT_LOSS = LossConfig(name="xent")  # ground truth runs: cross-entropy against one-hot labels
-# settings that change how a run is carried out but not its results: left out of its hash, so
-# they can change between an interrupted attempt and its resumption
-NOT_IN_HASH = {"checkpoint_every", "keep_checkpoints", "eval_batch_size"}
+from w2s_scale.vision import ImageInputs
 
 
-def _results_identity(model: ModelConfig, train_cfg: TrainConfig) -> tuple:
-    """What of a model and its training changes results: not its display label, where its
-    train overrides came from (train_cfg holds them resolved), what is saved, or NOT_IN_HASH."""
-    model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
-    # settings added later (early stopping, ...) enter the hash only when set: config.Strict
-    return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
+# --- the experiment and one run ------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class RunPlan:
-    name: str                        # gt-<model>, w2s-<weak>-to-<strong>-<loss>, labels-..., acts-...
-    kind: Literal["gt", "transfer", "labels", "activations"]
-    model: ModelConfig
-    train: TrainConfig
-    loss: LossConfig
-    seed: int
-    dir: Path
-    hash: str                        # of everything that changes this run's results
-    # transfer: the gt run of its weak model, whose test accuracy is the PGR floor; also the
-    # label source unless `source` says otherwise
-    weak: Optional["RunPlan"] = field(default=None, compare=False)
-    # transfer: the run whose B labels (weak_labels.jsonl) it trains on: a label stage, or a
-    # previous student (strong-to-strong, bootstrapping); None: `weak`
-    source: Optional["RunPlan"] = field(default=None, compare=False)
-    # label and activation stages: the runs they read (see w2s_scale/labels.py)
-    inputs: tuple = field(default=(), compare=False)
-    stage: Any = field(default=None, compare=False)  # a stage's settings (LabelsConfig, layer)
-    label_tag: str = "weak"          # transfer: where its labels come from, for tables
-    seed_offset: int = 0             # gt run of an ensemble member: trains with seed + offset
-
-    @property
-    def train_seed(self) -> int:
-        return self.seed + self.seed_offset
-
-    @property
-    def variant(self) -> str:
-        """The loss, and the label source when it is not the weak model alone: how tables
-        and figures tell transfer runs of one (weak, strong) pair apart."""
-        return self.loss.tag if self.label_tag == "weak" else f"{self.loss.tag}+{self.label_tag}"
-
-    def reads(self) -> list["RunPlan"]:
-        """The runs whose results this one reads (each must be done first)."""
-        if self.kind == "transfer":
-            return [self.weak] + ([self.source] if self.source is not None else [])
-        return list(self.inputs)
-
-
-def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
-    return Path(cfg.results_dir) / cfg.name / cfg.data.dataset / f"seed{seed}"
-
-
-def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int, seed_offset: int = 0) -> RunPlan:
-    # early stopping and the ground-truth curve hold out slices of B: transfer runs only
-    train_cfg = train_for(cfg, model).model_copy(update={"early_stopping": None, "gt_curve": None})
-    name = f"gt-{model.short_name}" + (f"-seed+{seed_offset}" if seed_offset else "")
-    # an offset enters the hash only when set: the hashes of existing gt runs stay as they were
-    offset = (("seed_offset", seed_offset),) if seed_offset else ()
-    return RunPlan(name=name, kind="gt", model=model, train=train_cfg, loss=GT_LOSS, seed=seed,
-                   dir=seed_dir(cfg, seed) / name, seed_offset=seed_offset,
-                   hash=stable_hash("gt", *_results_identity(model, train_cfg), cfg.data, seed, *offset))
-
-
-def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
-                  seed: int, source: Optional[RunPlan] = None, label_tag: str = "weak",
-                  name: Optional[str] = None) -> RunPlan:
-    """`strong` trained on B against the labels of `source` (default: the weak gt run)."""
-    train_cfg = train_for(cfg, strong).model_copy(update={"gt_n_train": None})  # gt runs only
-    name = name or f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
-    name += selection.name_tag(train_cfg)
-    labels_from = source if source is not None else weak
-    return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
-                   seed=seed, dir=seed_dir(cfg, seed) / name,
-                   hash=stable_hash("transfer", *_results_identity(strong, train_cfg), cfg.data,
-                                    seed, _loss_identity(loss), labels_from.hash),
-                   weak=weak, source=source, label_tag=label_tag)
-
-
-def _loss_identity(loss: LossConfig):
-    """The loss as it enters a run's hash: its config, and its revision once its meaning changed."""
-    from w2s_scale.losses import LOSSES
-
-    revision = LOSSES[loss.name].revision
-    return loss if not revision else (loss.model_dump(mode="json"), revision)
-
-
-def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
-    """Runs in the order they must happen (a run after every run it reads), each once."""
-    from w2s_scale.labels import plan_label_source
-
-    plans: dict[Path, RunPlan] = {}
+def run_experiment(cfg: ExperimentConfig, redo: bool = False) -> list[dict]:
+    """Every run of the experiment (skipping finished ones), then the summary."""
+    plans = plan_experiment(cfg)
     for seed in cfg.seeds:
-        weak = plan_gt(cfg, cfg.weak, seed)
-        strong = plan_gt(cfg, cfg.strong, seed)
-        named = {"weak": cfg.weak, "strong": cfg.strong,
-                 cfg.weak.short_name: cfg.weak, cfg.strong.short_name: cfg.strong}
-        for plan in [weak, strong] + [p for loss in cfg.losses for labels in cfg.labels
-                                      for p in plan_label_source(cfg, weak, cfg.strong, labels,
-                                                                 loss, seed, named)]:
-            plans.setdefault(plan.dir, plan)
-    return list(plans.values())
-
-
-class TextInputs:
-    """How a run's documents become engine inputs (tokens), and its engine; images: vision.ImageInputs."""
-    trains = True
-
-    def __init__(self, cfg: ExperimentConfig, plan: RunPlan):
-        self.cfg, self.plan = cfg, plan
-        self.tokenizer = load_tokenizer(plan.model)
-
-    def encode(self, examples, tracker=None) -> TokenizedSet:
-        data = self.cfg.data
-        return tokenize(examples, self.tokenizer, data.max_length, data.overlong)
-
-    def num_classes(self, splits) -> int:
-        return num_classes(self.cfg.data)
-
-    def build_engine(self, total_steps: int, k: int):
-        return build_engine(self.plan.model, self.plan.train, total_steps, self.tokenizer, k)
-
-
-def run_inputs(cfg: ExperimentConfig, plan: RunPlan):
-    if is_image_data(cfg.data):
-        from w2s_scale.vision import ImageInputs
-
-        return ImageInputs(cfg, plan.model, plan.train, plan.seed)
-    return TextInputs(cfg, plan)
-
-
-def make_run_splits(cfg: ExperimentConfig, seed: int):
-    """Text: A / B / test documents; images: pictures, where A and B are the same images when the
-    weak model is a classifier used as is (it never trains on A: the reference's vision setting)."""
-    if is_image_data(cfg.data):
-        return make_image_splits(cfg.data, seed, shared_ab=cfg.weak.head == "pretrained")
-    return make_splits(cfg.data, seed)
-
-
-def one_hot(labels: np.ndarray, k: int = 2) -> np.ndarray:
-    return np.eye(k, dtype=np.float32)[labels]
-
-
-def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, np.ndarray]:
-    """B's examples with the soft labels [N, K] of the run's label source (the weak model's, read
-    from its run folder); examples the source never labelled (over-long for its tokenizer, or
-    filtered out by a label stage) are left out."""
-    from w2s_scale.labels import read_labels
-
-    # only the labels of a run finished with the settings this run was planned against
-    source = plan.source if plan.source is not None else plan.weak
-    ids, probs, _ = read_labels(finished(source.dir, source.hash))
-    labelled = dict(zip(ids, probs))
-    keep = np.array([i for i, ex_id in enumerate(train_set.ids) if ex_id in labelled], dtype=int)
-    kept = train_set.subset(keep)
-    return kept, np.stack([labelled[ex_id] for ex_id in kept.ids]).astype(np.float32)
-
-
-def gt_examples(splits: Splits, train_cfg: TrainConfig):
-    """What a ground-truth run trains on: A, or its first train.gt_n_train documents."""
-    return splits.a if train_cfg.gt_n_train is None else splits.a[:train_cfg.gt_n_train]
+        splits = make_run_splits(cfg, seed)
+        for plan in (p for p in plans if p.seed == seed):
+            execute(cfg, plan, splits, redo=redo)
+    rows = summarize(plans)
+    write_summary(rows, Path(cfg.results_dir) / cfg.name)
+    return rows
 
 
 def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = False) -> None:
     """Train one run, score it on test, and (gt runs) label B; DONE is written last. A redo of
     a complete run is written beside it and replaces it only once complete (results.RunDir)."""
     if plan.kind in ("labels", "activations"):  # a label stage: w2s_scale/labels.py
-        from w2s_scale.labels import execute_stage
-
         return execute_stage(cfg, plan, splits, redo)
     run_dir = RunDir(plan.dir, plan.hash)
     if not redo and run_dir.is_done():
@@ -234,8 +83,6 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
                  "n_train": len(train_set), "n_test": len(test_set), "total_steps": total_steps})
     # random initialisation (a from-scratch weak model, the head before it is zeroed) must not
     # depend on what ran before in this process: seeded per run, the same on every rank
-    from transformers import set_seed
-
     set_seed(plan.train_seed)
     eng = inputs.build_engine(total_steps, k)
     with StopFlag() as stop:
@@ -293,6 +140,63 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
         f"in {metrics['seconds']:.0f} s")
 
 
+# --- what a run trains on ------------------------------------------------------------------------
+
+class TextInputs:
+    """How a run's documents become engine inputs (tokens), and its engine; images: vision.ImageInputs."""
+    trains = True
+
+    def __init__(self, cfg: ExperimentConfig, plan: RunPlan):
+        self.cfg, self.plan = cfg, plan
+        self.tokenizer = load_tokenizer(plan.model)
+
+    def encode(self, examples, tracker=None) -> TokenizedSet:
+        data = self.cfg.data
+        return tokenize(examples, self.tokenizer, data.max_length, data.overlong)
+
+    def num_classes(self, splits) -> int:
+        return num_classes(self.cfg.data)
+
+    def build_engine(self, total_steps: int, k: int):
+        return build_engine(self.plan.model, self.plan.train, total_steps, self.tokenizer, k)
+
+
+def run_inputs(cfg: ExperimentConfig, plan: RunPlan):
+    if is_image_data(cfg.data):
+        return ImageInputs(cfg, plan.model, plan.train, plan.seed)
+    return TextInputs(cfg, plan)
+
+
+def make_run_splits(cfg: ExperimentConfig, seed: int):
+    """Text: A / B / test documents; images: pictures, where A and B are the same images when the
+    weak model is a classifier used as is (it never trains on A: the reference's vision setting)."""
+    if is_image_data(cfg.data):
+        return make_image_splits(cfg.data, seed, shared_ab=cfg.weak.head == "pretrained")
+    return make_splits(cfg.data, seed)
+
+
+def one_hot(labels: np.ndarray, k: int = 2) -> np.ndarray:
+    return np.eye(k, dtype=np.float32)[labels]
+
+
+def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, np.ndarray]:
+    """B's examples with the soft labels [N, K] of the run's label source (the weak model's, read
+    from its run folder); examples the source never labelled (over-long for its tokenizer, or
+    filtered out by a label stage) are left out."""
+    # only the labels of a run finished with the settings this run was planned against
+    source = plan.source if plan.source is not None else plan.weak
+    ids, probs, _ = read_labels(finished(source.dir, source.hash))
+    labelled = dict(zip(ids, probs))
+    keep = np.array([i for i, ex_id in enumerate(train_set.ids) if ex_id in labelled], dtype=int)
+    kept = train_set.subset(keep)
+    return kept, np.stack([labelled[ex_id] for ex_id in kept.ids]).astype(np.float32)
+
+
+def gt_examples(splits: Splits, train_cfg: TrainConfig):
+    """What a ground-truth run trains on: A, or its first train.gt_n_train documents."""
+    return splits.a if train_cfg.gt_n_train is None else splits.a[:train_cfg.gt_n_train]
+
+
 def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,
                  train_probs: np.ndarray, targets: np.ndarray) -> dict:
     """Agreement with the supervisor on test and B, misfit, gain, ECE (w2s_scale/diagnostics.py),
@@ -306,22 +210,3 @@ def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,
     weak_test = np.stack([weak_probs[test_set.ids[i]] for i in both]).astype(np.float64)
     return transfer_diagnostics(test_set.labels[both], test_probs[both], weak_test, train_probs,
                                 targets)
-
-
-def run_experiment(cfg: ExperimentConfig, redo: bool = False) -> list[dict]:
-    """Every run of the experiment (skipping finished ones), then the summary."""
-    from w2s_scale.report import summarize, write_summary
-
-    plans = plan_experiment(cfg)
-    for seed in cfg.seeds:
-        splits = make_run_splits(cfg, seed)
-        for plan in (p for p in plans if p.seed == seed):
-            execute(cfg, plan, splits, redo=redo)
-    rows = summarize(plans)
-    write_summary(rows, Path(cfg.results_dir) / cfg.name)
-    return rows
-
-
-def say(message: str) -> None:
-    if dist.is_main():
-        print(f"[w2s] {message}", flush=True)

@@ -12,50 +12,38 @@ line and exits 2. Nothing here writes to disk.
 """
 from __future__ import annotations
 
-import argparse
 import filecmp
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from w2s_scale.config import DataConfig, ModelConfig, TrainConfig, train_for
+from w2s_scale import ds_config
+from w2s_scale.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, label_models
+from w2s_scale.data.batching import tokenize
+from w2s_scale.data.images import is_image_data
+from w2s_scale.data.sources import get_source
+from w2s_scale.data.splits import make_splits
+from w2s_scale.distributed import is_main
+from w2s_scale.errors import (ConfigError, ExperimentNameError, LoraTargetError, LossesError,
+                              LossParamError, MaxLengthError, ModelBuildError, ModelSettingsError,
+                              OneClassError, PrecisionError, ProbeLayerError, ResultsDirError,
+                              SameTestFileError, SeedsError, ShortTestSetError, TokenizerError,
+                              TooFewExamplesError, shorten)
+from w2s_scale.losses import LOSSES
+from w2s_scale.models import DTYPES, load_hf_config, load_tokenizer, lora_targets
+from w2s_scale.planning import RunPlan, plan_experiment
+from w2s_scale.selection import held_out_sizes
+from w2s_scale.sweep import sweep_dir
 from w2s_scale.tracking import check_wandb
-from w2s_scale.errors import (ExperimentNameError, LoraTargetError, ModelBuildError, LossesError, LossParamError,
-                              MaxLengthError, ModelSettingsError, OneClassError, PrecisionError,
-                              ResultsDirError, SameTestFileError, SeedsError, ShortTestSetError,
-                              TokenizerError, TooFewExamplesError, shorten)
-from w2s_scale.errors import ConfigError
+from w2s_scale.vision import preflight_images
 
 NAME_PART_LIMIT = 100   # characters per component of `name` and per model label: run folders
 #                         (w2s-<weak>-to-<strong>-<loss>) must stay under the 255 bytes of a file name
 SEED_LIMIT = 2**32      # numpy and transformers.set_seed take seeds below this
 SHORT_TEST_ERROR = 0.5  # a test set below this fraction of data.n_test is an error, else a warning
-
-
-# --- command-line values ---------------------------------------------------------------------------
-
-def positive_int(text: str) -> int:
-    """argparse type: a count (ranks, nodes, GPUs, tokens); 0 is not read as "the default"."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {shorten(text)}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: an amount (GB of memory) that must be above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {shorten(text)}") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {shorten(text)}")
-    return value
 
 
 # --- stage 1: the settings alone ------------------------------------------------------------------
@@ -76,8 +64,6 @@ def check_settings(cfg: Any) -> None:
 def _models(cfg: Any) -> list[tuple[str, ModelConfig]]:
     if hasattr(cfg, "models"):
         return [(f"models.{i}", m) for i, m in enumerate(cfg.models)]
-    from w2s_scale.labels import label_models
-
     return [("weak", cfg.weak), ("strong", cfg.strong)] + label_models(cfg)
 
 
@@ -110,8 +96,6 @@ def _check_results_dir(results: Path) -> None:
             if not parent.is_dir():
                 raise ResultsDirError(f"results_dir: {parent} is a file, so {results} cannot be "
                                       f"created; choose another results_dir")
-            import os
-
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ResultsDirError(f"results_dir: {parent} is not writable; choose a results_dir "
                                       f"you can write to")
@@ -129,8 +113,6 @@ def _check_seeds(seeds: list[int]) -> None:
 
 
 def _check_losses(losses: list) -> None:
-    from w2s_scale.losses import LOSSES
-
     if not losses:
         raise LossesError("losses: empty, so no transfer run would be trained and the summary would "
                           "have no PGR; list at least one, e.g. losses: [xent]")
@@ -202,63 +184,68 @@ class Trainee:
     splits: set[str]
 
 
-def preflight(cfg, world_size: int) -> None:
+def preflight(cfg: ExperimentConfig, world_size: int) -> None:
     """Everything that can fail on bad input for `w2s experiment`, before any rank starts."""
-    from w2s_scale.data.images import is_image_data
-    from w2s_scale.labels import check_probe_layers, label_models
-    from w2s_scale.pipeline import plan_experiment
-
+    plans = plan_experiment(cfg)
     if is_image_data(cfg.data):  # images: no tokenizers, positions or texts to check
-        from w2s_scale.vision import preflight_images
-
-        preflight_images(cfg, world_size)
+        preflight_images(cfg, plans, world_size)
     else:
-        trainees = [Trainee("weak", cfg.weak, train_for(cfg, cfg.weak), {world_size}, {"a"}),
-                    Trainee("strong", cfg.strong, train_for(cfg, cfg.strong), {world_size}, {"a", "b"})]
-        # models the label sources add: ensemble members (trained on A), bootstrap steps (on B)
-        trainees += [Trainee(where, model, train_for(cfg, model, field=f"{where}.train"), {world_size},
-                             {"a", "b"}) for where, model in label_models(cfg)]
+        # each model under the name of its section: weak, strong, labels.0.members.1.model, ...
+        sections = [("weak", cfg.weak), ("strong", cfg.strong)] + label_models(cfg)
+        where = lambda model: next(w for w, m in sections if m == model)  # noqa: E731
+        trainees = trainees_of([(plan, world_size) for plan in plans], where)
         check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
-        check_probe_layers(plan_experiment(cfg))
+        check_probe_layers(plans)
     check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
 
 
 def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: bool = True) -> None:
     """The same for the runs of a sweep about to start (`local`: on this machine, whose device
     then must train each model's dtype; Slurm jobs run elsewhere)."""
-    from w2s_scale.data.images import is_image_data
-
     images = sorted({r.dataset for r in runs if is_image_data(r.experiment.data)})
     if images:  # a sweep shares A between models; an image experiment may share A with B
         raise ConfigError(f"datasets: {images[0]} is an image dataset; image experiments run with "
                           f"`w2s experiment -c CONFIG` (sweeps and `w2s run` take text datasets)")
-    trainees: dict[str, Trainee] = {}
-    for run in runs:
-        model = run.plan.model
-        t = trainees.setdefault(model.short_name, Trainee(
-            f"models[{model.short_name}]", model, run.plan.train, set(), set()))
-        t.worlds.add(world_size(run))
-        t.splits.add("a" if run.plan.kind == "gt" else "b")
-        # transfer runs' train holds what gt runs drop (early_stopping, ...), and the reverse
-        if run.plan.kind == "transfer":
-            t.train = run.plan.train.model_copy(update={"gt_n_train": t.train.gt_n_train})
-        else:
-            t.train = t.train.model_copy(update={"gt_n_train": run.plan.train.gt_n_train})
+    trainees = trainees_of([(run.plan, world_size(run)) for run in runs],
+                           lambda model: f"models[{model.short_name}]")
     datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
-    check_trainees(list(trainees.values()), datasets, cfg.seeds, local)
-    from w2s_scale.labels import check_probe_layers
-
+    check_trainees(trainees, datasets, cfg.seeds, local)
     check_probe_layers([r.plan for r in runs])
-    from w2s_scale.sweep import sweep_dir
-
     check_wandb(cfg.tracking, sweep_dir(cfg) / "*" / "seed*" / "*")
+
+
+def trainees_of(plans: list[tuple[RunPlan, int]], where: Callable[[ModelConfig], str]) -> list[Trainee]:
+    """The models the runs train, each once, with the train settings their plans resolved and
+    every world size and split they train at. Label and activation stages train nothing."""
+    trainees: dict[str, Trainee] = {}
+    for plan, world in plans:
+        if plan.kind not in ("gt", "transfer"):
+            continue
+        name = where(plan.model)
+        t = trainees.setdefault(name, Trainee(name, plan.model, plan.train, set(), set()))
+        t.worlds.add(world)
+        t.splits.add("a" if plan.kind == "gt" else "b")
+        # transfer runs' train holds what gt runs drop (early_stopping, ...), and the reverse
+        if plan.kind == "transfer":
+            t.train = plan.train.model_copy(update={"gt_n_train": t.train.gt_n_train})
+        else:
+            t.train = t.train.model_copy(update={"gt_n_train": plan.train.gt_n_train})
+    return list(trainees.values())
+
+
+def check_probe_layers(plans: list[RunPlan]) -> None:
+    """A probe's layer must be one of its model's hidden states (0: embeddings .. num_layers)."""
+    for plan in (p for p in plans if p.kind == "activations" and p.stage is not None):
+        n_layers = load_hf_config(plan.model).num_hidden_layers
+        if plan.stage > n_layers:
+            raise ProbeLayerError(f"labels.probe.layer: {plan.stage} is not a layer of "
+                                  f"{plan.model.short_name}, whose hidden states are 0..{n_layers}; "
+                                  f"choose one of them, or leave it unset for the middle one "
+                                  f"({n_layers // 2})")
 
 
 def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], seeds: list[int],
                    local: bool) -> None:
-    from w2s_scale import ds_config
-    from w2s_scale.models import load_hf_config, load_tokenizer
-
     tokenizers = {}
     for t in trainees:
         for world in sorted(t.worlds):
@@ -284,15 +271,11 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
                                   f"{data.n_a if data.n_a is not None else 'half'}); lower it or "
                                   f"remove it to train on all of A")
         for t in (t for t in trainees if "b" in t.splits):  # students: slices held out of B
-            from w2s_scale.selection import held_out_sizes
-
             held_out_sizes(data.a_b_sizes()[1], t.train, f"{t.where}.train")
 
 
 def _check_precision(where: str, model: ModelConfig) -> None:
-    from deepspeed.accelerator import get_accelerator
-
-    from w2s_scale.models import DTYPES
+    from deepspeed.accelerator import get_accelerator  # deferred: the accelerator is probed here
 
     accel = get_accelerator()
     supported = [name for name, dtype in DTYPES.items() if dtype in accel.supported_dtypes()]
@@ -339,7 +322,7 @@ def _build_on_meta(where: str, model: ModelConfig, hf_config) -> list[str]:
     """Build the backbone on the meta device (no memory, no weights), as the ranks will build it
     for real: config_overrides that cannot make a model (heads not dividing the width...) fail
     here. Returns its module names."""
-    import torch
+    import torch  # deferred with transformers: only the ranks' preflight builds models
     from transformers import AutoModel
 
     try:
@@ -355,8 +338,6 @@ def _build_on_meta(where: str, model: ModelConfig, hf_config) -> list[str]:
 
 
 def _check_lora_targets(where: str, model: ModelConfig, hf_config, names: list[str]) -> None:
-    from w2s_scale.models import lora_targets
-
     targets = lora_targets(model, hf_config)
     # peft matches a list entry against a module name or its dotted suffix
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
@@ -368,8 +349,6 @@ def _check_lora_targets(where: str, model: ModelConfig, hf_config, names: list[s
 
 
 def _warn(message: str) -> None:
-    from w2s_scale.distributed import is_main
-
     if not is_main():  # every rank runs preflight when a launcher started them: one copy
         return
     print(f"w2s: warning: {message}", file=sys.stderr, flush=True)
@@ -378,9 +357,6 @@ def _warn(message: str) -> None:
 def _check_data(where: str, data: DataConfig, seeds: list[int], trainees: list) -> None:
     """Every seed's splits: both classes in each, a test set near n_test, enough examples left
     after over-long texts are dropped, for each tokenizer."""
-    from w2s_scale.data.batching import tokenize
-    from w2s_scale.data.splits import make_splits
-
     all_splits = {seed: make_splits(data, seed) for seed in seeds}
     for seed, splits in all_splits.items():
         for split in ("a", "b", "test"):
@@ -420,8 +396,6 @@ def _check_test_size(where: str, data: DataConfig, seed: int, n_test: int, notes
     """Below half of n_test is an error for the user's own data (a wrong or truncated test file,
     a pool shared out smaller than asked); a benchmark's fixed test split smaller than n_test is
     used whole, as the reference does (sciq: 1,000 for n_test 10,000), with a warning."""
-    from w2s_scale.data.sources import get_source
-
     if n_test >= data.n_test:
         return
     why = "; ".join(n for n in notes if "test" in n) or "the data has fewer usable documents"

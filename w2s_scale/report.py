@@ -16,7 +16,8 @@ from w2s_scale import predictions
 from w2s_scale.aggregate import (cross_dataset, format_cross_dataset, format_paper_pgr,
                                  pair_paper_pgr, paper_pgr)
 from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
-from w2s_scale.results import RunDir, atomic_write, describe_state, run_state
+from w2s_scale.files import atomic_write
+from w2s_scale.results import RunDir, describe_state, run_state
 
 
 # transfer runs' diagnostics (w2s_scale/diagnostics.py) carried from metrics.json into the rows;

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from w2s_scale.config import ModelConfig, TrainConfig, train_for
+from w2s_scale.catalogue import lookup
+from w2s_scale.config import ModelConfig, TrainConfig, experiment_for
+from w2s_scale.losses import LOSSES
+from w2s_scale.models import CAUSAL_TYPES
+from w2s_scale.planning import plan_gt
 
 # the settings printed per model, in this order (TrainConfig and ModelConfig field names)
 MODEL_FIELDS = ("dtype", "head", "dropout", "linear_probe", "lora", "gradient_checkpointing")
@@ -20,9 +24,6 @@ DATA_FIELDS = ("n_train", "n_test", "max_length", "overlong", "balance")
 def head_of(model: ModelConfig) -> str:
     """`auto` resolved from the catalogue's architecture where the model is in it (no download);
     else left as `auto` (resolved from the model's own config when a run starts)."""
-    from w2s_scale.catalogue import lookup
-    from w2s_scale.models import CAUSAL_TYPES
-
     if model.head != "auto":
         return model.head
     entry = lookup(model.name)
@@ -38,7 +39,7 @@ def optimizer_of(train: TrainConfig, offload: bool = False) -> str:
 
 
 def model_settings(experiment, model: ModelConfig) -> dict[str, Any]:
-    train = train_for(experiment, model)
+    train = plan_gt(experiment, model, experiment.seeds[0]).train  # as its runs resolve it
     row: dict[str, Any] = {"model": model.short_name, "name": model.name}
     row.update(dtype=model.dtype, head=head_of(model), dropout=model.dropout,
                linear_probe=model.linear_probe, lora=model.lora.enabled,
@@ -49,8 +50,6 @@ def model_settings(experiment, model: ModelConfig) -> dict[str, Any]:
 
 
 def loss_settings(losses) -> list[dict[str, Any]]:
-    from w2s_scale.losses import LOSSES
-
     return [{"loss": loss.tag, "name": loss.name,
              "params": {**LOSSES[loss.name].defaults, **loss.params}} for loss in losses]
 
@@ -58,8 +57,6 @@ def loss_settings(losses) -> list[dict[str, Any]]:
 def resolved_settings(sweep) -> dict[str, Any]:
     """{"datasets": [...], "models": {dataset: [row per model]}, "losses": [...],
     "seeds": [...], "self_transfer": bool} of a SweepConfig (an experiment is read as one)."""
-    from w2s_scale.sweep import experiment_for
-
     out: dict[str, Any] = {"seeds": list(sweep.seeds), "self_transfer": sweep.self_transfer,
                            "datasets": [], "models": {}, "losses": loss_settings(sweep.losses),
                            "labels": [entry.model_dump(mode="json", exclude_unset=True) or {"source": "weak"}

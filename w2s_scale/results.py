@@ -20,8 +20,9 @@ from typing import Any, Iterable, Literal
 
 import yaml
 
-from w2s_scale.errors import UserError
 from w2s_scale import distributed as dist
+from w2s_scale.errors import UserError
+from w2s_scale.files import atomic_write
 
 DONE = "DONE"
 STARTED = "started.json"
@@ -30,12 +31,6 @@ State = Literal["done", "stale", "partial", "missing"]
 
 class ResultsError(UserError):
     """Existing results disagree with the config; one line saying what to do."""
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _read_hash(marker: Path) -> str | None:

@@ -32,6 +32,7 @@ from torch import nn
 
 from w2s_scale import distributed as dist
 from w2s_scale.config import ModelConfig
+from w2s_scale.models import Classifier, resolve_name
 
 HEAD_FILE = "head.safetensors"
 META_FILE = "classifier.json"
@@ -98,8 +99,6 @@ def _base_config(backbone: nn.Module):
 
 
 def _write_meta(folder: Path, model: nn.Module, model_cfg: ModelConfig, kind: str, dtype: str) -> None:
-    from w2s_scale.models import resolve_name
-
     meta = {"kind": kind, "head_mode": model.mode, "hidden_size": int(model.head.weight.ds_shape[1]
             if hasattr(model.head.weight, "ds_shape") else model.head.weight.shape[1]),
             "dtype": dtype, "base_model": resolve_name(model_cfg.name),
@@ -267,8 +266,6 @@ def load_classifier(folder: str | Path, base: Optional[str] = None, dtype: Optio
     """A Classifier from a folder written by `save_weights` (adapters need their base model:
     `base`, else the one recorded at saving)."""
     from transformers import AutoConfig, AutoModel
-
-    from w2s_scale.models import Classifier
 
     folder = Path(folder)
     meta = json.loads((folder / META_FILE).read_text())

@@ -19,14 +19,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
+from w2s_scale import figures, tracking
+from w2s_scale import wandb_report as keys
+from w2s_scale.config import SweepConfig, TrackingConfig
+from w2s_scale.figures import draw_gain_misfit, format_points, write_table
 from w2s_scale.metrics import mean_interval
+from w2s_scale.models import load_hf_config
 from w2s_scale.report import (aggregate_tables, format_diagnostics, seed_text, summarize,
                               unfinished_runs, write_rows)
-from w2s_scale.results import RunDir, atomic_write
-from w2s_scale.sweep import SweepConfig, SweepRun, disk_state, sweep_dir
-from w2s_scale import tracking
-from w2s_scale.config import TrackingConfig
+from w2s_scale.files import atomic_write
+from w2s_scale.results import RunDir
+from w2s_scale.sweep import SweepRun, disk_state, sweep_dir
 from w2s_scale.tracking import check_wandb
+from w2s_scale.wandb_report import save_report
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -129,7 +134,6 @@ def parameter_counts(cfg: SweepConfig) -> dict[str, Optional[int]]:
         import torch
         from transformers import AutoModel
 
-        from w2s_scale.models import load_hf_config
     except ImportError:
         return {m.short_name: None for m in cfg.models}
     for model in cfg.models:
@@ -145,8 +149,6 @@ def parameter_counts(cfg: SweepConfig) -> dict[str, Optional[int]]:
 
 def figure_data(cfg: SweepConfig, runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
     """The curve points and the median-PGR summary (figures.py) of what has finished."""
-    from w2s_scale import figures
-
     results = figures.load_results(runs)
     sizes = parameter_counts(cfg)
     return figures.points(results, sizes), figures.summary(results, sizes)
@@ -155,8 +157,6 @@ def figure_data(cfg: SweepConfig, runs: list[SweepRun]) -> tuple[list[dict], lis
 def draw_figures(points: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
     """The paper-style figures (figures.py); none, with the reason printed, where a model's
     parameter count (the x axis) cannot be read."""
-    from w2s_scale import figures
-
     unknown = sorted({r["strong"] for r in points if r["params"] is None})
     if unknown:
         print(f"[w2s] no figures: the parameter count of {', '.join(unknown)} cannot be read "
@@ -171,8 +171,6 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], points: li
     restyled in the workspace) and the PNGs, in one run of job type `report`. Returns the keys
     logged (key -> kind), which the W&B Report (wandb_report.py) refers to."""
     import wandb
-
-    from w2s_scale import wandb_report as keys
 
     run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity,
                      mode=check_wandb(cfg.tracking, out_dir),
@@ -251,15 +249,11 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
     record_pgr(runs, transfer, cfg.tracking)
     pngs, points, summary_rows = [], [], []
     if gt:
-        from w2s_scale.figures import write_table
-
         points, summary_rows = figure_data(cfg, runs)
         write_table(points, summary_rows, out_dir)
         if plots:
             try:
                 pngs = draw_figures(points, summary_rows, out_dir)
-                from w2s_scale.figures import draw_gain_misfit
-
                 pngs += draw_gain_misfit(transfer, out_dir / "figures")  # over the whole sweep
             except ImportError:
                 print("[w2s] no plots: matplotlib is missing (pip install 'w2s-scale[plot]')", flush=True)
@@ -267,12 +261,8 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
     if cfg.tracking.wandb != "off":
         logged = log_wandb(cfg, gt, transfer, points, summary_rows, pngs, out_dir)
     if wandb_report:
-        from w2s_scale.wandb_report import save_report
-
         save_report(cfg, runs, points, summary_rows, pngs, logged, out_dir)
     if points:
-        from w2s_scale.figures import format_points
-
         print(format_points(points, summary_rows), flush=True)
     print(f"[w2s] summary written to {out_dir}/summary.{{txt,csv,json}} and gt_summary.{{csv,json}}; "
           f"curve points with 95% bootstrap intervals in {out_dir}/scaling_points.{{txt,csv,json}}"

@@ -25,6 +25,7 @@ from w2s_scale import distributed as dist
 from w2s_scale.config import ConfigError, TrainConfig
 from w2s_scale.data.batching import TokenizedSet
 from w2s_scale.metrics import accuracy, roc_auc
+from w2s_scale.engine import predict
 
 HELD_OUT_STREAM = 9  # the held-out cut draws from its own stream beside the run's seed
 BEST_PREFIX = "best-step"  # checkpoints/best-stepN (the step* glob that prunes regular ones misses it)
@@ -109,8 +110,6 @@ class TrainingMonitor:
 
     # -- the hook
     def after_step(self, eng, done: int, tracker) -> None:
-        from w2s_scale.engine import predict
-
         last = done == eng.total_steps
         if self.curve is not None and (done % self.curve_cfg.every == 0 or last):
             probs = predict(eng, self.curve)
@@ -144,8 +143,6 @@ class TrainingMonitor:
 
     def finish(self, eng, tracker) -> dict[str, Any]:
         """Load the chosen checkpoint into the engine (all ranks); what metrics.json records."""
-        from w2s_scale.engine import predict
-
         out = {"gt_curve": {"n": len(self.curve), "every": self.curve_cfg.every}} if self.curve else {}
         if self.val is None:
             return out

@@ -5,21 +5,31 @@
   w2s status -c S.yaml                                                 where every run stands
   w2s report -c S.yaml [--wandb-report]                                tables, scaling figures, W&B Report
 
-An experiment YAML works wherever a sweep YAML does (the sweep of its two models).
+An experiment YAML works wherever a sweep YAML does (the sweep of its two models). `w2s run`
+starts its ranks like `w2s experiment` does (w2s_scale/launching.py).
 """
 from __future__ import annotations
 
 import argparse
 
+from w2s_scale import costs
 from w2s_scale import distributed as dist
-from w2s_scale.config import ConfigError
-from w2s_scale.preflight import positive_int
+from w2s_scale import executors as ex
+from w2s_scale.cli_args import add_config_args, add_launch_args, positive_int
+from w2s_scale.data.splits import make_splits
+from w2s_scale.errors import ConfigError
+from w2s_scale.launching import check_launcher, launch
+from w2s_scale.loading import load_sweep
+from w2s_scale.pipeline import execute
+from w2s_scale.resolved import format_settings, resolved_settings
 from w2s_scale.results import ResultsError
+from w2s_scale.scaling import report
+from w2s_scale.sweep import disk_state, find_run, plan_sweep
 
 COMMANDS = ("sweep", "run", "status", "report")
 
 
-def add_commands(sub, add_config_args) -> None:
+def add_commands(sub) -> None:
     sweep = sub.add_parser("sweep", help="a model-size sweep: plan the runs as a DAG, reuse the "
                                          "finished ones, run the rest locally or as Slurm jobs")
     add_config_args(sweep)
@@ -33,11 +43,9 @@ def add_commands(sub, add_config_args) -> None:
     sweep.add_argument("--cluster-hours", type=float, default=None,
                        help="dry run: hours to fit in (default 48)")
     sweep.add_argument("--executor", choices=["local", "slurm"], help="default: the config's `executor`")
-    sweep.add_argument("--nproc", type=positive_int, help="local executor: ranks per run (default: launch.nproc)")
+    add_launch_args(sweep, prefix="local executor: ")
     sweep.add_argument("--parallel", type=positive_int,
                        help="local executor: runs at once (default: launch.parallel)")
-    sweep.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
-                       help="local executor: how to start the ranks (default: launch.launcher)")
     sweep.add_argument("--sbatch", dest="sbatch_options", action="append", default=[], metavar="OPTION",
                        help="Slurm: an extra sbatch option for every job, e.g. --sbatch=--qos=high "
                             "(repeatable; per model: resources.sbatch)")
@@ -53,9 +61,7 @@ def add_commands(sub, add_config_args) -> None:
                      help="the run's key (dataset/seed<k>/<name>) or name")
     run.add_argument("--seed", type=int, help="with a run name: its seed")
     run.add_argument("--dataset", help="with a run name: its dataset")
-    run.add_argument("--nproc", type=positive_int, help="ranks on this machine (default: launch.nproc)")
-    run.add_argument("--launcher", choices=["none", "torchrun", "deepspeed"],
-                     help="how to start the ranks (default: launch.launcher)")
+    add_launch_args(run)
     run.add_argument("--redo", action="store_true", help="redo the run even if it is complete")
 
     status = sub.add_parser("status", help="where every run of a sweep stands (done, queued, "
@@ -71,36 +77,26 @@ def add_commands(sub, add_config_args) -> None:
 
 
 def main(args: argparse.Namespace, in_rank: bool) -> int:
-    from w2s_scale.sweep import load_sweep, plan_sweep
-
     cfg = load_sweep(args.config, args.overrides)
     dist.export_collective_timeout(cfg.launch.collective_timeout_s)
     runs = plan_sweep(cfg)
     if args.command == "run":
-        return _run(cfg, runs, args, in_rank)
+        return _run(cfg, runs, args)
     if in_rank:
         raise ConfigError(f"w2s {args.command} starts its own processes; run it outside a launcher")
     if args.command == "sweep":
         return _sweep(cfg, runs, args)
     if args.command == "status":
-        from w2s_scale.executors import format_status, sweep_status
-
-        statuses = sweep_status(cfg, runs)
-        print(format_status(cfg, statuses), flush=True)
+        statuses = ex.sweep_status(cfg, runs)
+        print(ex.format_status(cfg, statuses), flush=True)
         if all(s.state == "done" for s in statuses):
             return 0
         return 1 if any(s.failed for s in statuses) else 3
-    from w2s_scale.scaling import report
-
     report(cfg, runs, plots=not args.no_plots, wandb_report=args.wandb_report)
     return 0
 
 
 def _sweep(cfg, runs, args) -> int:
-    from w2s_scale import executors as ex
-    from w2s_scale.scaling import report
-    from w2s_scale.sweep import disk_state
-
     executor = args.executor or cfg.executor
     nproc = args.nproc or cfg.launch.nproc
     launcher = args.launcher or cfg.launch.launcher
@@ -117,9 +113,8 @@ def _sweep(cfg, runs, args) -> int:
             ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True, redo=args.redo)
         return 0
     if todo:
-        if executor == "local" and launcher == "none" and nproc > 1:
-            raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; set launch.launcher "
-                              f"to torchrun or deepspeed")
+        if executor == "local":
+            check_launcher(launcher, nproc)
         ex.preflight(cfg, todo, world, local=executor == "local")
     if executor == "local":
         parallel = args.parallel or cfg.launch.parallel
@@ -145,9 +140,6 @@ def _sweep(cfg, runs, args) -> int:
 
 def dry_run_text(cfg, runs, args) -> str:
     """The resolved settings and the compute estimate (also `w2s experiment --dry-run`)."""
-    from w2s_scale import costs
-    from w2s_scale.resolved import format_settings, resolved_settings
-
     def given(name, default):
         value = getattr(args, name, None)
         return default if value is None else value
@@ -158,10 +150,9 @@ def dry_run_text(cfg, runs, args) -> str:
         cluster_hours=given("cluster_hours", costs.DEFAULT_CLUSTER_HOURS))])
 
 
-def _run(cfg, runs, args, in_rank: bool) -> int:
-    from w2s_scale import cli
-    from w2s_scale.sweep import disk_state, find_run
-
+def _run(cfg, runs, args) -> int:
+    """`w2s run`: one run of the sweep, its ranks started (and preflight run on each) as
+    `w2s experiment` does."""
     run = find_run(runs, args.run, args.seed, args.dataset)
     by_key = {r.key: r for r in runs}
     for dep in run.deps:
@@ -169,19 +160,6 @@ def _run(cfg, runs, args, in_rank: bool) -> int:
             raise ResultsError(f"{run.key} trains on the weak labels of {dep}, which has not "
                                f"finished; run it first (w2s run --run {dep})")
     args.run, args.seed, args.dataset = run.key, None, None  # what the ranks are given
-    launcher = args.launcher or cfg.launch.launcher
-    nproc = args.nproc or cfg.launch.nproc
-    if not in_rank:
-        from w2s_scale.executors import preflight
-
-        preflight(cfg, [run], lambda _run: nproc)
-        if launcher != "none":
-            return cli._relaunch(args, launcher, nproc)
-        if nproc > 1:
-            raise ConfigError(f"launch.nproc: {nproc} ranks need a launcher; set launch.launcher "
-                              f"to torchrun or deepspeed")
-    from w2s_scale.data.splits import make_splits
-    from w2s_scale.pipeline import execute
-
-    return cli.run_until_stopped(lambda: execute(
-        run.experiment, run.plan, make_splits(run.experiment.data, run.seed), redo=args.redo))
+    return launch(args, cfg.launch, preflight=lambda world: ex.preflight(cfg, [run], lambda _run: world),
+                  work=lambda: execute(run.experiment, run.plan, make_splits(run.experiment.data, run.seed),
+                                       redo=args.redo))

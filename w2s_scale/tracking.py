@@ -27,6 +27,8 @@ from typing import Any, Optional
 from w2s_scale.errors import UserError
 from w2s_scale import distributed as dist
 from w2s_scale.config import TrackingConfig
+from w2s_scale.files import atomic_write
+from w2s_scale.wandb_log import last_history_step
 
 WANDB_CHECK_S = 5.0               # the longest the online check may take
 DECIDED_MODE_ENV = "W2S_WANDB_MODE"  # the mode check_wandb settled on, inherited by the ranks
@@ -144,8 +146,6 @@ def stable_run_id(run_dir: Path) -> str:
     """This run folder's W&B run id, made once and kept in the folder, so every attempt of the
     run (resumed after a preemption) logs into the same W&B run; a redo (a new folder) gets its
     own. Rank 0 only."""
-    from w2s_scale.results import atomic_write
-
     path = run_dir / RUN_ID_FILE
     if path.exists() and path.read_text().strip():
         return path.read_text().strip()
@@ -197,8 +197,6 @@ class Tracker:
         self._logged_to = 0  # the last training step W&B holds from earlier attempts
         if cfg.wandb != "off":
             import wandb
-
-            from w2s_scale.wandb_log import last_history_step
 
             mode = check_wandb(cfg, log_path.parent)
             own_wandb_service()

@@ -28,10 +28,12 @@ import torch
 from torch import nn
 
 from w2s_scale import distributed as dist
+from w2s_scale import ds_config
 from w2s_scale.config import ExperimentConfig, ModelConfig, stable_hash
-from w2s_scale.data.images import ImageSet
+from w2s_scale.data.images import ImageSet, image_classes, open_images
+from w2s_scale.engine import build_engine, forward_all
 from w2s_scale.errors import ModelError, shorten
-from w2s_scale.models import (DTYPES, _zero_init_context, load_hf_config, load_weights,
+from w2s_scale.models import (DTYPES, zero_init_context, load_hf_config, load_weights,
                               resolve_name, zero_init_head)
 
 # model types whose features are the CLS token (else: the pooled output)
@@ -239,7 +241,7 @@ def torchvision_builder(cfg: ModelConfig, where: str = "model"):
 
 def _torchvision_model(cfg: ModelConfig, ds_config: Optional[dict]) -> nn.Module:
     builder = torchvision_builder(cfg)
-    with _zero_init_context(ds_config):
+    with zero_init_context(ds_config):
         # pretrained: torchvision's ImageNet weights (downloaded once into the torch hub cache)
         return builder(weights="DEFAULT" if cfg.init == "pretrained" else None)
 
@@ -284,7 +286,7 @@ def build_extractor(cfg: ModelConfig, ds_config: Optional[dict], trainable: bool
 
 def build_fine_tuned(cfg: ModelConfig, ds_config: Optional[dict], n_classes: int) -> FineTuned:
     extractor = build_extractor(cfg, ds_config, trainable=True)
-    with _zero_init_context(ds_config):
+    with zero_init_context(ds_config):
         model = FineTuned(extractor, feature_dim(image_config(cfg)), n_classes)
     model.head.to(DTYPES[cfg.dtype])
     zero_init_head(model.head)
@@ -292,7 +294,7 @@ def build_fine_tuned(cfg: ModelConfig, ds_config: Optional[dict], n_classes: int
 
 
 def build_probe(cfg: ModelConfig, ds_config: Optional[dict], dim: int, n_classes: int) -> LinearProbe:
-    with _zero_init_context(ds_config):
+    with zero_init_context(ds_config):
         return LinearProbe(dim, n_classes)
 
 
@@ -360,8 +362,6 @@ class ImageInputs:
     def _extract(self, pixels: PixelSet, tracker) -> np.ndarray:
         from transformers import set_seed
 
-        from w2s_scale.engine import build_engine, forward_all
-
         set_seed(self.seed)  # a random-initialised backbone: the same on every rank and attempt
         eng = build_engine(self.model, self.train_cfg, 1, None,
                            build=lambda ds: build_extractor(self.model, ds, trainable=False))
@@ -374,8 +374,6 @@ class ImageInputs:
         return splits.a.n_classes
 
     def build_engine(self, total_steps: int, n_classes: int):
-        from w2s_scale.engine import build_engine
-
         if self.own_head:
             build = lambda ds: build_own_head(self.model, ds)  # noqa: E731
         elif self.probe:
@@ -388,13 +386,10 @@ class ImageInputs:
 
 # --- checks before any rank starts --------------------------------------------------------------
 
-def preflight_images(cfg: ExperimentConfig, world_size: int) -> None:
+def preflight_images(cfg: ExperimentConfig, plans: list, world_size: int) -> None:
     """What can fail on bad input for an image experiment: the data source and its columns, each
-    model's config, processor and head, and the settings images do not support."""
-    from w2s_scale import ds_config
-    from w2s_scale.config import train_for
-    from w2s_scale.data.images import image_classes, open_images
-
+    model's config, processor and head, and the settings images do not support. `plans`: the
+    experiment's runs (planning.plan_experiment), whose gt runs carry each model's settings."""
     rows = open_images(cfg.data, "train")
     test = open_images(cfg.data, "test")
     n_classes = image_classes(cfg.data, rows, test)
@@ -405,11 +400,12 @@ def preflight_images(cfg: ExperimentConfig, world_size: int) -> None:
         raise ModelError("strong.head: pretrained trains nothing, so the transfer would learn "
                          "nothing from the weak labels; use linear_probe: true or fine-tune")
     for where, model in (("weak", cfg.weak), ("strong", cfg.strong)):
-        ds_config.build(train_for(cfg, model), model.dtype, world_size)
+        train = next(p.train for p in plans if p.kind == "gt" and p.model == model)
+        ds_config.build(train, model.dtype, world_size)
         if model.save != "none":
             raise ModelError(f"{where}.save: image runs keep metrics, predictions and weak labels "
                              f"only; set save: none")
-        if train_for(cfg, model).gt_n_train is not None:
+        if train.gt_n_train is not None:
             raise ModelError(f"{where}.train.gt_n_train: image runs train on all of A; remove it")
         if model.name.startswith(TORCHVISION) and model.head != "pretrained":
             raise ModelError(f"{where}.head: {model.name} is used only as a classifier with its "

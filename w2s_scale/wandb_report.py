@@ -22,6 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
+from w2s_scale.figures import size_label
 
 POINTS_TABLE = "scaling/points"          # figures.points(): every curve point with its interval
 SUMMARY_TABLE = "scaling/median_pgr"     # figures.summary(): median PGR per loss and student
@@ -71,8 +72,6 @@ def _commit() -> str:
 def what_was_run(cfg, points: list[dict]) -> str:
     """The text block: models (role, size), datasets, seeds, losses, commit."""
     sizes = {r["strong"]: r["params"] for r in points if r["params"]}
-    from w2s_scale.figures import size_label
-
     models = "; ".join(f"{m.short_name} ({m.name}, {getattr(m, 'role', 'both')}, "
                        f"{size_label(sizes.get(m.short_name))} parameters)" for m in cfg.models)
     datasets = "; ".join(f"{d.dataset} (A + B = {d.n_train} documents, {d.n_test} test, "

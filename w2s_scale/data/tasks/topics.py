@@ -10,13 +10,12 @@ from w2s_scale.config import DataConfig
 from w2s_scale.data.readers import RawRows, read_file
 from w2s_scale.data.registry import DatasetSource, register
 from w2s_scale.data.values import Formatted, Split, as_label, fields, get
+from w2s_scale.data.offline import BBC, BBC_FILE
 
 BBC_COLUMNS = ("id", "label", "title", "body")
 
 
 def _bbc_open(cfg: DataConfig, split: Split) -> Optional[RawRows]:
-    from w2s_scale.data.offline import BBC, BBC_FILE
-
     if split == "test":  # no separate test split: cut from the pool, unless one is given
         return read_file(Path(cfg.test_path).expanduser(), "data.test_path", "jsonl") if cfg.test_path else None
     if cfg.path:

@@ -1,0 +1,240 @@
+"""Planning: which runs an experiment makes, and each run's resolved settings.
+
+A plan is data: a RunPlan names a run, its folder, the hash of everything that changes its results,
+its model with the train settings resolved once here (catalogue defaults < the experiment's `train`
+< the model's own overrides, config.train_for), and the runs it reads. `w2s experiment` and
+`w2s sweep` plan with the same functions, so both name and hash a run alike and share finished
+runs. Running a plan is w2s_scale/pipeline.py (and labels.py for label stages); nothing here
+opens a file or loads a model.
+
+The label sources (w2s_scale/labels.py says what each does) are planned here too: ensembles,
+probes, bootstrap chains and strong-to-strong iterations, each a list of RunPlans ending in the
+students.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from w2s_scale.config import (ConfigError, ExperimentConfig, LabelsConfig, LoraConfig, LossConfig,
+                              ModelConfig, ProbeConfig, TrainConfig, stable_hash, train_for)
+from w2s_scale.losses import LOSSES
+
+GT_LOSS = LossConfig(name="xent")  # ground truth runs: cross-entropy against one-hot labels
+# settings that change how a run is carried out but not its results: left out of its hash, so
+# they can change between an interrupted attempt and its resumption
+NOT_IN_HASH = {"checkpoint_every", "keep_checkpoints", "eval_batch_size"}
+ModelRef = Union[str, ModelConfig]
+
+
+def results_identity(model: ModelConfig, train_cfg: TrainConfig) -> tuple:
+    """What of a model and its training changes results: not its display label, where its
+    train overrides came from (train_cfg holds them resolved), what is saved, or NOT_IN_HASH."""
+    model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
+    # settings added later (early stopping, ...) enter the hash only when set: config.Strict
+    return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
+
+
+def held_out_tag(train_cfg: TrainConfig) -> str:
+    """Appended to a transfer run's folder name when slices of B are held out ("-es20v0.1",
+    "-gtc50f0.1"; w2s_scale/selection.py), so it lives beside the run without them and both
+    reuse the same gt runs."""
+    stop, curve = train_cfg.early_stopping, train_cfg.gt_curve
+    return ((f"-es{stop.every}v{stop.val_fraction:g}" if stop else "")
+            + (f"-gtc{curve.every}f{curve.fraction:g}" if curve else ""))
+
+
+def pretrained_only(model: ModelConfig) -> ModelConfig:
+    """The model as loaded, before any fine-tuning: no adapters, nothing frozen or saved (LoRA
+    adapters start at zero, so they would not change the activations anyway)."""
+    return model.model_copy(update={"lora": LoraConfig(), "linear_probe": False,
+                                    "gradient_checkpointing": False, "save": "none",
+                                    "train": {}, "label": None})
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    name: str                        # gt-<model>, w2s-<weak>-to-<strong>-<loss>, labels-..., acts-...
+    kind: Literal["gt", "transfer", "labels", "activations"]
+    model: ModelConfig
+    train: TrainConfig
+    loss: LossConfig
+    seed: int
+    dir: Path
+    hash: str                        # of everything that changes this run's results
+    # transfer: the gt run of its weak model, whose test accuracy is the PGR floor; also the
+    # label source unless `source` says otherwise
+    weak: Optional["RunPlan"] = field(default=None, compare=False)
+    # transfer: the run whose B labels (weak_labels.jsonl) it trains on: a label stage, or a
+    # previous student (strong-to-strong, bootstrapping); None: `weak`
+    source: Optional["RunPlan"] = field(default=None, compare=False)
+    # label and activation stages: the runs they read (see w2s_scale/labels.py)
+    inputs: tuple = field(default=(), compare=False)
+    stage: Any = field(default=None, compare=False)  # a stage's settings (LabelsConfig, layer)
+    label_tag: str = "weak"          # transfer: where its labels come from, for tables
+    seed_offset: int = 0             # gt run of an ensemble member: trains with seed + offset
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed + self.seed_offset
+
+    @property
+    def variant(self) -> str:
+        """The loss, and the label source when it is not the weak model alone: how tables
+        and figures tell transfer runs of one (weak, strong) pair apart."""
+        return self.loss.tag if self.label_tag == "weak" else f"{self.loss.tag}+{self.label_tag}"
+
+    def reads(self) -> list["RunPlan"]:
+        """The runs whose results this one reads (each must be done first)."""
+        if self.kind == "transfer":
+            return [self.weak] + ([self.source] if self.source is not None else [])
+        return list(self.inputs)
+
+
+def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
+    return Path(cfg.results_dir) / cfg.name / cfg.data.dataset / f"seed{seed}"
+
+
+def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int, seed_offset: int = 0) -> RunPlan:
+    # early stopping and the ground-truth curve hold out slices of B: transfer runs only
+    train_cfg = train_for(cfg, model).model_copy(update={"early_stopping": None, "gt_curve": None})
+    name = f"gt-{model.short_name}" + (f"-seed+{seed_offset}" if seed_offset else "")
+    # an offset enters the hash only when set: the hashes of existing gt runs stay as they were
+    offset = (("seed_offset", seed_offset),) if seed_offset else ()
+    return RunPlan(name=name, kind="gt", model=model, train=train_cfg, loss=GT_LOSS, seed=seed,
+                   dir=seed_dir(cfg, seed) / name, seed_offset=seed_offset,
+                   hash=stable_hash("gt", *results_identity(model, train_cfg), cfg.data, seed, *offset))
+
+
+def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
+                  seed: int, source: Optional[RunPlan] = None, label_tag: str = "weak",
+                  name: Optional[str] = None) -> RunPlan:
+    """`strong` trained on B against the labels of `source` (default: the weak gt run)."""
+    train_cfg = train_for(cfg, strong).model_copy(update={"gt_n_train": None})  # gt runs only
+    name = name or f"w2s-{weak.model.short_name}-to-{strong.short_name}-{loss.tag}"
+    name += held_out_tag(train_cfg)
+    labels_from = source if source is not None else weak
+    return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
+                   seed=seed, dir=seed_dir(cfg, seed) / name,
+                   hash=stable_hash("transfer", *results_identity(strong, train_cfg), cfg.data,
+                                    seed, loss_identity(loss), labels_from.hash),
+                   weak=weak, source=source, label_tag=label_tag)
+
+
+def loss_identity(loss: LossConfig):
+    """The loss as it enters a run's hash: its config, and its revision once its meaning changed."""
+    revision = LOSSES[loss.name].revision
+    return loss if not revision else (loss.model_dump(mode="json"), revision)
+
+
+def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
+    """Runs in the order they must happen (a run after every run it reads), each once."""
+    plans: dict[Path, RunPlan] = {}
+    for seed in cfg.seeds:
+        weak = plan_gt(cfg, cfg.weak, seed)
+        strong = plan_gt(cfg, cfg.strong, seed)
+        named = {"weak": cfg.weak, "strong": cfg.strong,
+                 cfg.weak.short_name: cfg.weak, cfg.strong.short_name: cfg.strong}
+        for plan in [weak, strong] + [p for loss in cfg.losses for labels in cfg.labels
+                                      for p in plan_label_source(cfg, weak, cfg.strong, labels,
+                                                                 loss, seed, named)]:
+            plans.setdefault(plan.dir, plan)
+    return list(plans.values())
+
+
+# --- the label sources ---------------------------------------------------------------------------
+
+def resolve(ref: ModelRef, weak: ModelConfig, strong: ModelConfig, named: dict[str, ModelConfig]) -> ModelConfig:
+    if not isinstance(ref, str):
+        return ref
+    return {"weak": weak, "strong": strong}.get(ref) or named[ref]
+
+
+def probe_tag(probe: ProbeConfig) -> str:
+    """knn-relabel, logreg-filter, topo-filter-c0.2-L3, ...: the probe's settings that differ
+    from the defaults, for run names."""
+    default = ProbeConfig()
+    tag = f"{probe.kind}-{probe.mode}"
+    if probe.k != default.k and probe.kind != "logreg":
+        tag += f"-k{probe.k}"
+    if probe.l2 != default.l2 and probe.kind == "logreg":
+        tag += f"-l2{probe.l2:g}"
+    if probe.contamination != default.contamination and probe.mode == "filter":
+        tag += f"-c{probe.contamination:g}"
+    if probe.layer is not None:
+        tag += f"-L{probe.layer}"
+    return tag
+
+
+def plan_activations(cfg: ExperimentConfig, model: ModelConfig, layer: Optional[int], seed: int) -> RunPlan:
+    """The pretrained model's activations on B (they depend on the seed's split of the data)."""
+    train_cfg = train_for(cfg, model)
+    name = f"acts-{model.short_name}-L{'mid' if layer is None else layer}"
+    identity = pretrained_only(model).model_dump(mode="json")
+    return RunPlan(name=name, kind="activations", model=model, train=train_cfg, loss=GT_LOSS,
+                   seed=seed, dir=seed_dir(cfg, seed) / name, stage=layer,
+                   hash=stable_hash("activations", identity, layer, cfg.data, seed))
+
+
+def label_stage(cfg: ExperimentConfig, name: str, model: ModelConfig, settings: dict,
+                 inputs: list[RunPlan], seed: int, stage) -> RunPlan:
+    return RunPlan(name=name, kind="labels", model=model, train=train_for(cfg, model),
+                   loss=GT_LOSS, seed=seed, dir=seed_dir(cfg, seed) / name, inputs=tuple(inputs),
+                   stage=stage, hash=stable_hash("labels", settings, [p.hash for p in inputs]))
+
+
+def plan_label_source(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig,
+                      labels: LabelsConfig, loss: LossConfig, seed: int,
+                      named: dict[str, ModelConfig],
+                      ladder: Optional[list[ModelConfig]] = None) -> list[RunPlan]:
+    """Every run a transfer from `weak` (a gt run) to `strong` with these labels needs, each
+    after the runs it reads; the students last. `named`: the models members and `via` may
+    name; `ladder`: a sweep's models between weak and strong (a bootstrap without `via`)."""
+    plans: list[RunPlan] = []
+    src = labels.source
+    if src == "weak":
+        plans.append(plan_transfer(cfg, weak, strong, loss, seed))
+    elif src == "ensemble":
+        members = [plan_gt(cfg, resolve(m.model, weak.model, strong, named), seed, m.seed_offset)
+                   for m in labels.members]
+        # named by what the members are, not by their runs' hashes (those differ per seed): the
+        # same ensemble is one row of the summary over seeds
+        tag = "ens-" + stable_hash([(results_identity(m.model, m.train), m.seed_offset)
+                                    for m in members], labels.weights)[:6]
+        stage = label_stage(cfg, f"labels-{tag}", members[0].model,
+                             {"source": "ensemble", "weights": labels.weights}, members, seed,
+                             labels)
+        plans += members + [stage, plan_transfer(cfg, members[0], strong, loss, seed, source=stage,
+                                                 label_tag=tag,
+                                                 name=f"w2s-{tag}-to-{strong.short_name}-{loss.tag}")]
+    elif src == "probe":
+        probe = labels.probe_or_default
+        acts = plan_activations(cfg, strong, probe.layer, seed)
+        tag = probe_tag(probe)
+        settings = probe.model_dump(mode="json", exclude={"layer"})  # the layer: in acts' hash
+        stage = label_stage(cfg, f"labels-{weak.model.short_name}-{tag}-{strong.short_name}",
+                             strong, {"source": "probe", **settings}, [weak, acts], seed, probe)
+        plans += [weak, acts, stage, plan_transfer(
+            cfg, weak, strong, loss, seed, source=stage, label_tag=tag,
+            name=f"w2s-{weak.model.short_name}-{tag}-to-{strong.short_name}-{loss.tag}")]
+    elif src == "bootstrap":
+        via = [resolve(v, weak.model, strong, named) for v in labels.via] if labels.via else list(ladder or [])
+        if not via:
+            return []  # nothing between weak and strong: the direct transfer is the chain
+        chain = [weak.model, *via, strong]
+        student: Optional[RunPlan] = None
+        for k in range(1, len(chain)):
+            names = "-to-".join(m.short_name for m in chain[:k + 1])
+            tag = "weak" if k == 1 else "boot-" + "-".join(m.short_name for m in chain[1:k])
+            student = plan_transfer(cfg, weak, chain[k], loss, seed, source=student, label_tag=tag,
+                                    name=f"w2s-{names}-{loss.tag}")
+            plans.append(student)
+    else:  # the config's Literal keeps this unreachable
+        raise ConfigError(f"labels.source: unknown source {src!r}")
+    final = plans[-1]
+    for i in range(1, labels.s2s_iterations + 1):
+        tag = f"s2s{i}" if final.label_tag == "weak" else f"{final.label_tag}+s2s{i}"
+        plans.append(plan_transfer(cfg, final.weak, strong, loss, seed, source=plans[-1], label_tag=tag,
+                                   name=f"{final.name}-s2s{i}"))
+    return plans
