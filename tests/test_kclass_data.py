@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from w2s_scale import predictions
 from w2s_scale.config import DataConfig, stable_hash
-from w2s_scale.data.registry import num_classes
+from w2s_scale.data.sources import num_classes
 from w2s_scale.data.sources import DataError, load_split
 from w2s_scale.data.splits import make_splits
 from w2s_scale.metrics import accuracy, roc_auc

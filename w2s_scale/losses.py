@@ -191,7 +191,8 @@ def _k_col(targets: torch.Tensor, k: int) -> torch.Tensor:
         return torch.stack([1.0 - targets, targets], dim=1)
     if targets.dim() != 2 or targets.shape[1] != k:
         shape = "[B, 2] (or [B])" if k == 2 else f"[B, {k}]"
-        raise ValueError(f"targets must be {shape}; got shape {tuple(targets.shape)}")
+        raise ValueError(f"targets must be {shape} (logits and targets both [B, K], K >= 2); "
+                         f"got shape {tuple(targets.shape)}")
     return targets
 
 

@@ -24,19 +24,11 @@ import numpy as np
 from w2s_scale import distributed as dist
 from w2s_scale.config import ConfigError, TrainConfig
 from w2s_scale.data.batching import TokenizedSet
-from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.engine import predict
+from w2s_scale.metrics import accuracy, roc_auc
 
 HELD_OUT_STREAM = 9  # the held-out cut draws from its own stream beside the run's seed
 BEST_PREFIX = "best-step"  # checkpoints/best-stepN (the step* glob that prunes regular ones misses it)
-
-
-def name_tag(train_cfg: TrainConfig) -> str:
-    """Appended to a transfer run's folder name when slices of B are held out ("-es20v0.1",
-    "-gtc50f0.1"), so it lives beside the run without them and both reuse the same gt runs."""
-    stop, curve = train_cfg.early_stopping, train_cfg.gt_curve
-    return ((f"-es{stop.every}v{stop.val_fraction:g}" if stop else "")
-            + (f"-gtc{curve.every}f{curve.fraction:g}" if curve else ""))
 
 
 @dataclass(frozen=True)
