@@ -41,10 +41,10 @@ class Strict(BaseModel):
 
 
 class LoraConfig(Strict):
-    enabled: bool = False
-    r: int = Field(8, gt=0)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    enabled: bool = False  # train LoRA adapters (peft) and the head; the backbone stays frozen
+    r: int = Field(8, gt=0)  # the adapters' rank
+    alpha: float = Field(16.0, gt=0)  # scaling: the update is (alpha / r) B A
+    dropout: float = Field(0.0, ge=0, lt=1)  # dropout on the adapters' input
     # None: the architecture family's default (see models.LORA_TARGETS)
     target_modules: Optional[list[str]] = None
 
@@ -54,6 +54,7 @@ class ModelConfig(Strict):
     name: str
     # pretrained weights, or the architecture initialised at random (config_overrides applied)
     init: Literal["pretrained", "random"] = "pretrained"
+    # fields of the transformers config set before the model is built (n_layer, hidden_size, ...)
     config_overrides: dict[str, Any] = Field(default_factory=dict)
     # where the classification head reads: last real token (causal LMs), pooled output (encoders)
     # (or, `pretrained`, an image classifier's own head used as is, untrained: a weak supervisor)
@@ -63,11 +64,11 @@ class ModelConfig(Strict):
     # reference's ImageNet transform (resize 256, centre crop 224, ImageNet mean/std); see vision.py
     image_processor: Optional[str] = None
     ADDED_LATER: ClassVar[dict[str, Any]] = {"image_processor": None}
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # training precision (16-bit: mixed, fp32 master weights)
     dropout: bool = False  # the reference trains with dropout off; switch on here
-    linear_probe: bool = False
-    gradient_checkpointing: bool = False
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    linear_probe: bool = False  # freeze the backbone, train the head alone
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more time
+    lora: LoraConfig = Field(default_factory=LoraConfig)  # LoRA adapters (peft), see LoraConfig
     # per-model overrides of the experiment's `train` section (lr, micro_batch_size, ...)
     train: dict[str, Any] = Field(default_factory=dict)
     # weights kept after training (see w2s_scale/saving.py): none (metrics, predictions and weak
@@ -111,12 +112,12 @@ class DataConfig(Strict):
     # files of the hub's schema (used instead of downloading)
     path: Optional[str] = None
     test_path: Optional[str] = None  # local files: a separate test file (else cut from `path`)
-    text_column: str = "text"
+    text_column: str = "text"  # local files: the column holding the text
     image_column: str = "image"  # image datasets (w2s_scale/data/images.py)
-    label_column: str = "label"
+    label_column: str = "label"  # local files: the column holding the label (0..K-1)
     n_train: int = Field(20000, gt=1)  # documents for A + B together (the reference's 20,000)
-    n_test: int = Field(10000, gt=0)
-    max_length: int = Field(1024, gt=1)
+    n_test: int = Field(10000, gt=0)  # test documents (a hub task's smaller test split is used whole)
+    max_length: int = Field(1024, gt=1)  # tokens per document, the special tokens included
     # over-long texts: dropped (the reference's policy), or cut keeping the start / the end
     overlong: Literal["drop", "truncate", "truncate_left"] = "drop"
     balance: bool = False  # downsample the majority class in each split
@@ -161,24 +162,24 @@ class GtCurveConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: float = Field(2, gt=0)
-    lr: float = Field(5e-5, gt=0)
+    epochs: float = Field(2, gt=0)  # passes over the training split (fractions allowed)
+    lr: float = Field(5e-5, gt=0)  # peak learning rate of AdamW
     batch_size: int = Field(32, gt=0)  # global: micro x accumulation x world size
-    micro_batch_size: int = Field(32, gt=0)
-    eval_batch_size: int = Field(64, gt=0)
+    micro_batch_size: int = Field(32, gt=0)  # per rank and forward pass
+    eval_batch_size: int = Field(64, gt=0)  # per rank, when predicting (not in run hashes)
     # reference_vision: the reference vision code's CosineAnnealingLR(T_max=epochs) stepped every
     # batch, so the lr follows 0.5 (1 + cos(pi step / epochs)): a cosine with period 2 x epochs steps
     schedule: Literal["cosine", "constant", "reference_vision"] = "cosine"
-    warmup_frac: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    warmup_frac: float = Field(0.0, ge=0, lt=1)  # of the optimizer steps, a linear warm-up
+    weight_decay: float = Field(0.0, ge=0)  # AdamW's decoupled decay (0: Adam)
     max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: Literal[0, 1, 2, 3] = 2  # DeepSpeed ZeRO: what is partitioned across ranks
     offload: bool = False  # ZeRO optimizer (and, stage 3, parameter) offload to CPU
     # a DeepSpeed JSON whose "auto" values are filled from this section; None: built from it
     ds_config: Optional[str] = None
     checkpoint_every: int = Field(0, ge=0)  # optimizer steps; 0: only on a stop signal
-    keep_checkpoints: int = Field(1, gt=0)
-    length_grouping: bool = True
+    keep_checkpoints: int = Field(1, gt=0)  # the newest N checkpoints are kept
+    length_grouping: bool = True  # batches of similar lengths (less padding), in a seeded order
     # transfer runs only (w2s_scale/selection.py); None: off. Both hold examples of B out of
     # training, so both enter the run's hash when set
     early_stopping: Optional[EarlyStoppingConfig] = None
@@ -235,7 +236,7 @@ class EnsembleMember(Strict):
 
 class ProbeConfig(Strict):
     """A probe on the pretrained strong model's activations (EleutherAI w2s's probes)."""
-    kind: Literal["knn", "logreg", "topo"] = "knn"
+    kind: Literal["knn", "logreg", "topo"] = "knn"  # k nearest neighbours, logistic regression, topological
     # relabel: train on the probe's predictions; filter: drop the examples whose weak label
     # disagrees most with the probe's
     mode: Literal["relabel", "filter"] = "relabel"
@@ -250,6 +251,7 @@ LABEL_SOURCES = ("weak", "ensemble", "probe", "bootstrap")
 
 
 class LabelsConfig(Strict):
+    # where the labels come from (w2s_scale/labels.py; docs/methods.md)
     source: Literal["weak", "ensemble", "probe", "bootstrap"] = "weak"
     members: list[EnsembleMember] = Field(default_factory=list)   # ensemble
     weights: Optional[list[float]] = None                         # ensemble; None: equal
@@ -333,18 +335,18 @@ def label_models(cfg: "ExperimentConfig") -> list[tuple[str, ModelConfig]]:
 
 
 class TrackingConfig(Strict):
-    wandb: Literal["off", "online", "offline"] = "off"
+    wandb: Literal["off", "online", "offline"] = "off"  # W&B logging (offline: synced later)
     # online, but no API key or no way to the W&B server (a cluster node): log offline and say
     # how to sync later, or stop before training (exit 2)
     on_no_network: Literal["offline", "error"] = "offline"
-    project: str = "w2s-scale"
-    entity: Optional[str] = None
-    progress: bool = True
+    project: str = "w2s-scale"  # W&B project
+    entity: Optional[str] = None  # W&B team or user; None: the account's default
+    progress: bool = True  # progress bars on rank 0
 
 
 class LaunchConfig(Strict):
-    launcher: Literal["none", "torchrun", "deepspeed"] = "none"
-    nproc: int = Field(1, gt=0)
+    launcher: Literal["none", "torchrun", "deepspeed"] = "none"  # what starts the ranks
+    nproc: int = Field(1, gt=0)  # ranks on this machine
     # how long a collective waits for the other ranks before this rank gives up (a rank that
     # died or hangs then ends the run within this time; see docs/running-experiments.md,
     # "When a rank dies or hangs")
@@ -356,18 +358,19 @@ class LaunchConfig(Strict):
 
 
 class ExperimentConfig(Strict):
-    name: str
-    results_dir: str = "results"
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    data: DataConfig
-    weak: ModelConfig
-    strong: ModelConfig
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    name: str  # runs land in results_dir/name/<dataset>/seed<k>/<run>
+    results_dir: str = "results"  # the folder every run writes under (created if missing)
+    seeds: list[int] = Field(default_factory=lambda: [0])  # one set of runs per seed
+    data: DataConfig  # the dataset and its A / B / test sizes
+    weak: ModelConfig  # the supervisor: trained on A, labels B
+    strong: ModelConfig  # the student: trained on B's weak labels, and on A for its ceiling
+    train: TrainConfig = Field(default_factory=TrainConfig)  # every model's, unless it overrides
+    # the transfer losses: one set of transfer runs each
     losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")])
     # where each transfer run's labels come from (one set of transfer runs per entry and loss)
     labels: list[LabelsConfig] = Field(default_factory=lambda: [LabelsConfig()])
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # W&B and progress bars
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)  # how the ranks start
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -464,14 +467,14 @@ def stable_hash(*parts: Any) -> str:
 class Resources(Strict):
     """What one run asks of Slurm. Ranks per node default to the GPUs per node (one rank per
     GPU), or to launch.nproc on CPU-only nodes."""
-    nodes: int = Field(1, gt=0)
-    gpus_per_node: int = Field(0, ge=0)
-    ranks_per_node: Optional[int] = Field(None, gt=0)
+    nodes: int = Field(1, gt=0)  # --nodes
+    gpus_per_node: int = Field(0, ge=0)  # --gpus-per-node (0: CPU-only nodes)
+    ranks_per_node: Optional[int] = Field(None, gt=0)  # None: the GPUs per node, else launch.nproc
     cpus_per_task: Optional[int] = Field(None, gt=0)  # cores for all the ranks of one node
     mem: Optional[str] = None                          # e.g. "64G" (--mem, per node)
-    time: str = "04:00:00"
-    partition: Optional[str] = None
-    account: Optional[str] = None
+    time: str = "04:00:00"  # --time of each job
+    partition: Optional[str] = None  # --partition; None: the cluster's default
+    account: Optional[str] = None  # --account; None: the user's default
     # per-node launcher (launch/slurm_node.py); None: none for a single rank, else torchrun
     launcher: Optional[Literal["torchrun", "deepspeed", "none"]] = None
     rdzv: Literal["c10d", "static"] = "c10d"          # torchrun: its rendezvous or fixed ranks
@@ -482,7 +485,7 @@ class Resources(Strict):
 class SweepModel(ModelConfig):
     """A model of the sweep: a ModelConfig plus the Slurm resources its runs ask for (merged
     over the sweep's `resources`)."""
-    resources: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)  # fields of Resources for this model's runs
     # weak: only teaches (a supervisor, never a student); strong: only learns; both: the
     # reference's grid, every model teaching every larger one. Not part of a run's identity.
     role: Literal["both", "weak", "strong"] = "both"
@@ -492,12 +495,13 @@ class SweepModel(ModelConfig):
 
 
 class SweepConfig(Strict):
-    name: str
-    results_dir: str = "results"
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    datasets: list[DataConfig]
+    name: str  # runs land in results_dir/name/<dataset>/seed<k>/<run>
+    results_dir: str = "results"  # the folder every run writes under (created if missing)
+    seeds: list[int] = Field(default_factory=lambda: [0])  # one set of runs per seed
+    datasets: list[DataConfig]  # each a data section (`data:` is shorthand for one)
     models: list[SweepModel]           # ordered small -> large: a model teaches those after it
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)  # every model's, unless it overrides
+    # the transfer losses: one set of transfer runs each
     losses: list[LossConfig] = Field(default_factory=lambda: [LossConfig(name="xent")])
     self_transfer: bool = True         # also weak == strong (each model taught by itself)
     # where transfer runs' labels come from: one set of transfer runs per entry, pair and loss
@@ -505,8 +509,8 @@ class SweepConfig(Strict):
     labels: list[LabelsConfig] = Field(default_factory=lambda: [LabelsConfig()])
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)  # the local executor's ranks
-    executor: Literal["local", "slurm"] = "local"
-    resources: Resources = Field(default_factory=Resources)
+    executor: Literal["local", "slurm"] = "local"  # where `w2s sweep` runs the runs
+    resources: Resources = Field(default_factory=Resources)  # every model's Slurm job, unless it overrides
 
     @model_validator(mode="before")
     @classmethod
