@@ -344,7 +344,7 @@ def add_plan_args(parser) -> None:
 def plan_sweep_models(sweep, nodes: Optional[int] = None, gpus_per_node: Optional[int] = None,
                       gpu_mem_gb: float = 80.0, cpu_mem_gb: Optional[float] = None,
                       seq_len: Optional[int] = None, extra: Iterable[str] = ()) -> list[MemoryPlan]:
-    """The plan of every model of a sweep (w2s_scale.sweep.SweepConfig), on its first dataset's
+    """The plan of every model of a sweep (w2s_scale.config.SweepConfig), on its first dataset's
     max_length. The cluster shape: what is given, else the sweep's Slurm resources for the model
     (when they name GPUs), else the model's catalogue resources, else one GPU."""
     cfg = experiment_for(sweep, 0)
