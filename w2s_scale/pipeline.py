@@ -20,7 +20,8 @@ from w2s_scale.config import ExperimentConfig, TrainConfig
 from w2s_scale.data.batching import TokenizedSet, tokenize
 from w2s_scale.data.images import is_image_data, make_image_splits
 from w2s_scale.data.sources import num_classes
-from w2s_scale.data.splits import Splits, make_splits
+from w2s_scale.data.groups import cut_at_group
+from w2s_scale.data.splits import Splits, group_of, make_splits
 from w2s_scale.diagnostics import transfer_diagnostics
 from w2s_scale.distributed import say
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
@@ -71,8 +72,11 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
         monitor = None
     else:
         train_set, targets = weak_targets(plan, train_set)
+        # related rows of B stay in one held-out slice (text rows only: pictures have no groups)
+        groups = ({e.id: e.group for e in splits.b if e.group is not None}
+                  if isinstance(splits.b, list) else None)
         train_set, targets, monitor = selection.prepare(plan.train, plan.seed, train_set, targets,
-                                                        run_dir.checkpoints)
+                                                        run_dir.checkpoints, groups)
     test_set = inputs.encode(splits.test)
     # a classifier used as is (an image model's own head) trains nothing
     total_steps = total_train_steps(len(train_set), plan.train) if inputs.trains else 0
@@ -193,8 +197,11 @@ def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, 
 
 
 def gt_examples(splits: Splits, train_cfg: TrainConfig):
-    """What a ground-truth run trains on: A, or its first train.gt_n_train documents."""
-    return splits.a if train_cfg.gt_n_train is None else splits.a[:train_cfg.gt_n_train]
+    """What a ground-truth run trains on: A, or its first train.gt_n_train documents (up to the
+    end of the group of related rows the last one belongs to: A keeps groups contiguous)."""
+    if train_cfg.gt_n_train is None:
+        return splits.a
+    return splits.a[:cut_at_group(splits.a, train_cfg.gt_n_train, group_of)]
 
 
 def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,

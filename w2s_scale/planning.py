@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Union
 
 from w2s_scale.config import (ConfigError, ExperimentConfig, LabelsConfig, LoraConfig, LossConfig,
                               ModelConfig, ProbeConfig, TrainConfig, stable_hash, train_for)
+from w2s_scale.data.sources import DATASETS
 from w2s_scale.losses import LOSSES
 
 GT_LOSS = LossConfig(name="xent")  # ground truth runs: cross-entropy against one-hot labels
@@ -34,6 +35,14 @@ def results_identity(model: ModelConfig, train_cfg: TrainConfig) -> tuple:
     model_id = model.model_copy(update={"train": {}, "label": None, "save": "none"})
     # settings added later (early stopping, ...) enter the hash only when set: config.Strict
     return model_id, train_cfg.model_dump(mode="json", exclude=NOT_IN_HASH)
+
+
+def split_identity(data) -> tuple:
+    """What of the split rule enters a run's hash: datasets whose related rows are kept on one side
+    of A / B (data/groups.py) were cut row by row before, so their runs' hashes change; every other
+    dataset's hash stays as it was."""
+    source = DATASETS.get(data.dataset)
+    return (("split", "grouped"),) if source is not None and source.group_by is not None else ()
 
 
 def held_out_tag(train_cfg: TrainConfig) -> str:
@@ -104,7 +113,8 @@ def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int, seed_offset: i
     offset = (("seed_offset", seed_offset),) if seed_offset else ()
     return RunPlan(name=name, kind="gt", model=model, train=train_cfg, loss=GT_LOSS, seed=seed,
                    dir=seed_dir(cfg, seed) / name, seed_offset=seed_offset,
-                   hash=stable_hash("gt", *results_identity(model, train_cfg), cfg.data, seed, *offset))
+                   hash=stable_hash("gt", *results_identity(model, train_cfg), cfg.data, seed, *offset,
+                                    *split_identity(cfg.data)))
 
 
 def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
@@ -118,7 +128,8 @@ def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, los
     return RunPlan(name=name, kind="transfer", model=strong, train=train_cfg, loss=loss,
                    seed=seed, dir=seed_dir(cfg, seed) / name,
                    hash=stable_hash("transfer", *results_identity(strong, train_cfg), cfg.data,
-                                    seed, loss_identity(loss), labels_from.hash),
+                                    seed, loss_identity(loss), labels_from.hash,
+                                    *split_identity(cfg.data)),
                    weak=weak, source=source, label_tag=label_tag)
 
 
@@ -174,7 +185,8 @@ def plan_activations(cfg: ExperimentConfig, model: ModelConfig, layer: Optional[
     identity = pretrained_only(model).model_dump(mode="json")
     return RunPlan(name=name, kind="activations", model=model, train=train_cfg, loss=GT_LOSS,
                    seed=seed, dir=seed_dir(cfg, seed) / name, stage=layer,
-                   hash=stable_hash("activations", identity, layer, cfg.data, seed))
+                   hash=stable_hash("activations", identity, layer, cfg.data, seed,
+                                    *split_identity(cfg.data)))
 
 
 def label_stage(cfg: ExperimentConfig, name: str, model: ModelConfig, settings: dict,

@@ -17,13 +17,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Hashable, Optional, Sequence
 
 import numpy as np
 
 from w2s_scale import distributed as dist
 from w2s_scale.config import ConfigError, TrainConfig
 from w2s_scale.data.batching import TokenizedSet
+from w2s_scale.data.groups import contiguous, cut_at_group
 from w2s_scale.engine import predict
 from w2s_scale.metrics import accuracy, roc_auc
 
@@ -56,12 +57,22 @@ def held_out_sizes(n: int, train_cfg: TrainConfig, where: str = "train") -> tupl
     return n_val, n_curve
 
 
-def cut_held_out(n: int, seed: int, train_cfg: TrainConfig) -> HeldOutCut:
-    """The same cut on any number of ranks (it depends on the seed and n only)."""
+def cut_held_out(n: int, seed: int, train_cfg: TrainConfig,
+                 groups: Optional[Sequence[Hashable]] = None) -> HeldOutCut:
+    """The same cut on any number of ranks (it depends on the seed, n and the groups only).
+    `groups`: each example's group key (data/groups.py); related examples land in one slice,
+    each slice ending at a group boundary. Without groups (or all distinct) the cut is as it was."""
     order = np.random.default_rng([seed, HELD_OUT_STREAM]).permutation(n)
     n_val, n_curve = held_out_sizes(n, train_cfg)
-    return HeldOutCut(train=np.sort(order[n_val + n_curve:]), val=np.sort(order[:n_val]),
-                      curve=np.sort(order[n_val:n_val + n_curve]))
+    if groups is None:
+        val_end, curve_end = n_val, n_val + n_curve
+    else:
+        key = lambda pos: groups[pos]  # noqa: E731
+        order = np.array(contiguous(list(order), key), dtype=int)
+        val_end = cut_at_group(order, n_val, key)
+        curve_end = cut_at_group(order, val_end + n_curve, key) if n_curve else val_end
+    return HeldOutCut(train=np.sort(order[curve_end:]), val=np.sort(order[:val_end]),
+                      curve=np.sort(order[val_end:curve_end]))
 
 
 def _score(probs: np.ndarray, weak: np.ndarray) -> float:
@@ -159,12 +170,15 @@ class TrainingMonitor:
 
 
 def prepare(train_cfg: TrainConfig, seed: int, train_set: TokenizedSet, targets: np.ndarray,
-            ckpt_dir: Path) -> tuple[TokenizedSet, np.ndarray, Optional[TrainingMonitor]]:
+            ckpt_dir: Path, group_of: Optional[dict[str, str]] = None
+            ) -> tuple[TokenizedSet, np.ndarray, Optional[TrainingMonitor]]:
     """B's weak-labelled examples with the held-out slices cut out, and the monitor that
-    evaluates on them (None, and B untouched, when neither early stopping nor the curve is on)."""
+    evaluates on them (None, and B untouched, when neither early stopping nor the curve is on).
+    `group_of`: example id -> group key, for the examples that share one with others."""
     if train_cfg.early_stopping is None and train_cfg.gt_curve is None:
         return train_set, targets, None
-    cut = cut_held_out(len(train_set), seed, train_cfg)
+    groups = [group_of.get(ex_id, ex_id) for ex_id in train_set.ids] if group_of else None
+    cut = cut_held_out(len(train_set), seed, train_cfg, groups)
     val = (train_set.subset(cut.val), targets[cut.val]) if train_cfg.early_stopping else None
     curve = train_set.subset(cut.curve) if train_cfg.gt_curve else None
     monitor = TrainingMonitor(train_cfg, val, curve, ckpt_dir)

@@ -46,7 +46,8 @@ class SplitRows:
             i = int(i)
             rng = format_rng(seed, self.split, i) if self.source.random_format else None
             got = self.source.format(row, rng, self.raw.locate(i))
-            out.append(None if got is None else Example(f"{self.split}-{i}", got[0], got[1]))
+            group = self.source.group_by(row) if got is not None and self.source.group_by else None
+            out.append(None if got is None else Example(f"{self.split}-{i}", got[0], got[1], group))
         return out
 
     def examples(self, indices: Optional[Sequence[int]], seed: int) -> list[Optional[Example]]:

@@ -80,6 +80,9 @@ class DatasetSource:
     question: Optional[Callable[[dict, str], Optional[Choice]]] = None
     source_text: str = ""  # where the rows come from, for `w2s datasets`
     num_classes: int = 2  # K: labels are 0..K-1 (the model's head has K outputs)
+    # rows that share a question, passage or scenario: the key of a row's group (data/groups.py),
+    # so A and B never split a group; None: every row stands alone
+    group_by: Optional[Callable[[dict], Optional[str]]] = None
 
 
 DATASETS: dict[str, DatasetSource] = {}
@@ -126,7 +129,8 @@ def hub_task(name: str, hub_id: str, *, family: Family, formulation: str, column
              question: Optional[Callable[[dict, str], Optional[Choice]]] = None,
              config: Optional[str] = None, splits: tuple[str, str] = ("train", "test"),
              random_format: bool = False, script: bool = False,
-             sizes: tuple[Optional[int], Optional[int]] = (None, None)) -> DatasetSource:
+             sizes: tuple[Optional[int], Optional[int]] = (None, None),
+             group_by: Optional[Callable[[dict], Optional[str]]] = None) -> DatasetSource:
     """Register one hub dataset. `script`: the hub repo is a loading script, so read the hub's
     parquet conversion instead (`config` is then the conversion's folder, e.g. "plain_text")."""
     if (format is None) == (question is None):
@@ -139,4 +143,4 @@ def hub_task(name: str, hub_id: str, *, family: Family, formulation: str, column
         format=format or choice_format(question),  # type: ignore[arg-type]
         columns=tuple(columns), random_format=random_format or question is not None,
         hub_id=hub_id, hub_config=config, hub_splits=splits, revision=revision, sizes=sizes,
-        question=question, source_text=f"{source} {splits[0]}/{splits[1]}"))
+        question=question, source_text=f"{source} {splits[0]}/{splits[1]}", group_by=group_by))

@@ -3,7 +3,8 @@ model labels for the transfer run, test is held out for everything.
 
 Deterministic on every machine and rank: numpy's default_rng (PCG64) permutations of row indices,
 seeded only from the experiment seed. The first `n_train` usable documents of the shuffled train pool
-are cut into A (first half) and B (second half). The test set is the first `n_test` usable documents
+are cut into A (first half) and B (second half), rows that share a question or passage on one side
+(data/groups.py). The test set is the first `n_test` usable documents
 of the shuffled test split, or, for sources without one, of the shuffled pool itself, taken BEFORE the
 training documents so the two never overlap (and the test set does not change with n_train).
 """
@@ -16,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from w2s_scale.config import DataConfig
+from w2s_scale.data.groups import contiguous, cut_at_group
 from w2s_scale.data.loading import SplitRows, open_split
 from w2s_scale.data.lookup import num_classes
 from w2s_scale.data.values import DataError, Example
@@ -102,10 +104,30 @@ def _deal(pool: list[Example], sizes: dict[str, int], where: str,
     return parts
 
 
+def group_of(example: Example) -> str:
+    """The key A and B are cut by: the example's group, or the example alone."""
+    return example.group if example.group is not None else example.id
+
+
 def _cut_a_b(train: list, cfg: DataConfig) -> dict[str, list]:
-    """A first, then B: halves, or data.n_a and the rest (A's share of n_train if the pool is short)."""
+    """A first, then B: halves, or data.n_a and the rest (A's share of n_train if the pool is short).
+    Related rows (data/groups.py) are moved together and A ends at a group boundary, so A may
+    hold a few rows more than asked and B as many fewer."""
     n_a, _ = cfg.a_b_sizes(min(len(train), cfg.n_train))
-    return {"a": train[:n_a], "b": train[n_a:]}
+    train = contiguous(train, group_of)
+    cut = cut_at_group(train, n_a, group_of)
+    return {"a": train[:cut], "b": train[cut:]}
+
+
+def _drop_groups_of_a_from_b(parts: dict[str, list], notes: list[str]) -> None:
+    """Balanced splits are dealt label by label, so a group can reach both A and B: its rows in B
+    are dropped (B shrinks a little, noted), never A's."""
+    in_a = {group_of(e) for e in parts["a"]}
+    kept = [e for e in parts["b"] if group_of(e) not in in_a]
+    if len(kept) < len(parts["b"]):
+        notes.append(f"{len(parts['b']) - len(kept)} documents of B share a question or passage "
+                     f"with documents of A; left out of B")
+        parts["b"] = kept
 
 
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
@@ -165,6 +187,8 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
                              f"n_test = {cfg.n_test}; using them all")
             parts = {"test": test, **_cut_a_b(train, cfg)}
     parts = {name: parts[name] for name in ("a", "b", "test")}
+    if cfg.balance:
+        _drop_groups_of_a_from_b(parts, notes)
 
     for name, examples in parts.items():
         if len(examples) < _MIN_PER_SPLIT:
@@ -179,6 +203,9 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
             if e.id in seen:
                 raise AssertionError(f"example {e.id} is in split {seen[e.id]} and in split {name}")
             seen[e.id] = name
+    shared = {group_of(e) for e in parts["a"]} & {group_of(e) for e in parts["b"]}
+    if shared:  # related rows on both sides: the weak model would train on B's siblings
+        raise AssertionError(f"{len(shared)} groups of related rows are in both A and B")
 
     for note in notes:
         log.warning(note)

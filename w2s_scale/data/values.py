@@ -16,6 +16,9 @@ class Example:
     id: str
     text: str
     label: int
+    # rows sharing a question, passage or scenario share this key (data/groups.py); None: the
+    # row is related to no other
+    group: Optional[str] = None
 
 
 class DataError(UserError):

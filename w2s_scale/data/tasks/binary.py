@@ -4,6 +4,7 @@ Each entry: one `hub_task(...)` plus its formatter. The templates are ours (not 
 amazon_polarity and boolq are the reference's (openai/weak-to-strong) exactly."""
 from __future__ import annotations
 
+from w2s_scale.data.groups import by_columns
 from w2s_scale.data.registry import FormatFn, hub_task
 from w2s_scale.data.values import (Formatted, as_index, as_label, as_text_or_empty, fields, get)
 
@@ -61,7 +62,8 @@ def format_ethics_deontology(row: dict, rng, where: str) -> Formatted:
 hub_task("ethics-deontology", "hendrycks/ethics", config="deontology", family="binary",
          formulation="scenario + excuse; label: the excuse is reasonable (the dataset's label)",
          columns=("scenario", "excuse", "label"), format=format_ethics_deontology,
-         sizes=(18_164, None))
+         sizes=(18_164, None),
+         group_by=by_columns("scenario"))
 
 
 def format_ethics_justice(row: dict, rng, where: str) -> Formatted:
@@ -85,7 +87,8 @@ def format_ethics_virtue(row: dict, rng, where: str) -> Formatted:
 
 hub_task("ethics-virtue", "hendrycks/ethics", config="virtue", family="binary",
          formulation="behaviour + trait; label: the behaviour shows the trait (the dataset's label)",
-         columns=("scenario", "label"), format=format_ethics_virtue)
+         columns=("scenario", "label"), format=format_ethics_virtue,
+         group_by=by_columns("scenario", before=" [SEP] "))
 
 
 # --- two texts
@@ -102,7 +105,8 @@ def format_anli(row: dict, rng, where: str) -> Formatted:
 hub_task("anli-r2", "facebook/anli", splits=("train_r2", "test_r2"), family="binary",
          formulation="premise + hypothesis, 'Does the premise entail the hypothesis?'; label: "
          "entailment (neutral and contradiction are 0)",
-         columns=("premise", "hypothesis", "label"), format=format_anli)
+         columns=("premise", "hypothesis", "label"), format=format_anli,
+         group_by=by_columns("premise"))
 
 
 def format_paws(row: dict, rng, where: str) -> Formatted:
@@ -113,7 +117,8 @@ def format_paws(row: dict, rng, where: str) -> Formatted:
 
 hub_task("paws", "google-research-datasets/paws", config="labeled_final", family="binary",
          formulation="two sentences; label: paraphrases", columns=("sentence1", "sentence2", "label"),
-         format=format_paws, sizes=(49_401, 8_000))
+         format=format_paws, sizes=(49_401, 8_000),
+         group_by=by_columns("sentence1"))
 
 
 def format_wic(row: dict, rng, where: str) -> Formatted:
@@ -137,7 +142,8 @@ def format_boolq(row: dict, rng, where: str) -> Formatted:
 
 hub_task("boolq", "google/boolq", splits=("train", "validation"), family="binary",
          formulation="'Passage: ...\\nQuestion: ...' (the reference's); label: the answer is yes",
-         columns=("passage", "question", "answer"), format=format_boolq, sizes=(9_427, 3_270))
+         columns=("passage", "question", "answer"), format=format_boolq, sizes=(9_427, 3_270),
+         group_by=by_columns("passage"))
 
 
 def candidate_answer(context: str, lead: str, verdict: str) -> FormatFn:
@@ -153,11 +159,13 @@ def candidate_answer(context: str, lead: str, verdict: str) -> FormatFn:
 hub_task("multirc", "aps/super_glue", config="multirc", splits=("train", "validation"),
          script=True, family="binary", formulation="passage + question + candidate answer; label: "
          "the candidate is correct (the dataset's label)",
-         columns=("paragraph", "question", "answer", "label"), format=candidate_answer("paragraph", "Passage: ", "correct"))
+         columns=("paragraph", "question", "answer", "label"), format=candidate_answer("paragraph", "Passage: ", "correct"),
+         group_by=by_columns("paragraph"))
 
 
 # the hub's test split (9k rows) trains and its validation split tests, as EleutherAI does
 hub_task("mc_taco", "CogComp/mc_taco", config="plain_text", splits=("test", "validation"),
          script=True, family="binary", formulation="sentence + temporal question + candidate "
          "answer; label: the candidate is plausible (the dataset's label)",
-         columns=("sentence", "question", "answer", "label"), format=candidate_answer("sentence", "", "plausible"))
+         columns=("sentence", "question", "answer", "label"), format=candidate_answer("sentence", "", "plausible"),
+         group_by=by_columns("sentence"))

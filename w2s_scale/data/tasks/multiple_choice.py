@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from w2s_scale.data.groups import by_columns
 from w2s_scale.data.registry import Choice, hub_task
 from w2s_scale.data.values import (DataError, as_index, as_text_or_empty, as_texts, fields, get,
                                    one_line)
@@ -60,7 +61,8 @@ hub_task("sciq_with_support", "allenai/sciq", family="multiple-choice",
          formulation="support passage + 'Q: {question} A: {answer}', correct answer or a distractor "
          "by a seeded coin; label: correct",
          columns=("support", "question", "correct_answer", "distractor1", "distractor2",
-                  "distractor3"), question=sciq_with_support_question, sizes=(11_679, 1_000))
+                  "distractor3"), question=sciq_with_support_question, sizes=(11_679, 1_000),
+         group_by=by_columns("support"))
 
 _NONE_OF_THE_ABOVE = "None of the above choices ."  # the reference's exact test
 
@@ -81,7 +83,8 @@ hub_task("cosmos_qa", "allenai/cosmos_qa", config="default", splits=("train", "v
          formulation="'Context: ...\\nQuestion: ...\\nAnswer: ...' (the reference's), true answer "
          "or another candidate by a seeded coin; a true 'None of the above' is always 0",
          columns=("context", "question", "answer0", "answer1", "answer2", "answer3", "label"),
-         question=cosmos_qa_question, sizes=(25_262, 2_985))
+         question=cosmos_qa_question, sizes=(25_262, 2_985),
+         group_by=by_columns("context"))
 
 
 # --- EleutherAI's suite, our templates
@@ -101,7 +104,8 @@ def dream_question(row: dict, where: str) -> Optional[Choice]:
 hub_task("dream", "dataset-org/dream", config="plain_text", script=True, family="multiple-choice",
          formulation="dialogue + question + an answer, the true one or a wrong option by a seeded "
          "coin; label: true", columns=("dialogue", "question", "choice", "answer"),
-         question=dream_question, sizes=(6_116, 2_041))
+         question=dream_question, sizes=(6_116, 2_041),
+         group_by=by_columns("dialogue"))
 
 
 def hellaswag_question(row: dict, where: str) -> Optional[Choice]:
@@ -116,7 +120,8 @@ def hellaswag_question(row: dict, where: str) -> Optional[Choice]:
 hub_task("hellaswag", "Rowan/hellaswag", config="default", splits=("train", "validation"),
          script=True, family="multiple-choice",
          formulation="context + an ending, the true one or a wrong one by a seeded coin; label: true",
-         columns=("ctx", "endings", "label"), question=hellaswag_question, sizes=(39_905, 10_042))
+         columns=("ctx", "endings", "label"), question=hellaswag_question, sizes=(39_905, 10_042),
+         group_by=by_columns("ctx"))
 
 
 def openbookqa_question(row: dict, where: str) -> Optional[Choice]:
@@ -143,7 +148,8 @@ def piqa_question(row: dict, where: str) -> Optional[Choice]:
 hub_task("piqa", "ybisk/piqa", config="plain_text", splits=("train", "validation"), script=True,
          family="multiple-choice", formulation="goal + a solution, the right one or the other by a "
          "seeded coin; label: right", columns=("goal", "sol1", "sol2", "label"),
-         question=piqa_question, sizes=(16_113, 1_838))
+         question=piqa_question, sizes=(16_113, 1_838),
+         group_by=by_columns("goal"))
 
 
 def quail_question(row: dict, where: str) -> Optional[Choice]:
@@ -158,7 +164,8 @@ def quail_question(row: dict, where: str) -> Optional[Choice]:
 hub_task("quail", "textmachinelab/quail", splits=("train", "validation"), family="multiple-choice",
          formulation="passage + question + an answer, the true one or a wrong one by a seeded coin; "
          "label: true", columns=("context", "question", "answers", "correct_answer_id"),
-         question=quail_question, sizes=(10_246, 2_164))
+         question=quail_question, sizes=(10_246, 2_164),
+         group_by=by_columns("context"))
 
 
 def quartz_question(row: dict, where: str) -> Optional[Choice]:
@@ -171,7 +178,8 @@ def quartz_question(row: dict, where: str) -> Optional[Choice]:
 hub_task("quartz", "allenai/quartz", family="multiple-choice",
          formulation="passage + question + an answer, the true one or the other by a seeded coin; "
          "label: true", columns=("para", "question", "choices", "answerKey"),
-         question=quartz_question, sizes=(2_696, 784))
+         question=quartz_question, sizes=(2_696, 784),
+         group_by=by_columns("para"))
 
 
 def social_i_qa_question(row: dict, where: str) -> Optional[Choice]:
@@ -191,5 +199,6 @@ hub_task("social_i_qa", "allenai/social_i_qa", config="default", splits=("train"
          script=True, family="multiple-choice",
          formulation="context + question + an answer, the true one or a wrong one by a seeded "
          "coin; label: true", columns=("context", "question", "answerA", "answerB", "answerC",
-                                        "label"), question=social_i_qa_question)
+                                        "label"), question=social_i_qa_question,
+         group_by=by_columns("context"))
 
