@@ -15,18 +15,21 @@ from w2s_scale.pipeline import gt_examples
 from w2s_scale.planning import plan_experiment
 from w2s_scale.selection import cut_held_out
 
-SIZE = 4  # rows per group: row i belongs to group i // SIZE
+SIZE = 4  # rows per group: row i belongs to group i // SIZE (ethics-virtue: 5, as hendrycks stores it)
+SIZES = {"ethics-virtue": 5}
 
 
-def shared(i: int) -> int:
-    return i // SIZE
+def shared(i: int, size: int = SIZE) -> int:
+    return i // size
 
 
 # the column(s) that rows of one group share, written here from the hub schemas (independently of
-# the entries' group_by), as a function of the row's group
+# the entries' group_by), as a function of the row's group; ETHICS groups are consecutive rows
+# (4 variants of a scenario, 5 for virtue), whose texts need not repeat
 SHARED = {
-    "ethics-deontology": lambda g: {"scenario": f"I must feed the cat {g}."},
-    "ethics-virtue": lambda g: {"scenario": f"He gave away {g} coats. [SEP] generous"},
+    "ethics-deontology": lambda g: {},
+    "ethics-justice": lambda g: {},
+    "ethics-virtue": lambda g: {},
     "anli-r2": lambda g: {"premise": f"P {g}."},
     "boolq": lambda g: {"passage": f"It is {g}."},
     "multirc": lambda g: {"paragraph": f"Para {g}."},
@@ -47,14 +50,17 @@ GROUPED = sorted(n for n, s in DATASETS.items() if s.group_by is not None)
 def grouped_layout(tmp_path, name, monkeypatch):
     """The suite's hub-schema rows with every SIZE consecutive rows sharing their text."""
     spec = SPECS[name]
-    monkeypatch.setitem(SPECS, name, type(spec)(lambda i: {**spec.row(i), **SHARED[name](shared(i))},
+    size = SIZES.get(name, SIZE)
+    monkeypatch.setitem(SPECS, name, type(spec)(lambda i: {**spec.row(i), **SHARED[name](shared(i, size))},
                                                 spec.texts, spec.answers, spec.coin))
     return write_hub_layout(tmp_path, name)
 
 
 def test_every_dataset_with_related_rows_declares_its_groups():
     named = {"multirc", "mc_taco", "ethics-virtue", "ethics-deontology", "anli-r2", "quail",
-             "dream", "cosmos_qa"}  # the ones the review named; the others share a passage too
+             "dream", "cosmos_qa"}  # the ones the review named; the others share a text too
+    # datasets without related rows: one text per row (sst2, cola, ...), or pairs and choices
+    # whose shared prompt is the row itself (sciq, openbookqa, wic, the pairwise tasks)
     assert named <= set(GROUPED)
     assert set(GROUPED) == set(SHARED)
 
@@ -63,18 +69,19 @@ def test_every_dataset_with_related_rows_declares_its_groups():
 @pytest.mark.parametrize("name", GROUPED)
 def test_no_group_is_in_both_a_and_b(name, balance, tmp_path, monkeypatch):
     folder = grouped_layout(tmp_path, name, monkeypatch)
+    size = SIZES.get(name, SIZE)
+    group = lambda e: shared(row_of(e, "train"), size)  # noqa: E731
     straddled = 0
     for seed in range(4):
         c = DataConfig(dataset=name, path=str(folder), n_train=40, n_test=8, balance=balance)
         s = make_splits(c, seed)
-        a = {shared(row_of(e, "train")) for e in s.a}
-        b = {shared(row_of(e, "train")) for e in s.b}
+        a = {group(e) for e in s.a}
+        b = {group(e) for e in s.b}
         assert not a & b, (name, seed, sorted(a & b))
         assert len(s.a) >= 2 and len(s.b) >= 2
         # the same rows cut by any other order (here: by row id) put siblings on both sides
         other = sorted(s.a + s.b, key=lambda e: e.id)
-        straddled += bool({shared(row_of(e, "train")) for e in other[:len(s.a)]}
-                          & {shared(row_of(e, "train")) for e in other[len(s.a):]})
+        straddled += bool({group(e) for e in other[:len(s.a)]} & {group(e) for e in other[len(s.a):]})
     assert straddled  # so a cut that ignored the groups would fail this test
 
 

@@ -16,17 +16,30 @@ from typing import Callable, Hashable, Optional, Sequence, TypeVar
 T = TypeVar("T")
 
 
-def by_columns(*columns: str, before: Optional[str] = None) -> Callable[[dict], Optional[str]]:
+GroupKey = Callable[[dict, int], Optional[str]]  # (the stored row, its position) -> its group
+
+
+def by_columns(*columns: str, before: Optional[str] = None) -> GroupKey:
     """A group key from the row's text in `columns` (a short hash of it); with `before`, only the
-    part of the first column before that separator (ethics-virtue's "scenario [SEP] trait").
-    Rows whose text there is empty (sciq without its support passage) share nothing: None."""
-    def key(row: dict) -> Optional[str]:
+    part of the first column before that separator. Rows whose text there is empty (sciq
+    without its support passage) share nothing: None."""
+    def key(row: dict, _position: int) -> Optional[str]:
         parts = [" ".join(str(row.get(c) or "").split()) for c in columns]  # whitespace-insensitive
         if before is not None:
             parts[0] = parts[0].split(before.strip())[0].strip()
         if not any(parts):
             return None
         return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
+
+    return key
+
+
+def by_position(size: int) -> GroupKey:
+    """Groups of `size` consecutive rows in the split as stored: the ETHICS files (hendrycks)
+    keep the variants of one scenario together, 4 per scenario (justice, deontology) or 5 (virtue),
+    and their texts need not repeat, so only the position says which rows belong together."""
+    def key(_row: dict, position: int) -> str:
+        return f"rows{position // size}"
 
     return key
 

@@ -46,7 +46,7 @@ class SplitRows:
             i = int(i)
             rng = format_rng(seed, self.split, i) if self.source.random_format else None
             got = self.source.format(row, rng, self.raw.locate(i))
-            group = self.source.group_by(row) if got is not None and self.source.group_by else None
+            group = self.source.group_by(row, i) if got is not None and self.source.group_by else None
             out.append(None if got is None else Example(f"{self.split}-{i}", got[0], got[1], group))
         return out
 

@@ -15,6 +15,7 @@ from typing import Callable, Literal, Optional, Sequence
 import numpy as np
 
 from w2s_scale.config import DataConfig
+from w2s_scale.data.groups import GroupKey
 from w2s_scale.data.readers import PARQUET_BRANCH, RawRows, hub_split, layout_hint, local_split
 from w2s_scale.data.values import DataError, Formatted, Split
 
@@ -82,7 +83,7 @@ class DatasetSource:
     num_classes: int = 2  # K: labels are 0..K-1 (the model's head has K outputs)
     # rows that share a question, passage or scenario: the key of a row's group (data/groups.py),
     # so A and B never split a group; None: every row stands alone
-    group_by: Optional[Callable[[dict], Optional[str]]] = None
+    group_by: Optional[GroupKey] = None
 
 
 DATASETS: dict[str, DatasetSource] = {}
@@ -130,7 +131,7 @@ def hub_task(name: str, hub_id: str, *, family: Family, formulation: str, column
              config: Optional[str] = None, splits: tuple[str, str] = ("train", "test"),
              random_format: bool = False, script: bool = False,
              sizes: tuple[Optional[int], Optional[int]] = (None, None),
-             group_by: Optional[Callable[[dict], Optional[str]]] = None) -> DatasetSource:
+             group_by: Optional[GroupKey] = None) -> DatasetSource:
     """Register one hub dataset. `script`: the hub repo is a loading script, so read the hub's
     parquet conversion instead (`config` is then the conversion's folder, e.g. "plain_text")."""
     if (format is None) == (question is None):

@@ -119,15 +119,34 @@ def _cut_a_b(train: list, cfg: DataConfig) -> dict[str, list]:
     return {"a": train[:cut], "b": train[cut:]}
 
 
-def _drop_groups_of_a_from_b(parts: dict[str, list], notes: list[str]) -> None:
-    """Balanced splits are dealt label by label, so a group can reach both A and B: its rows in B
-    are dropped (B shrinks a little, noted), never A's."""
-    in_a = {group_of(e) for e in parts["a"]}
-    kept = [e for e in parts["b"] if group_of(e) not in in_a]
-    if len(kept) < len(parts["b"]):
-        notes.append(f"{len(parts['b']) - len(kept)} documents of B share a question or passage "
-                     f"with documents of A; left out of B")
-        parts["b"] = kept
+def _deal_groups(pool: list[Example], sizes: dict[str, int], where: str, notes: list[str],
+                 num_classes: int = 2) -> dict[str, list[Example]]:
+    """`_deal` for related rows: whole groups go to the parts in turn (pool order, each group's rows
+    together), a part taking groups until it holds size // K of every label, and each part then
+    keeps the first size // K of each label among its groups' rows. A group's rows left over stay
+    unused, so no group reaches two parts; a part the pool cannot fill is smaller (noted)."""
+    groups: dict[str, list[Example]] = {}
+    for e in pool:
+        groups.setdefault(group_of(e), []).append(e)
+    queue = iter(groups.values())
+    position = {e.id: k for k, e in enumerate(pool)}
+    parts: dict[str, list[Example]] = {}
+    for name, size in sizes.items():
+        per = size // num_classes
+        by_label: list[list[Example]] = [[] for _ in range(num_classes)]
+        while min(len(rows) for rows in by_label) < per:
+            group = next(queue, None)
+            if group is None:
+                break
+            for e in group:
+                by_label[e.label].append(e)
+        have = min(per, *(len(rows) for rows in by_label))
+        if have < per:
+            notes.append(f"data.balance: the {where} ran out of groups of related documents for "
+                         f"{name}: {num_classes * have} balanced documents instead of {size}")
+        chosen = [e for rows in by_label for e in rows[:have]]
+        parts[name] = sorted(chosen, key=lambda e: position[e.id])
+    return parts
 
 
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
@@ -151,8 +170,13 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     assert train_rows is not None
     train_order = _rng(seed, _TRAIN_ORDER).permutation(len(train_rows))
 
+    # related rows (data/groups.py) are dealt to A and B by whole groups, which leaves some rows
+    # of a group unused: the balanced pool is drawn twice as large for them
+    grouped = train_rows.source.group_by is not None
+    deal_train = _deal_groups if grouped else _deal
+
     def per_label(*names: str) -> Optional[int]:
-        return sum(requested[n] // k for n in names) if cfg.balance else None
+        return sum(requested[n] // k for n in names) * (2 if grouped else 1) if cfg.balance else None
 
     if test_rows is None:
         need = cfg.n_test + cfg.n_train
@@ -173,10 +197,11 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     else:
         train = _first_usable(train_rows, train_order, cfg.n_train, seed, per_label("a", "b"), k)
         test_order = _rng(seed, _TEST_ORDER).permutation(len(test_rows))
-        test = _first_usable(test_rows, test_order, cfg.n_test, seed, per_label("test"), k)
+        test = _first_usable(test_rows, test_order, cfg.n_test, seed,
+                             requested["test"] // k if cfg.balance else None, k)
         if cfg.balance:
-            parts = {**_deal(train, {"a": requested["a"], "b": requested["b"]}, "train split",
-                             notes, k),
+            parts = {**deal_train(train, {"a": requested["a"], "b": requested["b"]}, "train split",
+                                  notes, k),
                      **_deal(test, {"test": cfg.n_test}, "test split", notes, k)}
         else:
             if len(train) < cfg.n_train:
@@ -187,8 +212,6 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
                              f"n_test = {cfg.n_test}; using them all")
             parts = {"test": test, **_cut_a_b(train, cfg)}
     parts = {name: parts[name] for name in ("a", "b", "test")}
-    if cfg.balance:
-        _drop_groups_of_a_from_b(parts, notes)
 
     for name, examples in parts.items():
         if len(examples) < _MIN_PER_SPLIT:

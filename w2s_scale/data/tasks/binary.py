@@ -4,7 +4,7 @@ Each entry: one `hub_task(...)` plus its formatter. The templates are ours (not 
 amazon_polarity and boolq are the reference's (openai/weak-to-strong) exactly."""
 from __future__ import annotations
 
-from w2s_scale.data.groups import by_columns
+from w2s_scale.data.groups import by_columns, by_position
 from w2s_scale.data.registry import FormatFn, hub_task
 from w2s_scale.data.values import (Formatted, as_index, as_label, as_text_or_empty, fields, get)
 
@@ -63,7 +63,7 @@ hub_task("ethics-deontology", "hendrycks/ethics", config="deontology", family="b
          formulation="scenario + excuse; label: the excuse is reasonable (the dataset's label)",
          columns=("scenario", "excuse", "label"), format=format_ethics_deontology,
          sizes=(18_164, None),
-         group_by=by_columns("scenario"))
+         group_by=by_position(4))
 
 
 def format_ethics_justice(row: dict, rng, where: str) -> Formatted:
@@ -73,7 +73,8 @@ def format_ethics_justice(row: dict, rng, where: str) -> Formatted:
 
 hub_task("ethics-justice", "hendrycks/ethics", config="justice", family="binary",
          formulation="scenario; label: reasonable and just (the dataset's label)",
-         columns=("scenario", "label"), format=format_ethics_justice, sizes=(21_791, None))
+         columns=("scenario", "label"), format=format_ethics_justice, sizes=(21_791, None),
+         group_by=by_position(4))
 
 
 def format_ethics_virtue(row: dict, rng, where: str) -> Formatted:
@@ -88,7 +89,7 @@ def format_ethics_virtue(row: dict, rng, where: str) -> Formatted:
 hub_task("ethics-virtue", "hendrycks/ethics", config="virtue", family="binary",
          formulation="behaviour + trait; label: the behaviour shows the trait (the dataset's label)",
          columns=("scenario", "label"), format=format_ethics_virtue,
-         group_by=by_columns("scenario", before=" [SEP] "))
+         group_by=by_position(5))
 
 
 # --- two texts
