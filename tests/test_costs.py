@@ -15,8 +15,9 @@ from w2s_scale.sweep import plan_sweep
 
 SUITE = REPO / "configs" / "paper_suite.yaml"
 PAPER_22 = ["anli-r2", "boolq", "cola", "cosmos_qa", "dream", "ethics-deontology", "ethics-justice",
-            "ethics-virtue", "ethics-utilitarianism", "hellaswag", "mc_taco", "multirc", "openbookqa",
-            "paws", "piqa", "quail", "quartz", "sciq", "social_i_qa", "sst2", "twitter-sentiment", "wic"]
+            "ethics-virtue", "ethics-utilitarianism", "hellaswag_choices", "mc_taco", "multirc",
+            "openbookqa_choices", "paws", "piqa", "quail", "quartz", "sciq", "social_i_qa_choices", "sst2",
+            "twitter-sentiment", "wic"]
 QWEN = ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b",
         "qwen2.5-72b"]
 

@@ -42,6 +42,8 @@ SHARED = {
     "quail": lambda g: {"context": f"Text {g}."},
     "quartz": lambda g: {"para": f"Speed {g}."},
     "social_i_qa": lambda g: {"context": f"Ann helped {g}."},
+    "social_i_qa_choices": lambda g: {"context": f"Ann helped {g}."},
+    "hellaswag_choices": lambda g: {"ctx": f"A man cooks {g}"},
     "piqa": lambda g: {"goal": f"Open jar {g}"},
 }
 GROUPED = sorted(n for n, s in DATASETS.items() if s.group_by is not None)
@@ -123,3 +125,20 @@ def test_grouped_datasets_change_their_run_hashes_and_no_other(dataset, hashes, 
            "weak": {"name": "gpt2"}, "strong": {"name": "gpt2-medium"},
            "train": {"early_stopping": {"every": 5}}}
     assert {p.name: p.hash for p in plan_experiment(load_config(raw=raw))} == hashes
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_one_local_file_of_a_grouped_dataset_keeps_groups_out_of_two_splits(balance, tmp_path):
+    """boolq rows in the hub's schema in one jsonl file (no test file): test is cut from the same
+    pool, so it too keeps each passage on one side."""
+    import json
+
+    path = tmp_path / "boolq.jsonl"
+    path.write_text("".join(json.dumps({"question": f"is it {i}", "answer": bool(i % 2),
+                                        "passage": f"It is {i // SIZE}."}) + "\n" for i in range(200)))
+    s = make_splits(DataConfig(dataset="boolq", path=str(path), n_train=80, n_test=40,
+                               balance=balance), 1)
+    group = lambda e: int(e.id.split("-")[1]) // SIZE  # noqa: E731
+    sides = [{group(e) for e in part} for part in (s.a, s.b, s.test)]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert min(len(s.a), len(s.b), len(s.test)) >= 20

@@ -204,6 +204,23 @@ SPECS: dict[str, Spec] = {
         coin=True),
 }
 
+# EleutherAI's formulation of three of them: every option listed, then one asked about (same rows)
+SPECS["hellaswag_choices"] = choice(
+    SPECS["hellaswag"].row,
+    lambda i, a: "Context: A man cooks {}\nEndings:\n{}\nIs the best ending \"{}\"?".format(
+        i, "\n".join(four(i)), a),
+    SPECS["hellaswag"].answers)
+SPECS["openbookqa_choices"] = choice(
+    SPECS["openbookqa"].row,
+    lambda i, a: "Question: Stem {}\nChoices:\n{}\nIs the answer \"{}\"?".format(
+        i, "\n".join(f"{letter}) {o}" for letter, o in zip("ABCD", four(i))), a),
+    SPECS["openbookqa"].answers)
+SPECS["social_i_qa_choices"] = choice(
+    SPECS["social_i_qa"].row,
+    lambda i, a: "Context: Ann helped {}.\nQuestion: Why?\nChoices:\n{}\nIs the answer \"{}\"?".format(
+        i, "\n".join(four(i)[:3]), a),
+    SPECS["social_i_qa"].answers)
+
 
 def write_hub_layout(folder: Path, name: str) -> Path:
     """Rows 0..N_TRAIN-1 as the train split and N_TRAIN.. as the test split, named by the hub's
@@ -284,7 +301,8 @@ MULTIPLE_CHOICE = sorted(n for n, s in DATASETS.items() if s.question is not Non
 def test_multiple_choice_entries_are_the_ones_expected():
     assert set(MULTIPLE_CHOICE) == {"sciq", "sciq_with_support", "cosmos_qa", "dream", "hellaswag",
                                     "openbookqa", "piqa", "quail", "quartz", "social_i_qa",
-                                    "anthropic_hh"}
+                                    "anthropic_hh", "hellaswag_choices", "openbookqa_choices",
+                                    "social_i_qa_choices"}
     assert all(SPECS[n].answers for n in MULTIPLE_CHOICE)
 
 

@@ -152,10 +152,10 @@ _QWEN_ROPE = {"rope_theta": 1000000.0, "rms_norm_eps": 1e-6}
 _LLAMA_ROPE = {"rope_theta": 500000.0, "rms_norm_eps": 1e-5}
 
 
-def _qwen(size, layers, hidden, heads, kv, inter, vocab, tied, params_b, **kw) -> Entry:
+def _qwen(size, layers, hidden, heads, kv, inter, vocab, tied, params_b, variant="", **kw) -> Entry:
     arch = Arch("qwen2", layers, hidden, heads, kv, inter, vocab, 32768, tied, extra=_QWEN_ROPE)
-    return Entry(name=f"qwen2.5-{size.lower()}", hf_id=f"Qwen/Qwen2.5-{size}", family="qwen2.5",
-                 arch=arch, nominal_params_b=params_b, **kw)
+    return Entry(name=f"qwen2.5-{size.lower()}{variant}", hf_id=f"Qwen/Qwen2.5-{size}",
+                 family="qwen2.5", arch=arch, nominal_params_b=params_b, **kw)
 
 
 def _llama(name, hf_id, layers, hidden, heads, inter, tied, params_b, head_dim=None, **kw) -> Entry:
@@ -168,6 +168,8 @@ ONE = Resources(1, 1, mem_gb=64, time="04:00:00")
 FOUR = Resources(1, 4, mem_gb=256, time="12:00:00")
 EIGHT = Resources(1, 8, mem_gb=512, time="24:00:00")
 EIGHT_LONG = Resources(1, 8, mem_gb=1024, time="48:00:00")
+TWO_NODES = Resources(2, 8, mem_gb=1024, time="48:00:00")
+FOUR_NODES = Resources(4, 8, mem_gb=1024, time="48:00:00")
 
 ENTRIES: list[Entry] = [
     # the reference's ladder (Burns et al. 2023): lr 5e-5 up to gpt2-medium, 1e-5 above; full fine-tuning
@@ -203,6 +205,16 @@ ENTRIES: list[Entry] = [
     _llama("llama-3.1-70b", "meta-llama/Llama-3.1-70B", 80, 8192, 64, 28672, False, 70.6,
            lr=1e-4, micro_batch_size=4, zero_stage=3, lora=True, gradient_checkpointing=True,
            eval_batch_size=8, slurm=EIGHT_LONG),
+    # the top of the Qwen2.5 ladder fully fine-tuned, as 0.5B-14B are (lr 1e-5, ZeRO-3): a sweep
+    # that names these instead of qwen2.5-32b / -72b reads PGR against size without the switch to
+    # LoRA. Model states alone are 16 bytes a parameter, so they span 2 and 4 nodes of 8 GPUs.
+    # Listed last: the hub ids still find the LoRA entries above.
+    _qwen("32B", 64, 5120, 40, 8, 27648, 152064, False, 32.5, variant="-full", lr=1e-5,
+          micro_batch_size=2, zero_stage=3, gradient_checkpointing=True, eval_batch_size=8,
+          slurm=TWO_NODES),
+    _qwen("72B", 80, 8192, 64, 8, 29568, 152064, False, 72.7, variant="-full", lr=1e-5,
+          micro_batch_size=1, zero_stage=3, gradient_checkpointing=True, eval_batch_size=4,
+          slurm=FOUR_NODES),
 ]
 
 CATALOGUE: dict[str, Entry] = {}

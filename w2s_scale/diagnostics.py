@@ -2,10 +2,12 @@
 calibrated both are. Pure functions of predicted class probabilities ([N, K], rows sum to 1).
 
 * agreement: the fraction of examples where the student's and the supervisor's argmax agree.
-* misfit (Charikar et al. 2024): the student's disagreement with its supervisor on test,
-  1 - agreement; shown beside the gain over the supervisor (student accuracy - supervisor accuracy
-  on the same test examples), which their result bounds below by the misfit (for squared loss on a
-  convex student class; here an accuracy-level reading of it).
+* misfit: the student's disagreement with its supervisor on test, 1 - agreement; shown beside the
+  gain over the supervisor (student accuracy - supervisor accuracy on the same test examples).
+  With 0-1 disagreement and accuracy the gain can never exceed the misfit (an upper bound: the
+  student can only be right where the supervisor is wrong by disagreeing with it). Charikar et al.
+  2024's result, that the gain is at least the misfit, is about squared distance for a student
+  class that is a convex set, not about accuracy.
 * ECE (expected calibration error, Guo et al. 2017's standard form): confidence = the max class
   probability, 10 equal-width bins over [0, 1] (bin b holds confidences in (b/10, (b+1)/10], the
   first bin also 0), ECE = sum_b (n_b / N) |accuracy_b - mean confidence_b|.

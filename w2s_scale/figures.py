@@ -407,8 +407,8 @@ def build(rows: list[dict], summary_rows: list[dict]) -> dict:
 def gain_misfit(rows: list[dict]):
     """Gain over the supervisor (transfer - weak accuracy) against misfit (the student's
     disagreement with its supervisor on test), one point per transfer run (per seed), one colour
-    per loss, with the line gain = misfit: Charikar et al. 2024 bound the gain below by the misfit
-    (in their setting). None when no run carries the diagnostics."""
+    per loss, with the line gain = misfit, the most an accuracy gain can be (diagnostics.py). None
+    when no run carries the diagnostics."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -83,12 +83,32 @@ def format_settings(settings: dict[str, Any]) -> str:
                         for key in ("name",) + MODEL_FIELDS + TRAIN_FIELDS]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    lines += ["  " + line for line in confounds(rows)]
     for loss in settings["losses"]:
         params = ", ".join(f"{k} {_text(v)}" for k, v in loss["params"].items())
         lines.append(f"  loss {loss['loss']}: {loss['name']}({params})")
     for entry in settings.get("labels", []):  # where transfer runs' labels come from (labels.py)
         lines.append(f"  labels: {entry}")
     return "\n".join(lines)
+
+
+# how a model is trained; a ladder whose models differ in one of these no longer varies size alone
+METHOD_FIELDS = ("lora", "linear_probe", "dtype", "head")
+
+
+def confounds(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per place where the ladder (models small -> large) changes its training method,
+    so that PGR against model size also measures the change of method."""
+    out = []
+    for prev, row in zip(rows, rows[1:]):
+        for key in METHOD_FIELDS:
+            if prev[key] != row[key]:
+                lr = (f" (lr {_text(prev['lr'])} -> {_text(row['lr'])})"
+                      if prev["lr"] != row["lr"] else "")
+                out.append(f"confound: {key} {_text(prev[key])} -> {_text(row[key])} from "
+                           f"{prev['model']} to {row['model']}{lr}: PGR against size mixes model "
+                           f"size with the training method there")
+    return out
 
 
 def _text(value: Any) -> str:

@@ -11,15 +11,19 @@ starts its ranks like `w2s experiment` does (w2s_scale/launching.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 from w2s_scale import costs
 from w2s_scale import distributed as dist
 from w2s_scale import executors as ex
+from w2s_scale.catalogue import lookup
 from w2s_scale.cli_args import add_config_args, add_launch_args, positive_int
 from w2s_scale.data.splits import make_splits
 from w2s_scale.errors import ConfigError
 from w2s_scale.launching import check_launcher, launch
 from w2s_scale.loading import load_sweep
+from w2s_scale.memory import format_table, plan_sweep_models
 from w2s_scale.pipeline import execute
 from w2s_scale.resolved import format_settings, resolved_settings
 from w2s_scale.results import ResultsError
@@ -144,10 +148,17 @@ def dry_run_text(cfg, runs, args) -> str:
         value = getattr(args, name, None)
         return default if value is None else value
 
-    return "\n".join([format_settings(resolved_settings(cfg)), costs.format_costs(
+    parts = [format_settings(resolved_settings(cfg)), costs.format_costs(
         cfg, runs, mfu=given("mfu", costs.DEFAULT_MFU),
         cluster_gpus=given("cluster_gpus", costs.DEFAULT_CLUSTER_GPUS),
-        cluster_hours=given("cluster_hours", costs.DEFAULT_CLUSTER_HOURS))])
+        cluster_hours=given("cluster_hours", costs.DEFAULT_CLUSTER_HOURS))]
+    # GPU ladders (every model in the catalogue, whose shapes are known offline): the memory plan
+    # of each model on its own Slurm request, as `w2s plan` prints it
+    if all(lookup(m.name) is not None for m in cfg.models):
+        with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's estimators log as they load
+            plans = plan_sweep_models(cfg)
+        parts.append("memory per GPU (w2s plan):\n" + format_table(plans))
+    return "\n".join(parts)
 
 
 def _run(cfg, runs, args) -> int:

@@ -182,8 +182,8 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
         need = cfg.n_test + cfg.n_train
         pool = _first_usable(train_rows, train_order, need, seed, per_label("test", "a", "b"), k)
         if cfg.balance:  # test first, so it does not move when n_train changes
-            parts = _deal(pool, {"test": cfg.n_test, "a": requested["a"], "b": requested["b"]},
-                          "train split", notes, k)
+            parts = deal_train(pool, {"test": cfg.n_test, "a": requested["a"], "b": requested["b"]},
+                               "train split", notes, k)
         else:
             if len(pool) >= need:
                 n_test = cfg.n_test
@@ -192,6 +192,9 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
                 n_test = max(min(n_test, len(pool) - 2 * _MIN_PER_SPLIT), _MIN_PER_SPLIT)
                 notes.append(f"{cfg.dataset}: only {len(pool)} usable documents for n_test + "
                              f"n_train = {need}; split {n_test} test / {len(pool) - n_test} train")
+            # one file holds test and train: related rows on one side of that cut too
+            pool = contiguous(pool, group_of)
+            n_test = cut_at_group(pool, n_test, group_of)
             test, train = pool[:n_test], pool[n_test:]
             parts = {"test": test, **_cut_a_b(train, cfg)}
     else:

@@ -17,6 +17,15 @@ def _all_but(options: Sequence[str], k: int) -> list[str]:
     return [o for i, o in enumerate(options) if i != k]
 
 
+def _listed(head: str, title: str, options: Sequence[str], k: int, ask: str) -> Choice:
+    """EleutherAI's formulation of a multiple-choice row: every option listed, then one of them
+    (the true one or a wrong one, by the coin) asked about: `head`, the options under `title`,
+    then `ask "<option>"?`. The list is the same whichever option is shown, so only the question
+    tells the label."""
+    listing = "\n".join(options)
+    return Choice(f"{head}\n{title}:\n{listing}\n{ask} \"", "\"?", options[k], _all_but(options, k))
+
+
 def _lettered(row: dict, where: str) -> tuple[list[str], int]:
     """`choices: {text: [...], label: ["A", ...]}` + `answerKey` (openbookqa, quartz): the option
     texts and the index of the true one."""
@@ -108,13 +117,24 @@ hub_task("dream", "dataset-org/dream", config="plain_text", script=True, family=
          group_by=by_columns("dialogue"))
 
 
-def hellaswag_question(row: dict, where: str) -> Optional[Choice]:
+def _hellaswag(row: dict, where: str) -> tuple[str, list[str], int]:
+    """The context, the endings and the index of the true one."""
     (context,) = fields(row, ["ctx"], where)
     endings = as_texts(get(row, "endings", where), where, "endings")
     k = as_index(get(row, "label", where), len(endings), where, "label", "hellaswag's label is the "
                  "index of the true ending, as a string (the hub's test split is unlabelled: use "
                  "validation)")
+    return context, endings, k
+
+
+def hellaswag_question(row: dict, where: str) -> Optional[Choice]:
+    context, endings, k = _hellaswag(row, where)
     return Choice(f"Context: {context}\nContinuation: ", "", endings[k], _all_but(endings, k))
+
+
+def hellaswag_choices_question(row: dict, where: str) -> Optional[Choice]:
+    context, endings, k = _hellaswag(row, where)
+    return _listed(f"Context: {context}", "Endings", endings, k, "Is the best ending")
 
 
 hub_task("hellaswag", "Rowan/hellaswag", config="default", splits=("train", "validation"),
@@ -122,6 +142,13 @@ hub_task("hellaswag", "Rowan/hellaswag", config="default", splits=("train", "val
          formulation="context + an ending, the true one or a wrong one by a seeded coin; label: true",
          columns=("ctx", "endings", "label"), question=hellaswag_question, sizes=(39_905, 10_042),
          group_by=by_columns("ctx"))
+
+hub_task("hellaswag_choices", "Rowan/hellaswag", config="default", splits=("train", "validation"),
+         script=True, family="multiple-choice",
+         formulation="context + every ending listed, then one asked about, the true one or a wrong "
+         "one by a seeded coin (EleutherAI's formulation); label: true",
+         columns=("ctx", "endings", "label"), question=hellaswag_choices_question,
+         sizes=(39_905, 10_042), group_by=by_columns("ctx"))
 
 
 def openbookqa_question(row: dict, where: str) -> Optional[Choice]:
@@ -131,10 +158,28 @@ def openbookqa_question(row: dict, where: str) -> Optional[Choice]:
     return Choice(f"Question: {stem}\nAnswer: ", "", texts[k], _all_but(texts, k))
 
 
+def openbookqa_choices_question(row: dict, where: str) -> Optional[Choice]:
+    (stem,) = fields(row, ["question_stem"], where)
+    texts, k = _lettered(row, where)
+    letters = as_texts(get(row, "choices", where)["label"], where, "choices.label")
+    # the choices listed with their letters; the one asked about as text, true or wrong alike
+    # (EleutherAI asks about a true one by its letter, a wrong one by its text: the form would
+    # tell the label)
+    listed = [f"{letter}) {text}" for letter, text in zip(letters, texts)]
+    choice = _listed(f"Question: {stem}", "Choices", listed, k, "Is the answer")
+    return Choice(choice.before, choice.after, texts[k], _all_but(texts, k))
+
+
 hub_task("openbookqa", "allenai/openbookqa", config="main", family="multiple-choice",
          formulation="question + an answer text, the true one or a wrong one by a seeded coin "
          "(same template); label: true", columns=("question_stem", "choices", "answerKey"),
          question=openbookqa_question, sizes=(4_957, 500))
+
+hub_task("openbookqa_choices", "allenai/openbookqa", config="main", family="multiple-choice",
+         formulation="question + every choice listed, then one answer text asked about, the true "
+         "one or a wrong one by a seeded coin (EleutherAI's formulation, the answer always as "
+         "text); label: true", columns=("question_stem", "choices", "answerKey"),
+         question=openbookqa_choices_question, sizes=(4_957, 500))
 
 
 def piqa_question(row: dict, where: str) -> Optional[Choice]:
@@ -182,7 +227,8 @@ hub_task("quartz", "allenai/quartz", family="multiple-choice",
          group_by=by_columns("para"))
 
 
-def social_i_qa_question(row: dict, where: str) -> Optional[Choice]:
+def _social_i_qa(row: dict, where: str) -> tuple[str, str, list[str], int]:
+    """The context, the question, the three answers and the index of the true one."""
     context, question = fields(row, ["context", "question"], where)
     answers = [as_text_or_empty(get(row, f"answer{c}", where)) for c in "ABC"]
     # the label is "1".."3" as a string (older copies carry a trailing newline)
@@ -191,8 +237,19 @@ def social_i_qa_question(row: dict, where: str) -> Optional[Choice]:
     if k < 0:
         raise DataError(f"{where} has label {label!r} in column 'label'; social_i_qa's label is "
                         f"'1', '2' or '3'")
+    return context, question, answers, k
+
+
+def social_i_qa_question(row: dict, where: str) -> Optional[Choice]:
+    context, question, answers, k = _social_i_qa(row, where)
     return Choice(f"Context: {context}\nQuestion: {question}\nAnswer: ", "", answers[k],
                   _all_but(answers, k))
+
+
+def social_i_qa_choices_question(row: dict, where: str) -> Optional[Choice]:
+    context, question, answers, k = _social_i_qa(row, where)
+    return _listed(f"Context: {context}\nQuestion: {question}", "Choices", answers, k,
+                   "Is the answer")
 
 
 hub_task("social_i_qa", "allenai/social_i_qa", config="default", splits=("train", "validation"),
@@ -202,3 +259,9 @@ hub_task("social_i_qa", "allenai/social_i_qa", config="default", splits=("train"
                                         "label"), question=social_i_qa_question,
          group_by=by_columns("context"))
 
+hub_task("social_i_qa_choices", "allenai/social_i_qa", config="default",
+         splits=("train", "validation"), script=True, family="multiple-choice",
+         formulation="context + question + every answer listed, then one asked about, the true "
+         "one or a wrong one by a seeded coin (EleutherAI's formulation); label: true",
+         columns=("context", "question", "answerA", "answerB", "answerC", "label"),
+         question=social_i_qa_choices_question, group_by=by_columns("context"))
