@@ -181,7 +181,8 @@ def format_diagnostics(rows: list[dict]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
     return ("diagnostics: gain = transfer - weak accuracy; misfit = the student's disagreement with "
-            "its supervisor on test (with accuracy, gain <= misfit); ECE over 10 equal-width confidence bins\n"
+            "its supervisor on test (with accuracy, gain <= misfit); ECE over 10 equal-width "
+            "confidence bins\n"
             + table)
 
 
