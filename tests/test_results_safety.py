@@ -123,13 +123,16 @@ def test_summary_does_not_present_another_configs_runs(tiny_models, tiny_data, t
     done = run_w2s(["experiment", "-c", str(cfg)])
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(summarize(plans(cfg))) == 2  # one seed row and its mean
+    finished = (tmp_path / "results/tiny/summary.json").read_text()
+    assert len(json.loads(finished)) == 2
     changed = write_config(tmp_path / "changed.yaml", dict(config, train={**config["train"], "lr": 5e-4}))
     summary = run_w2s(["summary", "-c", str(changed)])
     assert summary.returncode == 0, summary.stderr
     assert "no finished transfer runs" in summary.stdout
     assert "3 run(s) not in the summary" in summary.stdout
     assert summary.stdout.count("stale") == 3 and "--redo" in summary.stdout
-    assert json.loads((tmp_path / "results/tiny/summary.json").read_text()) == []
+    # nothing is written over the summary of the settings that did run
+    assert (tmp_path / "results/tiny/summary.json").read_text() == finished
     # and a transfer run never trains on the labels of a weak run of other settings
     from w2s_scale.pipeline import weak_targets
     from w2s_scale.results import ResultsError

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from w2s_scale.metrics import has_gap
+
 METRICS = ("acc", "auc")
 DROP_SELF = "weak == strong"
 DROP_GAP = "ceiling mean <= weak mean"
@@ -54,7 +56,7 @@ def pgr_against_means(row: dict, means: dict[tuple, Optional[float]], metric: st
     t = row.get(f"transfer_{metric}")
     if w is None or c is None or t is None:
         return None, DROP_MISSING
-    if c <= w:
+    if not has_gap(w, c):
         return None, DROP_GAP
     return (float(t) - w) / (c - w), None
 

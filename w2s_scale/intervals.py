@@ -17,6 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from w2s_scale.metrics import MIN_GAP
+from w2s_scale.metrics import pgr as pgr_or_none
+
 N_BOOT = 1000
 
 
@@ -72,12 +75,6 @@ def accuracy(correct_by_seed: Sequence[np.ndarray], n_boot: int = N_BOOT, seed: 
     return Estimate(value, float(lo), float(hi), len(arrays), min(len(a) for a in arrays))
 
 
-def pgr_of(weak: float, ceiling: float, transfer: float) -> Optional[float]:
-    """Performance gap recovered; None where the ceiling does not beat the weak model."""
-    if ceiling <= weak:
-        return None
-    return (transfer - weak) / (ceiling - weak)
-
 
 def pgr(triples_by_seed: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
         n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
@@ -87,7 +84,7 @@ def pgr(triples_by_seed: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     nearly zero would otherwise dominate. Draws where C <= W (PGR undefined) are left out; if
     more than half are, no interval is given."""
     triples = _triples(triples_by_seed)
-    value = pgr_of(*(float(m) for m in np.mean([[a.mean() for a in t] for t in triples], axis=0)))
+    value = pgr_or_none(*(float(m) for m in np.mean([[a.mean() for a in t] for t in triples], axis=0)))
     defined = pgr_draws(triples, n_boot, seed)
     n_ex = min(len(t[0]) for t in triples)
     if value is None or len(defined) < n_boot // 2:
@@ -122,5 +119,5 @@ def pgr_draws(triples_by_seed: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
     triples = _triples(triples_by_seed)
     rng = np.random.default_rng(seed)
     weak, ceiling, transfer = _resample(rng, triples, n_boot).T
-    defined = ceiling > weak
+    defined = ceiling - weak > MIN_GAP
     return list((transfer[defined] - weak[defined]) / (ceiling[defined] - weak[defined]))

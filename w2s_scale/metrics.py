@@ -40,9 +40,19 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> Optional[float]:
     return float(roc_auc_score(labels, probs1))
 
 
+# a ceiling that beats the weak model by less than this is a rounding step, not a gap: PGR would
+# be (transfer - weak) / 1e-16, some 1e14, rather than undefined
+MIN_GAP = 1e-9
+
+
+def has_gap(weak: float, ceiling: float) -> bool:
+    """Whether PGR is defined: the ceiling beats the weak model by more than a rounding step."""
+    return ceiling - weak > MIN_GAP
+
+
 def pgr(weak: float, ceiling: float, transfer: float) -> Optional[float]:
     """Performance gap recovered; None (undefined) when the ceiling does not beat the floor."""
-    if ceiling <= weak:
+    if not has_gap(weak, ceiling):
         return None
     return (transfer - weak) / (ceiling - weak)
 
@@ -56,9 +66,9 @@ def bootstrap_pgr(labels: np.ndarray, weak: np.ndarray, ceiling: np.ndarray, tra
     values = []
     for _ in range(n_boot):
         rows = rng.integers(0, n, n)
-        w, c, t = weak[rows].mean(), ceiling[rows].mean(), transfer[rows].mean()
-        if c > w:
-            values.append((t - w) / (c - w))
+        value = pgr(weak[rows].mean(), ceiling[rows].mean(), transfer[rows].mean())
+        if value is not None:
+            values.append(value)
     if len(values) < n_boot // 2:
         return None
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))

@@ -220,11 +220,12 @@ def write_summary(rows: list[dict], out_dir: Path, order=None) -> None:
     tables on stdout."""
     if not dist.is_main():
         return
+    if not rows:  # settings with no finished run: the files of other settings stay as they are
+        print(f"[w2s] no finished transfer runs to summarize; {out_dir}/summary is left as it was",
+              flush=True)
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
     write_rows(out_dir / "summary", rows)
-    if not rows:
-        print("[w2s] no finished transfer runs to summarize", flush=True)
-        return
     print(format_table(rows), flush=True)
     if format_diagnostics(rows):
         print("\n" + format_diagnostics(rows), flush=True)
