@@ -14,15 +14,16 @@ import ctypes
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Optional
 
 import yaml
 
 from w2s_scale import distributed as dist
 from w2s_scale.errors import UserError
-from w2s_scale.files import atomic_write
+from w2s_scale.files import Busy, atomic_write, hold_lock
 
 DONE = "DONE"
 STARTED = "started.json"
@@ -84,6 +85,7 @@ class RunDir:
         self.final = Path(path)
         self.path = self.final
         self.hash = config_hash
+        self._held = None  # this run's lock while rank 0 trains it (prepare .. mark_done)
 
     @property
     def checkpoints(self) -> Path:
@@ -132,7 +134,12 @@ class RunDir:
         resumed. With `redo` and a complete run in place, that folder is `.<run>.redo` (the
         complete run is kept until the new one is done). Every rank calls this; only rank 0
         touches the disk."""
-        resumed, work = False, self.final
+        resumed, work, busy = False, self.final, None
+        if dist.is_main():
+            busy = self._lock()
+        busy = dist.broadcast_object(busy)
+        if busy is not None:  # every rank stops; rank 0 says why
+            raise ResultsError(busy)
         if dist.is_main():
             self.recover()
             if redo and (self.final / DONE).exists():
@@ -150,6 +157,20 @@ class RunDir:
         resumed, work = dist.broadcast_object((resumed, str(work)))
         self.path = Path(work)
         return bool(resumed)
+
+    def _lock(self) -> Optional[str]:
+        """Rank 0 takes this run's lock for the rest of the attempt (files.hold_lock), so a
+        second command cannot train the same run at once; the reason when another holds it."""
+        path = self.final.with_name(f".{self.final.name}.lock")
+        try:
+            self._held = hold_lock(path)
+        except Busy as holder:
+            return (f"{self.final} is being trained by another w2s command ({holder}; lock file "
+                    f"{path}); wait for it to finish, or stop it, then run this again")
+        if self._held is None:
+            print(f"w2s: warning: {path.parent} has no file locks; two commands on one run are "
+                  f"not kept apart there", file=sys.stderr, flush=True)
+        return None
 
     def pending_redo(self) -> bool:
         """An interrupted --redo waits beside this run (resumed by the next --redo)."""
@@ -185,8 +206,15 @@ class RunDir:
             if self.path != self.final:
                 exchange(self.final, self.path)
                 shutil.rmtree(self.path, ignore_errors=True)
+            self.release()
         dist.barrier()
         self.path = self.final
+
+    def release(self) -> None:
+        """Give up this run's lock (after DONE; a process that ends gives it up anyway)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
 
 def finished(path: Path, config_hash: str) -> RunDir:
