@@ -40,20 +40,22 @@ def _python(code: str, **kw) -> subprocess.CompletedProcess:
 
 
 def test_a_second_writer_is_refused_with_who_holds_the_run(tmp_path):
-    run = RunDir(tmp_path / "gt-a", "h1")
+    path = tmp_path / "exp" / "data" / "seed0" / "gt-a"
+    run = RunDir(path, "h1")
     run.prepare()
-    other = _python(TRY, path=str(tmp_path / "gt-a"))
+    other = _python(TRY, path=str(path))
     assert other.returncode == 2, other.stderr
     assert "is being trained by another w2s command" in other.stdout
-    assert f"pid {os.getpid()}" in other.stdout and ".gt-a.lock" in other.stdout
+    assert f"pid {os.getpid()}" in other.stdout and "data/.locks/seed0.gt-a.lock" in other.stdout
+    assert sorted(p.name for p in path.parent.iterdir()) == ["gt-a"]  # nothing else in the seed folder
     # the same process finishing the run gives the lock up
     run.mark_done()
-    after = _python(TRY, path=str(tmp_path / "gt-a"))
+    after = _python(TRY, path=str(path))
     assert after.returncode == 0, after.stdout + after.stderr
 
 
 def test_the_lock_of_a_killed_process_is_free(tmp_path):
-    path = tmp_path / "gt-b"
+    path = tmp_path / "exp" / "data" / "seed0" / "gt-b"
     holder = subprocess.Popen([sys.executable, "-c", HOLD.format(repo=str(REPO), path=str(path))],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -161,7 +161,10 @@ class RunDir:
     def _lock(self) -> Optional[str]:
         """Rank 0 takes this run's lock for the rest of the attempt (files.hold_lock), so a
         second command cannot train the same run at once; the reason when another holds it."""
-        path = self.final.with_name(f".{self.final.name}.lock")
+        # beside the seed folders, not in them: results/<name>/<dataset>/.locks/seed<k>.<run>.lock
+        # (a run folder itself is replaced by --redo, and readers list the seed folders)
+        seed = self.final.parent
+        path = seed.parent / ".locks" / f"{seed.name}.{self.final.name}.lock"
         try:
             self._held = hold_lock(path)
         except Busy as holder:
