@@ -10,7 +10,7 @@ PY        := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup demo demo-sweep evidence test bench stress docs clean-results
+.PHONY: setup demo demo-sweep evidence test bench bench-gpu stress docs clean-results
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ test: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/throughput.py
+
+# tokens/s per GPU and MFU of Qwen2.5 0.5B/1.5B/7B (random-initialised), ZeRO-2/3 and LoRA, through
+# the engine; on a machine without a GPU it runs a tiny model (the figures then mean nothing)
+bench-gpu: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/gpu_throughput.py $(BENCH_GPU_ARGS)
 
 # the way 2-rank runs end, 30 times under CPU load (several minutes; not part of `make test`)
 stress: setup

@@ -17,11 +17,13 @@ rendezvous) and the job id (the rendezvous port and id; see w2s_scale.slurm.mast
 A rank of this node that dies, fails or stops responding (see w2s_scale.processes.watch_ranks) is
 named in one `w2s: error: rank N ...` line on this node's stderr.
 
-Stopping: SIGUSR1 (`#SBATCH --signal=USR1@T`, `scancel --signal=USR1`) or SIGTERM asks the ranks
+Stopping: SIGUSR1 (`#SBATCH --signal=USR1@T`, `scancel --signal=USR1`), SIGTERM or SIGINT asks the ranks
 to checkpoint at the next step boundary and exit. The launchers would not pass it on (torchrun
 dies of SIGUSR1, both kill their workers on SIGTERM), so they start with SIGUSR1 ignored and the
 request is sent as SIGUSR1 to every process under them, again every few seconds until they exit
-(a request that comes while the ranks still load is not lost). Exit code 75 then means "stopped
+(a request that comes while the ranks still load is not lost), with the name of the signal
+received beside the status file, which the ranks' line names. A second SIGINT kills the ranks
+at once (no checkpoint; the last one stays). Exit code 75 then means "stopped
 after a checkpoint; run the same command again (slurm/run.sbatch requeues the job) to resume".
 """
 from __future__ import annotations
@@ -41,7 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # a source checkout works without installing
 
 from w2s_scale import slurm  # noqa: E402
-from w2s_scale.processes import EXIT_STOPPED, STATUS_ENV, descendants, watch_ranks  # noqa: E402
+from w2s_scale.processes import (EXIT_STOPPED, STATUS_ENV, descendants, record_signal,  # noqa: E402
+                                 watch_ranks)
 
 RANK_ENTRY = REPO / "launch" / "rank.py"
 RESEND_EVERY_S = 3.0
@@ -154,14 +157,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_stop(signum, _frame) -> None:
         name = signal.Signals(signum).name
-        if signum == signal.SIGINT:  # interactive ^C: the launcher's own clean-up
-            if child is not None:
+        if signum == signal.SIGINT and requested and child is not None:
+            # a second ^C: now, without a checkpoint (the launcher's own SIGINT handling would
+            # print a traceback); the job resumes from the last checkpoint
+            say("second SIGINT: stopping the ranks now, without a checkpoint")
+            for pid in [child.pid, *descendants(child.pid)]:
                 try:
-                    os.killpg(child.pid, signal.SIGINT)
-                except ProcessLookupError:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
                     pass
             return
         say(f"{name}: asking the ranks to checkpoint and stop")
+        record_signal(status_file, name)  # the ranks name it, though SIGUSR1 carries it
         signal_ranks()
         if not requested:
             requested.append(name)

@@ -95,6 +95,20 @@ def battery(tmp_path_factory, tiny_models, tiny_data):
     no_pad.eos_token = no_pad.unk_token = no_pad.bos_token = no_pad.pad_token = None
     no_pad.save_pretrained(inputs / "no-pad-tokenizer")
 
+    # issue 19: weights cut short or with a broken header; data whose rows repeat
+    for name, how in (("cut-model", "cut"), ("bad-header-model", "header")):
+        folder = inputs / name
+        shutil.copytree(tiny_models["gpt2-weak"], folder)
+        weights = folder / "model.safetensors"
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2] if how == "cut" else data[:8] + b"#" + data[9:])
+    rows = tiny_data.read_text().splitlines()
+    write("test-recased.jsonl", "".join(
+        json.dumps({**json.loads(r), "text": json.loads(r)["text"].upper() + " !"}) + "\n"
+        for r in rows[::-1]))
+    write("listed-twice.jsonl", "\n".join(rows[:40] * 20) + "\n")  # 40 rows, each 20 times
+    write("label-two.jsonl", "\n".join(rows[:-1] + [json.dumps({"text": "odd one", "label": 2})]) + "\n")
+
     return {"root": root, "inputs": inputs, "work": work, "results": results, "base": base,
             "data": tiny_data, "done": finished.dir / "DONE"}
 
@@ -124,7 +138,7 @@ def sweep_with(battery, edits: dict) -> str:
     """A sweep YAML over the base config's two models and data, with top-level keys replaced."""
     base = battery["base"]
     sweep = {k: base[k] for k in ("name", "results_dir", "seeds", "train", "losses", "tracking")}
-    sweep.update(datasets=[base["data"]], models=[base["weak"], base["strong"]], **edits)
+    sweep.update({"datasets": [base["data"]], "models": [base["weak"], base["strong"]], **edits})
     path = battery["root"] / "configs" / "sweep.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(sweep))
@@ -270,6 +284,55 @@ CASES = [
     ("plan with negative memory", lambda b: ["plan", "-c", config_with(b, {}), "--gpu-mem", "-5"],
      ["--gpu-mem", "-5"]),
     ("plan with 0 nodes", lambda b: ["plan", "-c", config_with(b, {}), "--nodes", "0"], ["--nodes"]),
+    # issue 19, part 3: every limit checked before the first step
+    ("weights cut short", lambda b: ["experiment", "-c", config_with(b, {"weak": {
+        "name": _inp(b, "cut-model")}})], ["weak.name", "model.safetensors", "incomplete"]),
+    ("weights header broken", lambda b: ["experiment", "-c", config_with(b, {"weak": {
+        "name": _inp(b, "bad-header-model")}})], ["weak.name", "model.safetensors", "header"]),
+    ("one model under two labels", lambda b: ["experiment", "-c", config_with(b, {"weak": {
+        "name": b["base"]["strong"]["name"], "label": "other"}})], ["strong", "same model as weak"]),
+    ("two models in one folder name", lambda b: ["experiment", "-c", config_with(b, {"strong": {
+        "label": "gpt2-weak"}})], ["gt-gpt2-weak", "share this folder"]),
+    ("weak model larger than its student", lambda b: ["experiment", "-c", config_with(b, {
+        "weak": b["base"]["strong"], "strong": b["base"]["weak"]})], ["weak", "would teach the smaller"]),
+    ("empty label list", _exp({"labels": []}), ["labels", "empty"]),
+    ("label source twice", _exp({"labels": ["weak", "weak"]}), ["labels.1", "twice"]),
+    ("probe k beyond B", _exp({"labels": [{"source": "probe", "probe": {"k": 500}}]}),
+     ["labels.probe.k", "500", "80"]),
+    ("probe filter drops nothing", _exp({"labels": [{"source": "probe", "probe": {
+        "mode": "filter", "contamination": 0.001}}]}), ["labels.probe.contamination", "drops none"]),
+    ("held-out slices leave less than a batch", _exp({"strong": {"train": {
+        "batch_size": 64, "micro_batch_size": 8, "early_stopping": {"every": 5, "val_fraction": 0.5}}}}),
+     ["strong.train.batch_size", "64", "held out"]),
+    ("gt_n_train below the batch", _exp({"train": {"gt_n_train": 4}}), ["train.batch_size", "gt_n_train"]),
+    ("sweep where no model teaches", lambda b: ["sweep", "-c", sweep_with(b, {"models": [
+        {**b["base"]["weak"], "role": "strong"}, {**b["base"]["strong"], "role": "strong"}]}), "--dry-run"],
+     ["models", "no model teaches"]),
+    ("slurm time not a time", lambda b: ["sweep", "-c", sweep_with(b, {"resources": {"time": "4 hours"}}),
+                                         "--dry-run"], ["resources.time", "4 hours", "not a Slurm time"]),
+    ("slurm partition with a space", lambda b: ["sweep", "-c", sweep_with(b, {"resources": {
+        "partition": "gpu a100"}}), "--dry-run"], ["resources.partition", "gpu a100"]),
+    ("slurm memory unit", lambda b: ["sweep", "-c", sweep_with(b, {"resources": {"mem": "64GB"}}),
+                                     "--dry-run"], ["resources.mem", "64GB"]),
+    ("slurm option without a dash", lambda b: ["sweep", "-c", sweep_with(b, {"resources": {
+        "sbatch": ["qos=high"]}}), "--dry-run"], ["resources.sbatch", "qos=high"]),
+    ("slurm signal after the time limit", lambda b: ["sweep", "-c", sweep_with(b, {"resources": {
+        "time": "00:02:00", "signal_before_s": 300}}), "--dry-run"], ["signal_before_s", "300"]),
+    ("slurm GPUs negative", lambda b: ["sweep", "-c", sweep_with(b, {"resources": {"gpus_per_node": -1}}),
+                                       "--dry-run"], ["resources.gpus_per_node", "-1"]),
+    ("dry run MFU 0", lambda b: ["sweep", "-c", sweep_with(b, {}), "--dry-run", "--mfu", "0"], ["--mfu", "got 0"]),
+    ("dry run MFU above 1", lambda b: ["sweep", "-c", sweep_with(b, {}), "--dry-run", "--mfu", "35"], ["--mfu", "35"]),
+    ("dry run cluster of 0 GPUs", lambda b: ["sweep", "-c", sweep_with(b, {}), "--dry-run", "--cluster-gpus", "0"],
+     ["--cluster-gpus", "got 0"]),
+    ("dry run cluster hours negative", lambda b: ["sweep", "-c", sweep_with(b, {}), "--dry-run", "--cluster-hours",
+                                                  "-1"], ["--cluster-hours", "-1"]),
+    # issue 19, part 4: the data's rows
+    ("test rows repeat training rows", _data(test_path="test-recased.jsonl"),
+     ["data.text", "test rows", "repeat a training row"]),
+    ("training rows listed twice", _data(path="listed-twice.jsonl"), ["data.text", "training rows",
+                                                                      "repeat another row"]),
+    ("label beyond the classes", _data(path="label-two.jsonl"), ["label", "2"]),
+    ("a class no row has", _exp({"data": {"num_classes": 3}}), ["data.num_classes", "label 2"]),
 ]
 
 

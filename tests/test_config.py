@@ -26,7 +26,7 @@ def test_overrides_from_the_command_line():
 @pytest.mark.parametrize("overrides,field", [
     (["train.lrr=1"], "train.lrr"),
     (["train.lr=-1"], "train.lr"),
-    (["train.schedule=linear"], "train.schedule"),
+    (["train.schedule=exponential"], "train.schedule"),
     (["losses=[xent, nope]"], "losses.1.name"),
     (["data.dataset=imagenet"], "data.dataset"),
     (["train.batch_size=30", "train.micro_batch_size=8"], "batch_size"),

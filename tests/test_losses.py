@@ -326,7 +326,7 @@ def test_gradients_finite(name):
 
 def test_registry():
     assert set(LOSSES) == {"xent", "product", "logconf", "logconf_eleuther", "entropy",
-                           "entropy_min", "window", "kl", "rce", "reverse_kl", "sce"}
+                           "entropy_min", "window", "kl", "rce", "reverse_kl", "sce", "xent_hard"}
     assert {n for n, s in LOSSES.items() if s.needs_global_stats} == {"logconf", "logconf_eleuther"}
     assert LOSSES["logconf"].defaults == {"aux_coef": 0.5, "warmup_frac": 0.1, "warmup": "linear"}
     assert LOSSES["product"].defaults == {"alpha": 1.0, "beta": 1.0}

@@ -329,7 +329,7 @@ def test_local_sweep_runs_in_parallel_each_after_the_run_it_reads(tmp_path, tiny
             assert start > gt_weak[1], name
         elif name.startswith("w2s-gpt2-strong-"):
             assert start > gt_strong[1], name
-    book = json.loads((tmp_path / "results/sweep/sweep/jobs.json").read_text())
+    book = json.loads((tmp_path / "results/sweep/sweep/jobs.json").read_text())["data"]  # sealed
     assert {e["status"] for e in book.values()} == {"done"} and len(book) == 3
     assert "gt-gpt2-weak (seed 0): test accuracy" in (
         tmp_path / "results/sweep/sweep/logs/jsonl.seed0.gt-gpt2-weak.log").read_text()
@@ -383,7 +383,7 @@ def test_local_sweep_runs_each_run_once_then_reuses(tmp_path, tiny_models, tiny_
         "w2s-gpt2-weak-to-gpt2-weak-xent (seed 0): starting")
     out = tmp_path / "results" / "sweep"
     assert (out / "figures" / "jsonl-xent.png").exists() and (out / "summary.csv").exists()
-    book = json.loads((out / "sweep" / "jobs.json").read_text())
+    book = json.loads((out / "sweep" / "jobs.json").read_text())["data"]  # sealed
     assert {e["status"] for e in book.values()} == {"done"}
     again = run_w2s(["sweep", "-c", str(path)])
     assert again.returncode == 0 and "2 reused (done), 0 to run" in again.stdout

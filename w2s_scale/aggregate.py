@@ -77,10 +77,44 @@ def _dropped_text(reasons: dict[str, int]) -> str:
     return "; ".join(f"{n} {why}" for why, n in sorted(reasons.items()) if n) or "none"
 
 
+# --- test subsets (the testbed's in- and out-of-distribution test sets: w2s_scale/subsets.py) ---
+# A row of report.summarize holds each subset's scores under "subset.<name>.<key>"; projected onto
+# one subset, the same row has them at the plain keys, so every table is computed per subset by
+# the same functions. Rows of datasets without subsets have none of these keys.
+
+SUBSET_KEYS = ("weak_acc", "ceiling_acc", "transfer_acc", "weak_auc", "ceiling_auc",
+               "transfer_auc", "pgr", "pgr_lo", "pgr_hi", "pgr_auc", "pgr_paper", "n_test")
+
+
+def subset_key(name: str, key: str) -> str:
+    return f"subset.{name}.{key}"
+
+
+def subset_names(rows: Iterable[dict]) -> list[str]:
+    """The test subsets the rows have scores for, in name order ([] for most datasets)."""
+    return sorted({k.split(".", 2)[1] for r in rows for k in r if k.startswith("subset.")})
+
+
+def on_subset(rows: Iterable[dict], name: str) -> list[dict]:
+    """The rows that have scores for subset `name`, those scores at the plain keys."""
+    out = []
+    for r in rows:
+        if subset_key(name, "transfer_acc") in r:
+            out.append({**{k: v for k, v in r.items() if not k.startswith("subset.")},
+                        **{key: r.get(subset_key(name, key)) for key in SUBSET_KEYS}})
+    return out
+
+
 def paper_pgr(rows: Iterable[dict]) -> list[dict]:
     """One row per (dataset, loss, metric): the reference's median PGR over every kept (weak,
-    strong) pair and seed, beside the mean of the per-seed paired PGRs of the same runs."""
+    strong) pair and seed, beside the mean of the per-seed paired PGRs of the same runs; then
+    the same per test subset, where the data have subsets (rows with a "subset" key)."""
     rows = per_seed(rows)
+    return _paper_pgr(rows) + [{**r, "subset": name} for name in subset_names(rows)
+                               for r in _paper_pgr(on_subset(rows, name))]
+
+
+def _paper_pgr(rows: list[dict]) -> list[dict]:
     out = []
     for metric in METRICS:
         means = model_means(rows, metric)
@@ -120,10 +154,16 @@ def cross_dataset(rows: Iterable[dict], order: Optional[Sequence[str]] = None) -
     """Per dataset and loss, the widest pair (the first and the last model of `order`; without
     an order, the pair with the largest ceiling - weak gap): weak, ceiling and transfer accuracy
     (means over seeds), the reference's PGR on accuracy and AUC, and the median PGR over all
-    pairs; then, per loss, the median of each column across datasets (the paper's summary)."""
+    pairs; then, per loss, the median of each column across datasets (the paper's summary).
+    Then the same per test subset, where the data have subsets (rows with a "subset" key)."""
     rows = per_seed(rows)
+    return _cross_dataset(rows, order) + [{**r, "subset": name} for name in subset_names(rows)
+                                          for r in _cross_dataset(on_subset(rows, name), order)]
+
+
+def _cross_dataset(rows: list[dict], order: Optional[Sequence[str]]) -> list[dict]:
     acc_means, auc_means = model_means(rows, "acc"), model_means(rows, "auc")
-    all_pairs = {(r["dataset"], r["loss"]): r for r in paper_pgr(rows) if r["metric"] == "acc"}
+    all_pairs = {(r["dataset"], r["loss"]): r for r in _paper_pgr(rows) if r["metric"] == "acc"}
     out = []
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
@@ -174,16 +214,24 @@ def _table(header: list[str], lines: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
+def _with_subset(header: list[str], lines: list[list[str]], rows: list[dict]) -> tuple[list, list]:
+    """A "test subset" column after the dataset, only where some row is of a subset."""
+    if not any("subset" in r for r in rows):
+        return header, lines
+    return ([header[0], "test subset", *header[1:]],
+            [[line[0], r.get("subset", "all"), *line[1:]] for line, r in zip(lines, rows)])
+
+
 def format_paper_pgr(rows: list[dict]) -> str:
     lines = [[str(r["dataset"] or "-"), r["loss"], r["metric"], _num(r["pgr_median"]),
               f"{r['n_runs']} runs, {r['n_pairs']} pairs, {r['n_seeds']} seeds",
               f"{r['n_dropped']} ({r['dropped']})",
               f"{_num(r['per_seed_pgr_mean'])} (n {r['per_seed_pgr_n']}, "
               f"{r['per_seed_pgr_undefined']} undefined)"] for r in rows]
+    header, lines = _with_subset(["dataset", "loss", "metric", "median PGR", "rests on", "dropped",
+                                  "per-seed paired PGR, mean"], lines, rows)
     return ("PGR as the reference's plots: median over kept (weak, strong) pairs and seeds of "
-            "(transfer - mean weak) / (mean ceiling - mean weak)\n"
-            + _table(["dataset", "loss", "metric", "median PGR", "rests on", "dropped",
-                      "per-seed paired PGR, mean"], lines))
+            "(transfer - mean weak) / (mean ceiling - mean weak)\n" + _table(header, lines))
 
 
 def format_cross_dataset(rows: list[dict]) -> str:
@@ -192,7 +240,7 @@ def format_cross_dataset(rows: list[dict]) -> str:
               _num(r["pgr_auc"]), _num(r["pgr_median_all_pairs"]),
               f"{r['n_datasets']} datasets" if "n_datasets" in r else f"{r['n_seeds']} seeds"]
              for r in rows]
+    header, lines = _with_subset(["dataset", "loss", "pair", "weak", "ceiling", "transfer", "PGR",
+                                  "AUC-PGR", "median PGR all pairs", "rests on"], lines, rows)
     return ("across datasets (widest pair; PGR = median over seeds against the seed means, as the "
-            "reference's plots)\n"
-            + _table(["dataset", "loss", "pair", "weak", "ceiling", "transfer", "PGR", "AUC-PGR",
-                      "median PGR all pairs", "rests on"], lines))
+            "reference's plots)\n" + _table(header, lines))

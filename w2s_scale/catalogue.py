@@ -64,9 +64,10 @@ class Arch:
         if self.model_type == "gpt2":
             per_layer = 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + 2 * h + (h * i + i) + (i * h + h)
             return self.vocab * h + self.max_positions * h + L * per_layer + 2 * h
-        if self.model_type in ("llama", "qwen2", "mistral"):
+        if self.model_type in ("llama", "qwen2", "qwen3", "mistral"):
             qkv_bias = q + 2 * kv if self.model_type == "qwen2" else 0
-            per_layer = h * q + h * kv * 2 + q * h + qkv_bias + 3 * h * i + 2 * h
+            qk_norm = 2 * d if self.model_type == "qwen3" else 0  # q_norm, k_norm: RMSNorm per head
+            per_layer = h * q + h * kv * 2 + q * h + qkv_bias + qk_norm + 3 * h * i + 2 * h
             return self.vocab * h + L * per_layer + h
         raise NotImplementedError(f"no parameter formula for {self.model_type}; "
                                   f"w2s_scale.memory counts it on the meta device instead")
@@ -110,6 +111,9 @@ class Entry:
     dtype: str = "bf16"
     eval_batch_size: int = 32
     slurm: Resources = field(default_factory=Resources)
+    # an instruct / chat model (post-trained on a chat template), not a base model: the
+    # label-token head wraps prompts in the tokenizer's chat template for these (prompts.py)
+    chat: bool = False
 
     def hf_config(self):
         """The transformers config of this architecture, built without a download."""
@@ -139,7 +143,7 @@ class Entry:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "hf_id": self.hf_id, "params_b": self.nominal_params_b,
-                **self.model_defaults(), "slurm": asdict(self.slurm)}
+                "chat": self.chat, **self.model_defaults(), "slurm": asdict(self.slurm)}
 
 
 def _gpt2(name, layers, hidden, heads, params_b, **kw) -> Entry:
@@ -162,6 +166,23 @@ def _llama(name, hf_id, layers, hidden, heads, inter, tied, params_b, head_dim=N
     arch = Arch("llama", layers, hidden, heads, 8, inter, 128256, 131072, tied, head_dim,
                 extra=_LLAMA_ROPE)
     return Entry(name=name, hf_id=hf_id, family="llama-3", arch=arch, nominal_params_b=params_b, **kw)
+
+
+def _qwen3(size, layers, hidden, heads, inter, tied, params_b, base=True, **kw) -> Entry:
+    # every Qwen3 dense size: 8 KV heads of 128 dimensions (head_dim is not hidden / heads), the
+    # 151,936-token vocabulary; base models were published with a 32,768-token config, the
+    # instruct (hybrid-thinking) ones with 40,960
+    arch = Arch("qwen3", layers, hidden, heads, 8, inter, 151936, 32768 if base else 40960, tied,
+                head_dim=128, extra=_QWEN_ROPE)
+    suffix = "-Base" if base else ""
+    return Entry(name=f"qwen3-{size.lower()}{suffix.lower()}", hf_id=f"Qwen/Qwen3-{size}{suffix}",
+                 family="qwen3", arch=arch, nominal_params_b=params_b, chat=not base, **kw)
+
+
+def _qwen3_pair(size, layers, hidden, heads, inter, tied, params_b, **kw) -> list[Entry]:
+    """The base model and its instruct model: the same shapes and training defaults."""
+    return [_qwen3(size, layers, hidden, heads, inter, tied, params_b, base=True, **kw),
+            _qwen3(size, layers, hidden, heads, inter, tied, params_b, base=False, **kw)]
 
 
 ONE = Resources(1, 1, mem_gb=64, time="04:00:00")
@@ -215,6 +236,27 @@ ENTRIES: list[Entry] = [
     _qwen("72B", 80, 8192, 64, 8, 29568, 152064, False, 72.7, variant="-full", lr=1e-5,
           micro_batch_size=1, zero_stage=3, gradient_checkpointing=True, eval_batch_size=4,
           slurm=FOUR_NODES),
+    # Qwen3 dense models, base (-base) and instruct (no suffix; chat), as published on the hub:
+    # no 32B base model was released, so qwen3-32b is the instruct model alone. Defaults as the
+    # Qwen2.5 sizes they sit between: full fine-tuning up to 14B, LoRA for 32B
+    *_qwen3_pair("0.6B", 28, 1024, 16, 3072, True, 0.596, lr=2e-5, micro_batch_size=16,
+                 zero_stage=2, slurm=ONE),
+    *_qwen3_pair("1.7B", 28, 2048, 16, 6144, True, 1.72, lr=1e-5, micro_batch_size=8,
+                 zero_stage=2, gradient_checkpointing=True, slurm=ONE),
+    *_qwen3_pair("4B", 36, 2560, 32, 9728, True, 4.02, lr=1e-5, micro_batch_size=8,
+                 zero_stage=2, gradient_checkpointing=True, slurm=FOUR),
+    *_qwen3_pair("8B", 36, 4096, 32, 12288, False, 8.19, lr=1e-5, micro_batch_size=4,
+                 zero_stage=3, gradient_checkpointing=True, eval_batch_size=16, slurm=EIGHT),
+    *_qwen3_pair("14B", 40, 5120, 40, 17408, False, 14.8, lr=1e-5, micro_batch_size=4,
+                 zero_stage=3, gradient_checkpointing=True, eval_batch_size=16, slurm=EIGHT),
+    _qwen3("32B", 64, 5120, 64, 25600, False, 32.8, base=False, lr=1e-4, micro_batch_size=4,
+           zero_stage=3, lora=True, gradient_checkpointing=True, eval_batch_size=8, slurm=EIGHT),
+    # the automated-W2S testbed's weak supervisor (2026): Qwen1.5 is the qwen2 architecture with
+    # full multi-head attention (16 KV heads), QKV biases and an untied LM head (0.62B with it;
+    # Qwen2 was the first generation to tie the small models' embeddings)
+    Entry(name="qwen1.5-0.5b-chat", hf_id="Qwen/Qwen1.5-0.5B-Chat", family="qwen1.5",
+          arch=Arch("qwen2", 24, 1024, 16, 16, 2816, 151936, 32768, False, extra=_QWEN_ROPE),
+          nominal_params_b=0.62, lr=2e-5, micro_batch_size=16, zero_stage=2, slurm=ONE, chat=True),
 ]
 
 CATALOGUE: dict[str, Entry] = {}

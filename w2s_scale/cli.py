@@ -25,6 +25,7 @@ from w2s_scale.memory import add_plan_args, plan_command
 from w2s_scale.pipeline import run_experiment
 from w2s_scale.planning import plan_experiment
 from w2s_scale.preflight import preflight
+from w2s_scale.processes import EXIT_INTERRUPTED
 from w2s_scale.report import summarize, unfinished_runs, write_summary
 from w2s_scale.sweep import plan_sweep
 
@@ -62,6 +63,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     distributed.exit_process (why: see there), with this exit status."""
     try:
         code = _command(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside training (checks, loading): nothing to save
+        print("w2s: interrupted by SIGINT before training: nothing was written since the last "
+              "checkpoint; rerun the same command to resume", file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
     except BaseException:
         if not dist.has_joined():
             raise  # the parent process or a check before any rank: Python reports it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
@@ -49,6 +50,23 @@ class LoraConfig(Strict):
     target_modules: Optional[list[str]] = None
 
 
+class LabelTokensConfig(Strict):
+    """head: label_tokens (w2s_scale/prompts.py): the causal LM classifies through its own LM head.
+    The document goes into `template`, the prompt ends in a cue, and the class distribution is the
+    softmax over the LM head's logits of the K label words' first tokens at the cue's last token."""
+    # `{text}` is the document as the dataset formats it; the prompt must end in the cue
+    template: str = "{text}\nLabel:"
+    # one word per class, class 0 first; None: the dataset's own (the automated-W2S testbed's
+    # A/B and False/True), else False/True for binary tasks; K > 2 classes need them listed
+    words: Optional[list[str]] = None
+    # the prompt as the user turn of the tokenizer's chat template, the label as the first token
+    # of the assistant's reply; auto: on for chat/instruct models (catalogue `chat`, else a name
+    # with Instruct/Chat/-it) whose tokenizer has a chat template, off for base models
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    # a space before each label word (" True"); off: the word right after the cue, as the testbed
+    leading_space: bool = False
+
+
 class ModelConfig(Strict):
     # HF hub id, local folder, catalogue name, or an offline asset ("offline:minilm-l6")
     name: str
@@ -57,13 +75,16 @@ class ModelConfig(Strict):
     # fields of the transformers config set before the model is built (n_layer, hidden_size, ...)
     config_overrides: dict[str, Any] = Field(default_factory=dict)
     # where the classification head reads: last real token (causal LMs), pooled output (encoders)
-    # (or, `pretrained`, an image classifier's own head used as is, untrained: a weak supervisor)
-    head: Literal["auto", "last_token", "pooled", "pretrained"] = "auto"
+    # (or, `pretrained`, an image classifier's own head used as is, untrained: a weak supervisor;
+    # `label_tokens`, causal LMs: the LM head's logits of one label word per class, see label_tokens)
+    head: Literal["auto", "last_token", "pooled", "pretrained", "label_tokens"] = "auto"
+    # head: label_tokens only: the prompt template, label words and chat template (LabelTokensConfig)
+    label_tokens: Optional[LabelTokensConfig] = None
     tokenizer: Optional[str] = None  # defaults to `name`
     # image models: the AutoImageProcessor to load (defaults to `name`'s own), or `reference`: the
     # reference's ImageNet transform (resize 256, centre crop 224, ImageNet mean/std); see vision.py
     image_processor: Optional[str] = None
-    ADDED_LATER: ClassVar[dict[str, Any]] = {"image_processor": None}
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"image_processor": None, "label_tokens": None}
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # training precision (16-bit: mixed, fp32 master weights)
     dropout: bool = False  # the reference trains with dropout off; switch on here
     linear_probe: bool = False  # freeze the backbone, train the head alone
@@ -83,7 +104,24 @@ class ModelConfig(Strict):
     @classmethod
     def _catalogue_defaults(cls, data: Any) -> Any:
         # a catalogue name (or hub id) fills the fields the user left unset; see catalogue.py
-        return apply_defaults(data)
+        data = apply_defaults(data)
+        if isinstance(data, dict) and data.get("head") == "label_tokens" and data.get("label_tokens") is None:
+            # one spelling of the defaults, so `head: label_tokens` alone hashes as when spelled out
+            data = {**data, "label_tokens": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _label_tokens_settings(self) -> "ModelConfig":
+        if self.label_tokens is not None and self.head != "label_tokens":
+            raise ValueError(f"label_tokens: settings of head: label_tokens, but head is "
+                             f"{self.head}; set head: label_tokens or remove label_tokens")
+        if self.head == "label_tokens" and self.linear_probe:
+            raise ValueError("linear_probe: head: label_tokens reads the LM head, which a linear "
+                             "probe would retrain alone; use lora or full fine-tuning")
+        if self.label_tokens is not None and "{text}" not in self.label_tokens.template:
+            raise ValueError("label_tokens.template: the template must contain {text}, where "
+                             "the document goes, e.g. \"{text}\\nLabel:\"")
+        return self
 
     @model_validator(mode="after")
     def _adapters_need_lora(self) -> "ModelConfig":
@@ -162,14 +200,18 @@ class GtCurveConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: float = Field(2, gt=0)  # passes over the training split (fractions allowed)
+    # passes over the training split (fractions allowed); 0: no training, a zero-shot run of a
+    # head: label_tokens model (the LM as it is scores test and labels B)
+    epochs: float = Field(2, ge=0)
     lr: float = Field(5e-5, gt=0)  # peak learning rate of AdamW
     batch_size: int = Field(32, gt=0)  # global: micro x accumulation x world size
     micro_batch_size: int = Field(32, gt=0)  # per rank and forward pass
     eval_batch_size: int = Field(64, gt=0)  # per rank, when predicting (not in run hashes)
     # reference_vision: the reference vision code's CosineAnnealingLR(T_max=epochs) stepped every
-    # batch, so the lr follows 0.5 (1 + cos(pi step / epochs)): a cosine with period 2 x epochs steps
-    schedule: Literal["cosine", "constant", "reference_vision"] = "cosine"
+    # batch, so the lr follows 0.5 (1 + cos(pi step / epochs)): a cosine with period 2 x epochs steps.
+    # linear: transformers' get_linear_schedule_with_warmup (warm-up from 0, then a straight line
+    # to 0 at the last step), the automated-W2S testbed's schedule
+    schedule: Literal["cosine", "constant", "reference_vision", "linear"] = "cosine"
     warmup_frac: float = Field(0.0, ge=0, lt=1)  # of the optimizer steps, a linear warm-up
     weight_decay: float = Field(0.0, ge=0)  # AdamW's decoupled decay (0: Adam)
     max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
@@ -371,6 +413,10 @@ class ExperimentConfig(Strict):
     labels: list[LabelsConfig] = Field(default_factory=lambda: [LabelsConfig()])
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # W&B and progress bars
     launch: LaunchConfig = Field(default_factory=LaunchConfig)  # how the ranks start
+    # a weak model with more parameters than the student it teaches is refused by preflight as
+    # a likely mix-up (weak and strong swapped); true: that is meant (reverse transfer)
+    allow_larger_weak: bool = False
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"allow_larger_weak": False}
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -411,6 +457,7 @@ class ExperimentConfig(Strict):
         for role in ("weak", "strong"):
             train = train_for(self, getattr(self, role), field=f"{role}.train")
             model = getattr(self, role)
+            check_zero_shot(model, train, role)
             if model.save == "model32" and train.zero_stage == 0 and model.dtype != "fp32":
                 raise ValueError(f"{role}.save: model32 reads DeepSpeed's fp32 master weights, "
                                  f"which ZeRO stage 0 in {model.dtype} does not keep; use "
@@ -421,8 +468,17 @@ class ExperimentConfig(Strict):
         # the models label sources add: their merged train sections too (planning.py resolves
         # every run's settings with train_for, and must not meet an invalid one)
         for where, model in label_models(self):
-            train_for(self, model, field=f"{where}.train")
+            check_zero_shot(model, train_for(self, model, field=f"{where}.train"), where)
         return self
+
+
+def check_zero_shot(model: ModelConfig, train: TrainConfig, where: str) -> None:
+    """train.epochs: 0 only where an untrained model means something: the LM head's own label
+    words (a new linear head starts at zero, every example at 1/K)."""
+    if train.epochs == 0 and model.head != "label_tokens":
+        raise ValueError(f"{where}.train.epochs: 0 trains nothing, and a new {model.head} head "
+                         f"predicts 1/K for every example; set epochs > 0, or head: label_tokens "
+                         f"for a zero-shot run")
 
 
 def train_for(cfg: ExperimentConfig, model: ModelConfig, field: str = "train") -> TrainConfig:
@@ -472,7 +528,14 @@ class Resources(Strict):
     ranks_per_node: Optional[int] = Field(None, gt=0)  # None: the GPUs per node, else launch.nproc
     cpus_per_task: Optional[int] = Field(None, gt=0)  # cores for all the ranks of one node
     mem: Optional[str] = None                          # e.g. "64G" (--mem, per node)
-    time: str = "04:00:00"  # --time of each job
+    # each run's --time: `auto` (from the sweep's own estimate: 2 x estimate + 10 min, at least 15
+    # min, whole minutes, at most max_job_time; see w2s_scale/packing.py), or a Slurm time kept as
+    # given (a job of one run asks exactly it; a packed job asks the sum over its runs)
+    time: str = "auto"
+    # the longest --time a job asks for: caps `auto` limits and the sum of a pack (a run longer
+    # than that checkpoints at the stop signal and its job requeues to resume)
+    max_job_time: str = "06:00:00"
+    pack: bool = True  # runs asking for the same resources share one job, in dependency order
     partition: Optional[str] = None  # --partition; None: the cluster's default
     account: Optional[str] = None  # --account; None: the user's default
     # per-node launcher (launch/slurm_node.py); None: none for a single rank, else torchrun
@@ -480,6 +543,75 @@ class Resources(Strict):
     rdzv: Literal["c10d", "static"] = "c10d"          # torchrun: its rendezvous or fixed ranks
     signal_before_s: int = Field(180, ge=0)           # --signal=USR1@N: checkpoint, requeue
     sbatch: list[str] = Field(default_factory=list)   # extra options, passed through as given
+
+    @field_validator("time", "max_job_time")
+    @classmethod
+    def _slurm_time(cls, value: str, info) -> str:
+        if value == "auto" and info.field_name == "time":
+            return value
+        if slurm_seconds(value) is None:
+            auto = "auto (from the estimate), " if info.field_name == "time" else ""
+            raise ValueError(f"{shorten(value)} is not a Slurm time; write {auto}minutes, MM:SS, "
+                             f"HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. 04:00:00")
+        return value
+
+    @field_validator("partition", "account")
+    @classmethod
+    def _slurm_names(cls, value: Optional[str], info) -> Optional[str]:
+        # Slurm names: letters, digits, - _ . (a partition list is comma-separated)
+        pattern = r"[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*" if info.field_name == "partition" else r"[A-Za-z0-9_.\-]+"
+        if value is not None and not re.fullmatch(pattern, value):
+            raise ValueError(f"{shorten(value)} is not a Slurm {info.field_name} name (letters, "
+                             f"digits, '-', '_', '.'{', comma-separated' if info.field_name == 'partition' else ''})")
+        return value
+
+    @field_validator("mem")
+    @classmethod
+    def _slurm_mem(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.fullmatch(r"[1-9][0-9]*[KMGT]?", value.strip()):
+            raise ValueError(f"{shorten(value)} is not a Slurm memory size; write a positive "
+                             f"number with an optional unit K, M, G or T, e.g. 64G")
+        return value
+
+    @field_validator("sbatch")
+    @classmethod
+    def _sbatch_options(cls, value: list[str]) -> list[str]:
+        for option in value:
+            if not option.startswith("-") or option.strip() != option:
+                raise ValueError(f"{shorten(option)} is not an sbatch option (sbatch would read it "
+                                 f"as the script); write each as --name=value, e.g. --qos=high")
+        return value
+
+    @model_validator(mode="after")
+    def _signal_inside_time(self) -> "Resources":
+        limit = slurm_seconds(self.time if self.time != "auto" else self.max_job_time)
+        if limit and self.signal_before_s >= limit:
+            raise ValueError(f"signal_before_s: {self.signal_before_s} s is not inside the job's time "
+                             f"{self.time} ({limit} s), so the stop signal would come at the start; "
+                             f"lower it or raise time")
+        return self
+
+
+def slurm_seconds(value: str) -> Optional[int]:
+    """Seconds of a Slurm --time value (0 for UNLIMITED/INFINITE), None if it is not one."""
+    text = value.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return 0
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        return None
+    days, a, b, c = m.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        total = int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    elif len(parts) == 1:  # minutes
+        total = parts[0] * 60
+    elif len(parts) == 2:  # MM:SS
+        total = parts[0] * 60 + parts[1]
+    else:  # HH:MM:SS
+        total = parts[0] * 3600 + parts[1] * 60 + parts[2]
+    return total if total > 0 else None
 
 
 class SweepModel(ModelConfig):
@@ -511,6 +643,10 @@ class SweepConfig(Strict):
     launch: LaunchConfig = Field(default_factory=LaunchConfig)  # the local executor's ranks
     executor: Literal["local", "slurm"] = "local"  # where `w2s sweep` runs the runs
     resources: Resources = Field(default_factory=Resources)  # every model's Slurm job, unless it overrides
+    # a weak model with more parameters than a student it teaches is refused by preflight as a
+    # likely mix-up (models are listed small -> large); true: that is meant (reverse transfer)
+    allow_larger_weak: bool = False
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"allow_larger_weak": False}
 
     @model_validator(mode="before")
     @classmethod
@@ -574,7 +710,7 @@ def experiment_for(cfg: SweepConfig, dataset_index: int) -> ExperimentConfig:
     raw = dict(name=cfg.name, results_dir=cfg.results_dir, seeds=cfg.seeds,
                data=cfg.datasets[dataset_index], weak=cfg.models[0].model_config_only(),
                strong=cfg.models[-1].model_config_only(), train=cfg.train, losses=cfg.losses,
-               tracking=cfg.tracking, launch=cfg.launch)
+               tracking=cfg.tracking, launch=cfg.launch, allow_larger_weak=cfg.allow_larger_weak)
     try:
         return ExperimentConfig(**raw)
     except ValidationError as err:
@@ -586,4 +722,5 @@ def from_experiment(exp: ExperimentConfig) -> SweepConfig:
     return SweepConfig(name=exp.name, results_dir=exp.results_dir, seeds=exp.seeds,
                        datasets=[exp.data], models=[exp.weak.model_dump(), exp.strong.model_dump()],
                        train=exp.train, losses=exp.losses, self_transfer=False,
-                       labels=exp.labels, tracking=exp.tracking, launch=exp.launch)
+                       labels=exp.labels, tracking=exp.tracking, launch=exp.launch,
+                       allow_larger_weak=exp.allow_larger_weak)

@@ -36,7 +36,8 @@ BOUNDS = ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="), (at.Lt, "lt", "<"), (at.Le, "
 def sections() -> list[Model]:
     """Every documented model, in the order a config file reads."""
     c = config
-    return [c.ExperimentConfig, c.DataConfig, c.ModelConfig, c.LoraConfig, c.TrainConfig,
+    return [c.ExperimentConfig, c.DataConfig, c.ModelConfig, c.LoraConfig, c.LabelTokensConfig,
+            c.TrainConfig,
             c.EarlyStoppingConfig, c.GtCurveConfig, c.LossConfig, c.LabelsConfig,
             c.EnsembleMember, c.ProbeConfig, c.TrackingConfig, c.LaunchConfig, c.SweepConfig,
             c.SweepModel, c.Resources]

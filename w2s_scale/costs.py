@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 from w2s_scale.assets import gpt2_tokenizer
 from w2s_scale.catalogue import lookup
@@ -76,6 +77,11 @@ DATA_SHAPES: dict[str, DataShape] = {
     "amazon_polarity": DataShape(3_600_000, 400_000, 100),
     "anthropic_hh": DataShape(160_800, 8_552, 250),
     "anthropic_hh_pairwise": DataShape(160_800, 8_552, 500),
+    # the automated-W2S testbed's folders: their row counts are not published with its code, so
+    # the config's n_train / n_test stand in (printed as such); tokens: a HelpSteer-style prompt
+    # and two answers of a few hundred tokens each; a question and one proposed solution
+    "aar_pairwise": DataShape(None, None, 1100),
+    "aar_binary": DataShape(None, None, 600),
 }
 UNKNOWN_SHAPE = DataShape(None, None, 100)
 
@@ -108,6 +114,8 @@ def tokens_per_example(data) -> tuple[float, str]:
     estimate = float(DATA_SHAPES.get(data.dataset, UNKNOWN_SHAPE).mean_tokens)
     if not data.path:
         return estimate, "estimate"
+    if not Path(data.path).expanduser().exists():  # a dry run away from the data says so
+        return estimate, f"estimate: data.path {data.path} not found here, not measured"
     try:
         return _measured(data.model_copy(update={"n_train": MEASURE_ROWS, "n_test": 2})), "measured"
     except Exception:  # noqa: BLE001 - unreadable data: preflight reports it; the plan estimates
@@ -185,6 +193,22 @@ def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
     return out
 
 
+def rows_notes(cfg) -> list[str]:
+    """Per dataset, the A + B and test rows the estimate counts, and whether they are the
+    dataset's (registry or card) or only the config's caps (its size unknown here)."""
+    out = []
+    for d in cfg.datasets:
+        train_rows, test_rows = split_rows(d.dataset)
+        n_train, n_test = rows_used(d.dataset, d.n_train, d.n_test)
+        known = train_rows is not None and test_rows is not None
+        how = ("the dataset's sizes, capped by n_train / n_test" if known else
+               "data.n_train / data.n_test: the dataset's size is not known before its files are "
+               "read, so GPU-hours scale with these caps; lower them to the files' rows for a "
+               "closer estimate")
+        out.append(f"{d.dataset} A + B {n_train:,}, test {n_test:,} ({how})")
+    return out
+
+
 def critical_path_hours(runs, costs: list[RunCost]) -> float:
     """The longest chain of dependent runs (a gt run, then a transfer run on its labels), each
     on its own allocation: the sweep's wall time with unlimited GPUs."""
@@ -227,6 +251,7 @@ def format_costs(cfg, runs, mfu: float = DEFAULT_MFU, cluster_gpus: int = DEFAUL
     lines.append("  tokens per example: " + ", ".join(
         f"{d.dataset} {value:.0f} ({how})" for d in cfg.datasets
         for value, how in [tokens_per_example(d)]))
+    lines += [f"  rows: {line}" for line in rows_notes(cfg)]
     path = critical_path_hours(runs, known)
     widest = max((c.gpus for c in costs), default=1)
     ideal = total / cluster_gpus
@@ -236,6 +261,7 @@ def format_costs(cfg, runs, mfu: float = DEFAULT_MFU, cluster_gpus: int = DEFAUL
                  f"GPU-hours): total / GPUs = {ideal:.1f} h, longest dependency chain = {path:.1f} h "
                  f"-> at least {wall:.1f} h: {'FITS' if fits else 'DOES NOT FIT'}"
                  + ("" if widest <= cluster_gpus else f" (a run asks for {widest} GPUs)"))
+    lines.append("  another cluster: --cluster-gpus N --cluster-hours H")
     if cfg.executor == "local":
         lines.append(f"  executor local: one run after another, about "
                      f"{sum(c.wall_hours for c in known):.1f} h on one H100 per run")

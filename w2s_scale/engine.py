@@ -25,7 +25,9 @@ from w2s_scale.data.batching import (TokenizedSet, collate, eval_batches, global
 from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss,
                               needs_global_stats, resolve_params)
 from w2s_scale.models import build_classifier
-from w2s_scale.processes import handling
+from w2s_scale.results import record_checkpoint, resume_tag
+from w2s_scale.processes import handling, received_signal
+from w2s_scale.reshard import load_resharded, needs_reshard
 
 
 class RunStopped(Exception):
@@ -33,25 +35,42 @@ class RunStopped(Exception):
 
 
 class StopFlag:
-    """Set by SIGUSR1 (Slurm's advance warning) or SIGTERM; acted on at the next step boundary,
-    where all ranks agree to stop together."""
+    """Set by SIGUSR1 (Slurm's advance warning), SIGTERM or SIGINT (Ctrl-C); acted on at the
+    next step boundary, where all ranks agree to stop together. The request is shared by the
+    flags of one process: `launching` holds one over the whole command, so a stop that comes
+    while a run loads or predicts is kept for the next training step, not lost and not fatal.
+    A second SIGINT is a KeyboardInterrupt: stop now, without a checkpoint."""
 
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+    pending: Optional[str] = None  # the signal to name, once a stop was asked for
+    _depth = 0                     # flags entered and not yet left, in this process
 
     def __init__(self):
-        self.requested = False
-        self.signal_name: Optional[str] = None
         self._handlers = handling(self.SIGNALS, self._handle)
 
+    @property
+    def requested(self) -> bool:
+        return StopFlag.pending is not None
+
+    @property
+    def signal_name(self) -> Optional[str]:
+        return StopFlag.pending
+
     def __enter__(self) -> "StopFlag":
+        if StopFlag._depth == 0:
+            StopFlag.pending = None
+        StopFlag._depth += 1
         self._handlers.__enter__()
         return self
 
     def _handle(self, signum, _frame) -> None:
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT and StopFlag.pending is not None:
+            raise KeyboardInterrupt
+        # under a launcher every request arrives as SIGUSR1: name the one that was sent
+        StopFlag.pending = received_signal(signal.Signals(signum).name)
 
     def __exit__(self, *exc) -> None:
+        StopFlag._depth -= 1
         self._handlers.__exit__(*exc)
 
 
@@ -78,8 +97,13 @@ class Engine:
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, epochs: float = 1.0):
     """Linear warm-up, then cosine annealing to zero (the reference) or constant; or the reference
-    vision code's schedule (see TrainConfig.schedule), which cycles every 2 x `epochs` steps."""
+    vision code's schedule (see TrainConfig.schedule), which cycles every 2 x `epochs` steps; or
+    `linear`, transformers' get_linear_schedule_with_warmup factor for factor."""
     def factor(step: int) -> float:
+        if schedule == "linear":  # its warm-up starts at 0, unlike the others' (step + 1) / warmup
+            if step < warmup_steps:
+                return step / max(1, warmup_steps)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if schedule == "constant":
@@ -92,6 +116,8 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, epochs: float 
 
 
 def total_train_steps(n_examples: int, train: TrainConfig) -> int:
+    if train.epochs == 0:  # a zero-shot run: the label-token head scores as the LM is
+        return 0
     per_epoch = steps_per_epoch(n_examples, train.batch_size)
     if per_epoch == 0:
         raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the "
@@ -100,14 +126,15 @@ def total_train_steps(n_examples: int, train: TrainConfig) -> int:
 
 
 def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, tokenizer,
-                 num_classes: int = 2, build=None) -> Engine:
-    """`num_classes`: the task's K, the size of the model's head. `build(ds_config) -> nn.Module`:
+                 num_classes: int = 2, build=None, label_ids=None) -> Engine:
+    """`num_classes`: the task's K, the size of the model's head; `label_ids` (head: label_tokens):
+    the label words' token ids, whose LM-head rows the head starts from. `build(ds_config) -> nn.Module`:
     a model other than the text classifier (images); a model with nothing to train (a frozen
     feature extractor, a classifier used as is) gets no optimizer."""
     import deepspeed
 
     ds = dsc.build(train, model_cfg.dtype, dist.world_size())
-    model = build(ds) if build is not None else build_classifier(model_cfg, ds, num_classes)
+    model = build(ds) if build is not None else build_classifier(model_cfg, ds, num_classes, label_ids)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         engine, *_ = deepspeed.initialize(model=model, config=ds, dist_init_required=False)
@@ -151,6 +178,7 @@ def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int,
     eng.engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client, save_latest=False)
     dist.barrier()
     if dist.is_main():
+        record_checkpoint(ckpt_dir / tag)  # before any pointer names it: a resume checks it
         for pointer in (DS_LATEST, LATEST):  # ours last: it is what a resume trusts
             tmp = ckpt_dir / f".{pointer}.tmp"
             tmp.write_text(tag)
@@ -164,11 +192,17 @@ def save_checkpoint(eng: Engine, ckpt_dir: Path, step: int,
 def load_checkpoint(eng: Engine, ckpt_dir: Path, monitor=None) -> tuple[int, PredictionHistory]:
     """The step to continue from and the prediction buffer as it was then (and the monitor's
     state, restored into it)."""
-    tag = latest_checkpoint(ckpt_dir)
+    tag = resume_tag(ckpt_dir, latest_checkpoint(ckpt_dir))  # its files checked (results.py)
     if tag is None:
         return 0, PredictionHistory()
-    _, client = eng.engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
-                                           load_lr_scheduler_states=True)
+    saved = needs_reshard(ckpt_dir, tag)
+    if saved is not None:  # written on another number of ranks: DeepSpeed's universal checkpoint
+        dist.say(f"checkpoint {tag} was written on {saved} ranks, resuming on "
+                 f"{dist.world_size()}: converting it to a universal checkpoint")
+        client = load_resharded(eng.engine, ckpt_dir, tag, saved)
+    else:
+        _, client = eng.engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                               load_lr_scheduler_states=True)
     if monitor is not None:
         monitor.load(client.get("monitor"))
     return int(client["step"]), PredictionHistory(client.get("prediction_history", []))

@@ -6,12 +6,14 @@ it. The config is snapshotted (resolved, overrides applied) under results/<name>
 sweep is started, so queued jobs run what was planned even if the YAML is edited meanwhile. What
 was started is recorded in results/<name>/sweep/jobs.json (job id or local exit code, log file),
 which `w2s status` reads and a rerun of `w2s sweep` consults to submit only what is missing.
+Both are checked before they are read: a snapshot is named by the hash of its content, and the
+job book carries its own SHA-256 (integrity.seal); a damaged one is named in one line and
+rewritten (a snapshot) or started afresh (the book: the runs' DONE records decide what is done;
+a job still running that the book forgot is kept from training twice by the run's lock).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import signal
@@ -24,16 +26,18 @@ from typing import Iterable, Optional
 
 import yaml
 
-from w2s_scale import slurm
+from w2s_scale import costs, integrity, packing, slurm
+from w2s_scale.catalogue import lookup
 from w2s_scale.config import Resources, SweepConfig
 from w2s_scale.errors import ConfigError
 from w2s_scale.preflight import preflight_runs
 from w2s_scale.processes import handling
 from w2s_scale.files import atomic_write
-from w2s_scale.sweep import SweepRun, describe, disk_state, resources_text, sweep_dir
+from w2s_scale.sweep import SweepRun, damage, describe, disk_state, resources_text, sweep_dir
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_SCRIPT = REPO / "slurm" / "run.sbatch"
+PACK_SCRIPT = REPO / "slurm" / "pack.sbatch"  # several runs of one job, one after another
 REPORT_SCRIPT = REPO / "slurm" / "report.sbatch"
 
 
@@ -48,7 +52,11 @@ def snapshot(cfg: SweepConfig) -> Path:
     # only what was set: catalogue defaults apply to the fields a config leaves unset, so
     # writing the defaults out would change what a reloaded config means (and its run hashes)
     text = yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
-    path = sweep_dir(cfg) / "sweep" / f"config.{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    path = sweep_dir(cfg) / "sweep" / f"config.{integrity.text_hash(text)}.yaml"
+    if path.exists() and integrity.text_hash(path.read_text(errors="replace")) != path.name.split(".")[1]:
+        say(f"{path}: changed since it was written (its name is the hash of its content); "
+            f"written again")
+        atomic_write(path, text)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
@@ -62,7 +70,15 @@ class JobBook:
         self.path = sweep_dir(cfg) / "sweep" / "jobs.json"
         self.entries: dict[str, dict] = {}
         if self.path.exists():
-            self.entries = json.loads(self.path.read_text())
+            entries, problem = integrity.unseal(self.path.read_text(errors="replace"))
+            if problem is None and not (isinstance(entries, dict)
+                                        and all(isinstance(e, dict) for e in entries.values())):
+                problem = "not a mapping of run keys to job entries"
+            if problem is not None:
+                say(f"{self.path}: {problem}; not trusted, starting a new job book (what is done "
+                    f"is read from the runs' DONE records)")
+            else:
+                self.entries = entries
 
     def get(self, run: SweepRun) -> Optional[dict]:
         entry = self.entries.get(run.key)
@@ -71,7 +87,7 @@ class JobBook:
     def put(self, run: SweepRun, **entry) -> None:
         self.entries[run.key] = {"hash": run.plan.hash, "time": round(time.time()), **entry}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, json.dumps(self.entries, indent=1) + "\n")
+        atomic_write(self.path, integrity.seal(self.entries))
 
 
 def log_path(cfg: SweepConfig, run: SweepRun, suffix: str) -> Path:
@@ -276,10 +292,14 @@ def node_launcher(cfg: SweepConfig, run: SweepRun) -> str:
     return run.resources.launcher or ("none" if slurm_world_size(cfg, run) == 1 else "torchrun")
 
 
-def sbatch_options(cfg: SweepConfig, run: SweepRun, log: Path, extra: Iterable[str] = ()) -> list[str]:
+def sbatch_options(cfg: SweepConfig, run: SweepRun, log: Path, extra: Iterable[str] = (),
+                   time: Optional[str] = None, name: Optional[str] = None) -> list[str]:
+    """`time`: the job's limit (packing.slurm_time); None: resources.time as written, or the cap
+    (max_job_time) where it is `auto`."""
     res = run.resources
-    opts = [f"--job-name=w2s-{cfg.name}-{run.key.replace('/', '-')}", f"--nodes={res.nodes}",
-            "--ntasks-per-node=1", f"--time={res.time}", f"--output={log}", "--open-mode=append"]
+    time = time or (res.time if res.time != packing.AUTO else res.max_job_time)
+    opts = [f"--job-name=w2s-{cfg.name}-{(name or run.key).replace('/', '-')}", f"--nodes={res.nodes}",
+            "--ntasks-per-node=1", f"--time={time}", f"--output={log}", "--open-mode=append"]
     if res.signal_before_s:
         opts.append(f"--signal=USR1@{res.signal_before_s}")
     if res.gpus_per_node:
@@ -291,10 +311,32 @@ def sbatch_options(cfg: SweepConfig, run: SweepRun, log: Path, extra: Iterable[s
     return opts + list(res.sbatch) + list(extra)
 
 
-def script_args(cfg: SweepConfig, run: SweepRun, config: Path, redo: bool = False) -> list[str]:
+def launcher_args(cfg: SweepConfig, run: SweepRun) -> list[str]:
     return [f"--launcher={node_launcher(cfg, run)}",
-            f"--nproc-per-node={ranks_per_node(cfg, run.resources)}", f"--rdzv={run.resources.rdzv}",
-            "--", *run_command(config, run, redo)]
+            f"--nproc-per-node={ranks_per_node(cfg, run.resources)}", f"--rdzv={run.resources.rdzv}"]
+
+
+def script_args(cfg: SweepConfig, run: SweepRun, config: Path, redo: bool = False) -> list[str]:
+    return [*launcher_args(cfg, run), "--", *run_command(config, run, redo)]
+
+
+def pack_args(cfg: SweepConfig, runs: list[SweepRun], config: Path, redo: bool = False) -> list[str]:
+    """slurm/pack.sbatch's arguments: the launcher's, then the log folder (each run logs to
+    <folder>/<key with . for />.<job id>.out, as log_path names it), the config and the keys."""
+    logs = log_path(cfg, runs[0], "x").parent
+    return [*launcher_args(cfg, runs[0]), "--", str(logs), str(config), *(["--redo"] if redo else []),
+            *(run.key for run in runs)]
+
+
+def run_estimates(cfg: SweepConfig, runs: list[SweepRun]) -> dict[str, Optional[float]]:
+    """Each run's estimated wall seconds (costs.py), None where there is none; estimated only
+    where a limit is derived from it (resources.time auto)."""
+    auto = [r for r in runs if r.resources.time == packing.AUTO and lookup(r.plan.model.name)]
+    out: dict[str, Optional[float]] = {r.key: None for r in runs}
+    if auto:
+        for cost in costs.sweep_costs(cfg, auto):
+            out[cost.key] = None if cost.wall_hours is None else cost.wall_hours * 3600.0
+    return out
 
 
 def submit_env() -> dict[str, str]:
@@ -313,17 +355,19 @@ def _shell(cmd: list[str]) -> str:
 
 def submit_slurm(cfg: SweepConfig, runs: list[SweepRun], extra: Iterable[str] = (),
                  dry_run: bool = False, report_job: bool = True, redo: bool = False) -> dict[str, str]:
-    """Submit every run that is neither done nor queued/running, each depending (afterok) on the
-    jobs of its dependencies that are not done yet. Returns {run key: job id} of the runs that
-    have a live or new job. Dry run: prints the sbatch commands instead (job ids as <key>)."""
+    """Submit every run that is neither done nor queued/running, packed into jobs (packing.py),
+    each job depending (afterok) on the jobs of the runs it reads that are not done yet. Returns
+    {run key: job id} of the runs that have a live or new job. Dry run: prints the job count and
+    the sbatch commands instead (new jobs' ids as <job N>)."""
     config = snapshot(cfg) if not dry_run else Path("<snapshot of the config>")
     book = JobBook(cfg)
     env = submit_env()
     recorded = {run.key: book.get(run) for run in runs}
     live_ids = [e["job_id"] for e in recorded.values() if e and e.get("executor") == "slurm"]
     infos = slurm.job_states(live_ids, env=env) if live_ids and not dry_run else {}
-    job_of: dict[str, str] = {}
-    new = []
+    by_key = {r.key: r for r in runs}
+    live: dict[str, str] = {}
+    todo: list[SweepRun] = []
     for run in runs:
         state = disk_state(run)
         if state == "done" and not redo:
@@ -335,37 +379,65 @@ def submit_slurm(cfg: SweepConfig, runs: list[SweepRun], extra: Iterable[str] = 
         if entry and entry.get("executor") == "slurm":
             info = infos.get(entry["job_id"])
             if info is not None and not info.finished and info.state != "UNKNOWN":
-                job_of[run.key] = entry["job_id"]
+                live[run.key] = entry["job_id"]
                 continue
-        missing_deps = [d for d in run.deps if d not in job_of and
-                        disk_state(next(r for r in runs if r.key == d)) != "done"]
+        planned = {r.key for r in todo}
+        missing_deps = [d for d in run.deps if d not in live and d not in planned
+                        and disk_state(by_key[d]) != "done"]
         if missing_deps:
             say(f"{run.key}: not submitted, its dependency {missing_deps[0]} cannot run")
             continue
-        deps = [job_of[d] for d in run.deps if d in job_of]
-        log = log_path(cfg, run, "%j.out")
-        options = sbatch_options(cfg, run, log, extra)
-        args = script_args(cfg, run, config, redo)
+        todo.append(run)
+    jobs = packing.plan_jobs(todo, run_estimates(cfg, todo))
+    if dry_run:
+        print(packing.summary(jobs))
+    ids: list[str] = []
+    job_of = dict(live)
+    for n, job in enumerate(jobs):
+        deps = sorted({live[d] for run in job.runs for d in run.deps if d in live})
+        deps += [ids[i] for i in sorted(job.after)]
+        first, time = job.runs[0], packing.slurm_time(job.limit_s)
+        if job.packed:
+            script, args = PACK_SCRIPT, pack_args(cfg, job.runs, config, redo)
+            log = (sweep_dir(cfg) / "sweep" / "logs" / "pack.%j.out").resolve()
+            options = sbatch_options(cfg, first, log, extra, time,
+                                     name=f"{first.key}-and-{len(job.runs) - 1}-more")
+        else:
+            script, args = RUN_SCRIPT, script_args(cfg, first, config, redo)
+            log = log_path(cfg, first, "%j.out")
+            options = sbatch_options(cfg, first, log, extra, time)
         if dry_run:
             dep = f" --dependency=afterok:{':'.join(deps)} --kill-on-invalid-dep=yes" if deps else ""
-            print(f"  sbatch {_shell(options)}{dep} {RUN_SCRIPT.relative_to(REPO)} {_shell(args)}")
-            job_of[run.key] = f"<{run.key}>"
+            print(f"  sbatch {_shell(options)}{dep} {script.relative_to(REPO)} {_shell(args)}")
+            ids.append(f"<job{n + 1}>")
             continue
         log.parent.mkdir(parents=True, exist_ok=True)
-        job = slurm.submit(RUN_SCRIPT, args, options, deps, env=env)
-        job_of[run.key] = job
-        new.append(job)
-        book.put(run, executor="slurm", job_id=job, log=str(log).replace("%j", job),
-                 deps=deps, world_size=slurm_world_size(cfg, run))
-        say(f"{run.key}: job {job}" + (f" after {', '.join(deps)}" if deps else ""))
-    if report_job and new and not dry_run:
+        job_id = slurm.submit(script, args, options, deps, env=env)
+        ids.append(job_id)
+        for position, run in enumerate(job.runs, 1):
+            job_of[run.key] = job_id
+            where = {"pack": len(job.runs), "position": position} if job.packed else {}
+            book.put(run, executor="slurm", job_id=job_id, deps=deps, time=time,
+                     log=str(log_path(cfg, run, f"{job_id}.out") if job.packed else log).replace("%j", job_id),
+                     world_size=slurm_world_size(cfg, run), **where)
+        after = f" after {', '.join(deps)}" if deps else ""
+        if job.packed:
+            say(f"job {job_id}: {len(job.runs)} runs, limit {time}{after}")
+            for run in job.runs:
+                say(f"{run.key}: job {job_id} (packed)")
+        else:
+            say(f"{first.key}: job {job_id}{after}")
+    if jobs and not dry_run:
+        say(packing.summary(jobs))
+    new = ids if not dry_run else []
+    if report_job and new:
         res = cfg.resources
         options = [f"--job-name=w2s-{cfg.name}-report", "--nodes=1", "--ntasks=1", "--time=00:30:00",
                    f"--output={(sweep_dir(cfg) / 'sweep' / 'logs' / 'report.%j.out').resolve()}",
-                   f"--dependency=afterany:{':'.join(job_of.values())}"]
+                   f"--dependency=afterany:{':'.join(dict.fromkeys(job_of.values()))}"]
         options += [f"--{k}={v}" for k, v in (("partition", res.partition), ("account", res.account)) if v]
-        job = slurm.submit(REPORT_SCRIPT, ["--config", str(config)], options, env=env)
-        say(f"summary and plots: job {job}, when all runs have ended")
+        job_id = slurm.submit(REPORT_SCRIPT, ["--config", str(config)], options, env=env)
+        say(f"summary and plots: job {job_id}, when all runs have ended")
     return job_of
 
 
@@ -429,6 +501,10 @@ def sweep_status(cfg: SweepConfig, runs: list[SweepRun]) -> list[RunStatus]:
         if state == "done":
             out.append(RunStatus(run, "done"))
             continue
+        if state == "damaged":
+            out.append(RunStatus(run, "damaged", f"{run.plan.dir}: {damage(run)}; not trusted, "
+                                                 f"rerun the sweep to redo it"))
+            continue
         if state == "conflict":
             out.append(RunStatus(run, "conflict", f"{run.plan.dir} holds a run finished with other "
                                                   f"settings; change `name` or `results_dir`, or pass --redo"))
@@ -468,6 +544,10 @@ def _slurm_status(run, entry, info, by_key, entries, infos, resume) -> RunStatus
     if info is None or info.state == "UNKNOWN":
         return RunStatus(run, "failed", f"job {job} is no longer known to Slurm and left no result"
                                         f"{resume}; rerun the sweep to resubmit")
+    if entry.get("pack"):
+        packed = _packed_status(run, entry, info, by_key, resume)
+        if packed is not None:
+            return packed
     if not info.finished:
         if info.state == "PENDING":
             return RunStatus(run, "queued", f"job {job} pending ({info.reason or 'queued'})")
@@ -491,6 +571,28 @@ def _slurm_status(run, entry, info, by_key, entries, infos, resume) -> RunStatus
                      f"job {job} {info.state.lower()}{code}: {why(entry.get('log'))}{resume}")
 
 
+def _packed_status(run, entry, info, by_key, resume) -> Optional[RunStatus]:
+    """A run sharing its job with others (slurm/pack.sbatch): where it stands in the job, read
+    from its own log and the runs it reads; None where the job's state says it all."""
+    job, where = entry["job_id"], f"run {entry.get('position')} of {entry['pack']} in job {entry['job_id']}"
+    started = Path(entry.get("log") or "").is_file()
+    if info.state == "PENDING":
+        return RunStatus(run, "queued", f"{where}, pending ({info.reason or 'queued'}){resume}")
+    if not info.finished:
+        if started:
+            return RunStatus(run, "running", f"{where}{resume}")
+        return RunStatus(run, "queued", f"{where}, after the runs before it")
+    if info.state != "COMPLETED":
+        return None
+    # a packed job ends with 0 whatever its runs did: each run is judged by itself
+    unfinished = next((d for d in run.deps if disk_state(by_key[d]) != "done"), None)
+    if unfinished is not None:
+        return RunStatus(run, "cancelled", f"{where}: its dependency {unfinished} did not finish")
+    if not started:
+        return RunStatus(run, "failed", f"{where}: the job ended before it started; rerun the sweep")
+    return RunStatus(run, "failed", f"{where}: {why(entry.get('log'))}{resume}")
+
+
 def _failed_dep(run, entries, infos) -> Optional[str]:
     for dep in run.deps:
         entry = entries.get(dep)
@@ -505,10 +607,11 @@ def format_status(cfg: SweepConfig, statuses: list[RunStatus]) -> str:
     lines = [describe(cfg, [s.run for s in statuses])]
     for s in statuses:
         lines.append(f"  {s.run.key.ljust(width)}  {s.state:<11} {s.detail}".rstrip())
-    order = ["done", "running", "queued", "partial", "not started", "failed", "cancelled", "conflict"]
+    order = ["done", "running", "queued", "partial", "not started", "damaged", "failed", "cancelled",
+             "conflict"]
     counts = {state: sum(s.state == state for s in statuses) for state in order}
     lines.append("  " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
-    if any(s.state in ("failed", "cancelled", "not started", "partial") for s in statuses):
+    if any(s.state in ("failed", "cancelled", "not started", "partial", "damaged") for s in statuses):
         lines.append("  rerun `w2s sweep` with the same config to run/resubmit only what is missing")
     return "\n".join(lines)
 
@@ -520,11 +623,13 @@ def format_plan(cfg: SweepConfig, runs: list[SweepRun], executor: str, world_siz
     reused = sum(s == "done" for s in states.values())
     lines = [describe(cfg, runs),
              f"executor {executor}: {reused} reused (done), {len(runs) - reused} to run"]
-    words = {"done": "reused", "partial": "resume", "missing": "run", "conflict": "CONFLICT"}
+    words = {"done": "reused", "partial": "resume", "missing": "run", "conflict": "CONFLICT",
+             "damaged": "redo"}
     for run in runs:
         needs = ", ".join(f"{d} ({'done' if states[d] == 'done' else 'pending'})" for d in run.deps) or "-"
         where = resources_text(run.resources, world_size(run)) if executor == "slurm" else f"{world_size(run)} rank(s)"
-        lines.append(f"  {words[states[run.key]]:<8} {run.key.ljust(width)}  needs {needs}; {where}")
+        why = f" (damaged: {damage(run)})" if states[run.key] == "damaged" else ""
+        lines.append(f"  {words[states[run.key]]:<8} {run.key.ljust(width)}  needs {needs}; {where}{why}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ which comes back to the `w2s` command on every rank with PREFLIGHT_PASSED_ENV se
 launcher started by itself (torchrun or deepspeed run by hand, a Slurm node's launch/slurm_node.py)
 have no such mark: each runs the same preflight before any collective, so a mistake stops each
 rank alone with one line from rank 0. Then every rank joins the process group and does its work;
-a stop signal ends it with a checkpoint and exit 75.
+a stop signal (SIGUSR1, SIGTERM, Ctrl-C) ends it with a checkpoint and exit 75.
 """
 from __future__ import annotations
 
@@ -19,15 +19,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
 from w2s_scale import distributed as dist
 from w2s_scale.config import LaunchConfig
-from w2s_scale.engine import RunStopped
+from w2s_scale.engine import RunStopped, StopFlag
+from w2s_scale.environment import check_environment
 from w2s_scale.errors import ConfigError, UserError
-from w2s_scale.processes import (EXIT_STOPPED, STATUS_ENV, descendants, heartbeat, rank_beacon,
-                                 watch_ranks)
+from w2s_scale.processes import (EXIT_INTERRUPTED, EXIT_STOPPED, RESEND_EVERY_S, STATUS_ENV,
+                                 descendants, heartbeat, rank_beacon, record_signal, watch_ranks)
 
 RANK_ENTRY = Path(__file__).resolve().parent.parent / "launch" / "rank.py"
 # set by `w2s` for the ranks it launches after its preflight passed (they skip repeating it)
@@ -48,11 +50,13 @@ def launch(args: argparse.Namespace, launch_cfg: LaunchConfig, preflight: Callab
     launcher = args.launcher or launch_cfg.launcher
     nproc = args.nproc or launch_cfg.nproc  # --nproc is >= 1 when given (cli_args.positive_int)
     if not in_rank():
+        check_environment(nproc)  # caches it writes, the devices it names
         preflight(nproc)
         check_launcher(launcher, nproc)
         if launcher != "none":
             return relaunch(args, launcher, nproc)
     elif os.environ.get(PREFLIGHT_PASSED_ENV) != "1":
+        check_environment(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         preflight(dist.world_size())
     return run_until_stopped(work)
 
@@ -96,20 +100,45 @@ def relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
     # which would die of it; the ranks install their own handler (engine.StopFlag).
     child = subprocess.Popen(cmd, env=env, start_new_session=True,
                              preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
+    requested: list[str] = []      # the stop signals received, in order
+    exited = threading.Event()
+
+    def signal_ranks(sent: int) -> None:
+        # the launchers start ranks in process groups of their own: each process is signalled
+        for pid in [child.pid, *descendants(child.pid)]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sent)
+
+    def resend() -> None:
+        while not exited.wait(RESEND_EVERY_S):
+            signal_ranks(signal.SIGUSR1)
 
     def forward(signum, _frame):
-        # SIGTERM means "stop soon" too: the ranks get SIGUSR1, checkpoint and exit 75. The
-        # launchers start ranks in process groups of their own, so each process is signalled.
-        sent = signal.SIGUSR1 if signum == signal.SIGTERM else signum
-        for pid in [child.pid, *descendants(child.pid)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sent)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and requested:  # a second Ctrl-C: now, without a checkpoint
+            requested.append(name)
+            signal_ranks(signal.SIGKILL)
+            return
+        # SIGTERM and SIGINT mean "stop soon" too: every request reaches the ranks as SIGUSR1,
+        # which the launcher ignores (it would kill its ranks on SIGTERM, and print a traceback
+        # on SIGINT), with the name of the signal received beside the status file
+        record_signal(status_file, name)
+        signal_ranks(signal.SIGUSR1)
+        if not requested:
+            threading.Thread(target=resend, daemon=True, name="w2s-stop-resend").start()
+        requested.append(name)
 
     for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
     code, failure = watch_ranks(child, status_file, dist.collective_timeout_s())
+    exited.set()
     outcome = status_file.read_text().strip()
     status_file.unlink(missing_ok=True)
+    if requested.count("SIGINT") > 1 and outcome != "stopped":
+        print("w2s: interrupted by a second SIGINT: the ranks were stopped at once, without a "
+              "checkpoint; rerun the same command to resume from the last one", file=sys.stderr,
+              flush=True)
+        return EXIT_INTERRUPTED
     if outcome == "stopped":
         return EXIT_STOPPED
     if code != 0 and failure:
@@ -119,19 +148,36 @@ def relaunch(args: argparse.Namespace, launcher: str, nproc: int) -> int:
 
 def run_until_stopped(work: Callable[[], None]) -> int:
     """Join the process group and call `work()` on this rank. A stop signal ends it with a
-    checkpoint: exit 75, and rank 0 tells the parent process so (see processes.STATUS_ENV)."""
+    checkpoint: exit 75, and rank 0 says so in one line naming the signal. Under a launcher
+    that `w2s` or launch/slurm_node.py started (processes.STATUS_ENV set), each node's first
+    rank tells that process "stopped" and the ranks exit 0, so that the launcher, which takes
+    any non-zero exit for a failure, prints no traceback; the process above exits 75."""
+    with StopFlag():  # a stop while a run loads or predicts is kept for the next step boundary
+        return _run_rank(work)
+
+
+def _run_rank(work: Callable[[], None]) -> int:
     dist.init()
     beacon = rank_beacon(dist.rank())  # what this rank is doing, for the parent (watch_ranks)
     beating = heartbeat(beacon, dist.collective_timeout_s()) if beacon else None
+    status = os.environ.get(STATUS_ENV)
     try:
         work()
         code = 0
     except RunStopped as stop:
         if dist.is_main():
             print(f"w2s: {stop}", file=sys.stderr, flush=True)
-            if os.environ.get(STATUS_ENV):
-                Path(os.environ[STATUS_ENV]).write_text("stopped")
-        code = EXIT_STOPPED
+        if status and dist.local_rank() == 0:
+            Path(status).write_text("stopped")
+        code = 0 if status else EXIT_STOPPED
+    except KeyboardInterrupt:  # a second Ctrl-C on a rank of its own: now, no checkpoint
+        if beacon:
+            beacon.write_text(f"{os.getpid()} reported")
+        if dist.is_main():
+            print("w2s: interrupted by a second SIGINT: stopped at once, without a checkpoint; "
+                  "rerun the same command to resume from the last one", file=sys.stderr, flush=True)
+        dist.shutdown(clean=False)
+        return EXIT_INTERRUPTED
     except BaseException as err:
         if beacon and isinstance(err, UserError):  # those the rank reports itself
             beacon.write_text(f"{os.getpid()} reported")

@@ -9,6 +9,7 @@ one line. The typed sections themselves are w2s_scale/config.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from w2s_scale.config import (ExperimentConfig, SweepConfig, experiment_for, fro
 from w2s_scale.data.images import IMAGE_DATASETS
 from w2s_scale.data.sources import DATASETS
 from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorten
+from w2s_scale.integrity import text_hash
 from w2s_scale.losses import LOSSES, check_params
 from w2s_scale.preflight import check_settings
 
@@ -73,6 +75,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+# executors.snapshot: results/<name>/sweep/config.<first 12 hex of its SHA-256>.yaml
+SNAPSHOT_NAME = re.compile(r"config\.([0-9a-f]{12})\.yaml")
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping of sections; every way it can fail is one line."""
     path = Path(path)
@@ -90,6 +96,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigFileError(f"config file {path} cannot be read ({err.strerror}); check the "
                               f"path and its permissions") from None
+    snapshot = SNAPSHOT_NAME.fullmatch(path.name)
+    if snapshot and path.parent.name == "sweep" and text_hash(text) != snapshot.group(1):
+        raise ConfigFileError(f"config file {path} is a sweep's snapshot that changed since it was "
+                              f"written (its name is the hash of its content); run `w2s sweep -c "
+                              f"YOUR_CONFIG.yaml` again to write it afresh")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:

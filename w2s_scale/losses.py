@@ -716,3 +716,20 @@ LOSSES.update({
                     "symmetric cross-entropy alpha CE + beta RCE (Wang et al. 2019)",
                     ranges={"alpha": "[0, inf)", "beta": "[0, inf)", "log_zero": "(-inf, 0)"}),
 })
+
+
+# --------------------------------------------------------------------------- hard weak labels
+# The automated-W2S testbed (2026) trains its vanilla student on the weak model's most likely
+# label, not on its distribution: cross-entropy against the argmax of the weak labels.
+
+def xent_hard_loss(logits: torch.Tensor, targets: torch.Tensor, step_frac: float = 0.0,
+                   stats: Optional[GlobalBatchStats] = None) -> torch.Tensor:
+    """Cross-entropy against the one-hot argmax of the soft targets (a tie goes to the lowest
+    class, as torch.argmax and Python's list.index(max) both choose)."""
+    z, y = _prep(logits, targets)
+    hard = F.one_hot(y.argmax(dim=-1), z.shape[1]).to(z.dtype)
+    return _soft_ce(F.log_softmax(z, dim=-1), hard).mean()
+
+
+LOSSES["xent_hard"] = LossSpec(xent_hard_loss, False, {},
+                               "cross-entropy against the weak labels' argmax (hard labels)")

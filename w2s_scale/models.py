@@ -7,12 +7,12 @@ output (encoders). Works under ZeRO-3, where parameters are partitioned as they 
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from w2s_scale import assets
+from w2s_scale import assets, hub
 from w2s_scale.catalogue import lookup
 from w2s_scale.config import ModelConfig
 from w2s_scale.errors import ModelError, shorten  # noqa: F401
@@ -27,6 +27,7 @@ LORA_TARGETS = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "bert": ["query", "key", "value", "dense"],
     "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
@@ -46,6 +47,7 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
     name = resolve_name(cfg.tokenizer or cfg.name)
+    hub.ensure_reachable(name)  # a hub that drops packets: seconds, not an endless wait
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
@@ -62,6 +64,7 @@ def load_hf_config(cfg: ModelConfig):
     from transformers import AutoConfig
 
     name = resolve_name(cfg.name)
+    hub.ensure_reachable(name)
     try:
         entry = lookup(cfg.name) if cfg.init == "random" else None
         # a random-initialised catalogue model needs only its architecture: no download
@@ -84,6 +87,9 @@ def load_hf_config(cfg: ModelConfig):
 
 
 def head_mode(cfg: ModelConfig, hf_config) -> str:
+    if cfg.head == "label_tokens" and hf_config.model_type not in CAUSAL_TYPES:
+        raise ModelError(f"model.head: label_tokens reads a causal LM's own LM head; "
+                         f"{shorten(cfg.name)} is a {hf_config.model_type} model; use head: auto")
     if cfg.head != "auto":
         return cfg.head
     return "last_token" if hf_config.model_type in CAUSAL_TYPES else "pooled"
@@ -97,7 +103,8 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 class Classifier(nn.Module):
     """Backbone (HF base model, optionally with LoRA) + linear head over the task's K classes
-    (two by default)."""
+    (two by default). Mode `label_tokens`: the head holds the LM head's rows of the K label words
+    (w2s_scale/prompts.py), read at the last real token like `last_token`."""
 
     def __init__(self, backbone: nn.Module, hidden_size: int, mode: str, num_classes: int = 2):
         super().__init__()
@@ -178,21 +185,37 @@ def load_weights(auto, cfg: ModelConfig, hf_config) -> nn.Module:
 
 
 def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None,
-                     num_classes: int = 2) -> Classifier:
+                     num_classes: int = 2, label_ids: Optional[Sequence[int]] = None) -> Classifier:
     """Load the backbone and add a head of `num_classes` outputs (the task's K); `ds_config` (the
     resolved DeepSpeed config) must be given for ZeRO-3 so that the weights are partitioned while
-    they load (no rank holds them all)."""
-    from transformers import AutoModel
+    they load (no rank holds them all). head: label_tokens needs `label_ids`, the label words'
+    first tokens (w2s_scale/prompts.py): the head starts as the LM head's rows of those tokens."""
+    from transformers import AutoModel, AutoModelForCausalLM
 
     hf_config = load_hf_config(cfg)
     dtype = DTYPES[cfg.dtype]
+    mode = head_mode(cfg, hf_config)
+    if mode == "label_tokens" and (label_ids is None or len(label_ids) != num_classes):
+        raise ModelError(f"model.head: label_tokens needs one label token per class ({num_classes}); "
+                         f"got {label_ids}")
     keep_alive = None
     if ds_config and ds_config.get("zero_optimization", {}).get("stage") == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
         # transformers partitions weights at load time while this object is alive
         keep_alive = HfDeepSpeedConfig(ds_config)
-    backbone = load_weights(AutoModel, cfg, hf_config)
+    lm_head = None
+    if mode == "label_tokens":
+        # the LM's decoder is the same module AutoModel loads (same weight names, so saved folders
+        # reload with AutoModel); its LM head only lends the label words' rows to our head
+        language_model = load_weights(AutoModelForCausalLM, cfg, hf_config)
+        backbone, lm_head = language_model.base_model, language_model.get_output_embeddings()
+        if getattr(lm_head, "bias", None) is not None:
+            raise ModelError(f"model.head: label_tokens: the LM head of {shorten(cfg.name)} has a "
+                             f"bias, which the label-token head does not carry; use head: auto")
+        del language_model
+    else:
+        backbone = load_weights(AutoModel, cfg, hf_config)
     if cfg.gradient_checkpointing:
         # reentrant checkpointing: the non-reentrant one crashes with peft + ZeRO-3 (DeepSpeed #4332)
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
@@ -205,11 +228,38 @@ def build_classifier(cfg: ModelConfig, ds_config: Optional[dict] = None,
         # reentrant checkpointing needs an input that requires grad, else no gradient flows
         backbone.enable_input_require_grads()
     with zero_init_context(ds_config):
-        model = Classifier(backbone, hf_config.hidden_size, head_mode(cfg, hf_config), num_classes)
+        model = Classifier(backbone, hf_config.hidden_size, mode, num_classes)
     model.head.to(dtype)
-    zero_init_head(model.head)
+    if lm_head is not None:
+        copy_label_rows(model.head, lm_head, label_ids)
+        # LoRA leaves the LM head as it is (peft trains the adapters only), so the label rows
+        # stay frozen too; full fine-tuning trains them, as it trains the LM head
+        model.head.weight.requires_grad_(not cfg.lora.enabled)
+    else:
+        zero_init_head(model.head)
     del keep_alive
     return model
+
+
+def copy_label_rows(head: nn.Linear, lm_head: nn.Module, label_ids: Sequence[int]) -> None:
+    """head.weight = the LM head's rows of `label_ids`, under any ZeRO stage: both are gathered
+    (ZeRO-3 partitions them; an in-place write to a partition does nothing), rank 0 writes and
+    DeepSpeed re-partitions what it wrote."""
+    source, target = lm_head.weight, head.weight
+    rows = torch.as_tensor(list(label_ids), dtype=torch.long)
+    if hasattr(source, "ds_id") or hasattr(target, "ds_id"):
+        import deepspeed
+
+        gather_source = deepspeed.zero.GatheredParameters([source] if hasattr(source, "ds_id") else [])
+        gather_target = deepspeed.zero.GatheredParameters([target] if hasattr(target, "ds_id") else [],
+                                                          modifier_rank=0)
+        with gather_source, gather_target:
+            if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+                with torch.no_grad():
+                    target.copy_(source[rows].to(target.dtype))
+    else:
+        with torch.no_grad():
+            target.copy_(source[rows].to(target.dtype))
 
 
 def lora_targets(cfg: ModelConfig, hf_config) -> list[str]:

@@ -29,9 +29,11 @@ from w2s_scale.labels import execute_stage, read_labels
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
 from w2s_scale.planning import RunPlan, plan_experiment
+from w2s_scale.prompts import label_prompt
 from w2s_scale.report import summarize, write_summary
 from w2s_scale.results import RunDir, finished
 from w2s_scale.saving import save_weights
+from w2s_scale.subsets import subset_metrics, subset_of
 from w2s_scale.tracking import Tracker
 from w2s_scale.vision import ImageInputs
 
@@ -65,7 +67,8 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     started = time.time()
     inputs = run_inputs(cfg, plan)
     data = cfg.data
-    train_set = inputs.encode(gt_examples(splits, plan.train) if plan.kind == "gt" else splits.b)
+    train_set = inputs.encode(gt_examples(splits, plan.train, plan.trains_on) if plan.kind == "gt"
+                              else splits.b)
     k = inputs.num_classes(splits)
     if plan.kind == "gt":
         targets = one_hot(train_set.labels, k)
@@ -91,7 +94,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     eng = inputs.build_engine(total_steps, k)
     with StopFlag() as stop:
         try:
-            if inputs.trains:
+            if inputs.trains and total_steps > 0:  # 0: a zero-shot run (train.epochs: 0)
                 train(eng, train_set, targets, plan.loss, plan.train_seed, run_dir.checkpoints, tracker,
                       stop, monitor)
         except BaseException:
@@ -108,8 +111,12 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
                "n_dropped_overlong": train_set.n_dropped + test_set.n_dropped,
                "steps": total_steps, "world_size": dist.world_size(),
                "seconds": round(time.time() - started, 1)}
+    # the test subsets (the testbed's in- and out-of-distribution sets), where the data name them
+    test_subsets = subset_of(splits.test) if isinstance(splits.test, list) else {}
+    if test_subsets:
+        metrics["subsets"] = subset_metrics(test_set.ids, test_set.labels, test_probs, test_subsets)
     run_dir.write_jsonl("test_predictions.jsonl",
-                        predictions.rows(test_set.ids, test_probs, test_set.labels))
+                        predictions.rows(test_set.ids, test_probs, test_set.labels, test_subsets))
     # every model labels B, so any gt run can serve as a weak teacher and any student as the
     # next one's (strong-to-strong, bootstrapping; see w2s_scale/labels.py)
     b_set = inputs.encode(splits.b)
@@ -122,7 +129,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
         train_probs = b_probs[[row_of[ex_id] for ex_id in train_set.ids]]
         # the run page names its supervisor and how good it was (PGR: added by `w2s report`)
         metrics["weak_model"] = plan.weak.model.short_name
-        metrics["weak_accuracy"] = RunDir(plan.weak.dir, plan.weak.hash).read_json("metrics.json")["accuracy"]
+        metrics["weak_accuracy"] = finished(plan.weak.dir, plan.weak.hash).read_json("metrics.json")["accuracy"]
         metrics["labels"] = plan.label_tag
         metrics.update(_diagnostics(plan, test_set, test_probs, train_probs, targets))
         metrics.update(held_out)
@@ -153,16 +160,20 @@ class TextInputs:
     def __init__(self, cfg: ExperimentConfig, plan: RunPlan):
         self.cfg, self.plan = cfg, plan
         self.tokenizer = load_tokenizer(plan.model)
+        # head: label_tokens: documents go into the model's prompt (w2s_scale/prompts.py)
+        self.prompt = label_prompt(plan.model, cfg.data, self.tokenizer)
 
     def encode(self, examples, tracker=None) -> TokenizedSet:
         data = self.cfg.data
-        return tokenize(examples, self.tokenizer, data.max_length, data.overlong)
+        return tokenize(examples, self.tokenizer, data.max_length, data.overlong, self.prompt)
 
     def num_classes(self, splits) -> int:
         return num_classes(self.cfg.data)
 
     def build_engine(self, total_steps: int, k: int):
-        return build_engine(self.plan.model, self.plan.train, total_steps, self.tokenizer, k)
+        label_ids = self.prompt.word_ids if self.prompt is not None else None
+        return build_engine(self.plan.model, self.plan.train, total_steps, self.tokenizer, k,
+                            label_ids=label_ids)
 
 
 def run_inputs(cfg: ExperimentConfig, plan: RunPlan):
@@ -196,12 +207,14 @@ def weak_targets(plan: RunPlan, train_set: TokenizedSet) -> tuple[TokenizedSet, 
     return kept, np.stack([labelled[ex_id] for ex_id in kept.ids]).astype(np.float32)
 
 
-def gt_examples(splits: Splits, train_cfg: TrainConfig):
-    """What a ground-truth run trains on: A, or its first train.gt_n_train documents (up to the
-    end of the group of related rows the last one belongs to: A keeps groups contiguous)."""
+def gt_examples(splits: Splits, train_cfg: TrainConfig, part: str = "a"):
+    """What a ground-truth run trains on: A (B for a ceiling the dataset puts on B, the
+    testbed's), or its first train.gt_n_train documents (up to the end of the group of related
+    rows the last one belongs to: A keeps groups contiguous)."""
+    examples = splits.b if part == "b" else splits.a
     if train_cfg.gt_n_train is None:
-        return splits.a
-    return splits.a[:cut_at_group(splits.a, train_cfg.gt_n_train, group_of)]
+        return examples
+    return examples[:cut_at_group(examples, train_cfg.gt_n_train, group_of)]
 
 
 def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,
@@ -211,7 +224,7 @@ def _diagnostics(plan: RunPlan, test_set: TokenizedSet, test_probs: np.ndarray,
     the label source when it scored test (a student before it, in s2s and bootstrap chains);
     label stages (ensembles, probes) label B only, so on test it is their weak model."""
     teacher = plan.source if plan.source is not None and plan.source.kind in ("gt", "transfer") else plan.weak
-    weak_probs = {r["id"]: predictions.probs_of(r) for r in RunDir(teacher.dir, teacher.hash).read_jsonl(
+    weak_probs = {r["id"]: predictions.probs_of(r) for r in finished(teacher.dir, teacher.hash).read_jsonl(
         "test_predictions.jsonl")}
     both = [i for i, ex_id in enumerate(test_set.ids) if ex_id in weak_probs]
     weak_test = np.stack([weak_probs[test_set.ids[i]] for i in both]).astype(np.float64)

@@ -42,6 +42,8 @@ def split_identity(data) -> tuple:
     of A / B (data/groups.py) were cut row by row before, so their runs' hashes change; every other
     dataset's hash stays as it was."""
     source = DATASETS.get(data.dataset)
+    if source is not None and source.fixed_parts:  # A and B are given files, not cut
+        return (("split", "given"),)
     return (("split", "grouped"),) if source is not None and source.group_by is not None else ()
 
 
@@ -57,9 +59,11 @@ def held_out_tag(train_cfg: TrainConfig) -> str:
 def pretrained_only(model: ModelConfig) -> ModelConfig:
     """The model as loaded, before any fine-tuning: no adapters, nothing frozen or saved (LoRA
     adapters start at zero, so they would not change the activations anyway)."""
+    # a label-token model's activations are its decoder's, of the document without the prompt
+    head = {"head": "auto", "label_tokens": None} if model.head == "label_tokens" else {}
     return model.model_copy(update={"lora": LoraConfig(), "linear_probe": False,
                                     "gradient_checkpointing": False, "save": "none",
-                                    "train": {}, "label": None})
+                                    "train": {}, "label": None, **head})
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class RunPlan:
     stage: Any = field(default=None, compare=False)  # a stage's settings (LabelsConfig, layer)
     label_tag: str = "weak"          # transfer: where its labels come from, for tables
     seed_offset: int = 0             # gt run of an ensemble member: trains with seed + offset
+    # gt runs: the part whose ground truth it trains on; "b" only for a strong ceiling of a
+    # dataset whose ceiling trains on B (the automated-W2S testbed's, DatasetSource.ceiling_on)
+    trains_on: Literal["a", "b"] = "a"
 
     @property
     def train_seed(self) -> int:
@@ -105,16 +112,29 @@ def seed_dir(cfg: ExperimentConfig, seed: int) -> Path:
     return Path(cfg.results_dir) / cfg.name / cfg.data.dataset / f"seed{seed}"
 
 
-def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int, seed_offset: int = 0) -> RunPlan:
+def ceiling_part(data) -> Literal["a", "b"]:
+    """The part a strong ceiling trains on: A (the reference's), or B where the dataset says so
+    (the automated-W2S testbed's: the ground truth of the documents the students learn from)."""
+    source = DATASETS.get(data.dataset)
+    return source.ceiling_on if source is not None else "a"
+
+
+def plan_gt(cfg: ExperimentConfig, model: ModelConfig, seed: int, seed_offset: int = 0,
+            ceiling: bool = False) -> RunPlan:
+    """The run of `model` on ground truth: on A (a weak model's, and the ceiling's unless the
+    dataset puts the ceiling on B); `ceiling`: the run that serves as a strong model's ceiling."""
     # early stopping and the ground-truth curve hold out slices of B: transfer runs only
     train_cfg = train_for(cfg, model).model_copy(update={"early_stopping": None, "gt_curve": None})
-    name = f"gt-{model.short_name}" + (f"-seed+{seed_offset}" if seed_offset else "")
-    # an offset enters the hash only when set: the hashes of existing gt runs stay as they were
+    trains_on = ceiling_part(cfg.data) if ceiling else "a"
+    name = (f"gt-{model.short_name}" + (f"-seed+{seed_offset}" if seed_offset else "")
+            + ("-on-b" if trains_on == "b" else ""))
+    # an offset and the part enter the hash only when set: existing gt runs keep their hashes
     offset = (("seed_offset", seed_offset),) if seed_offset else ()
+    part = (("trains_on", "b"),) if trains_on == "b" else ()
     return RunPlan(name=name, kind="gt", model=model, train=train_cfg, loss=GT_LOSS, seed=seed,
-                   dir=seed_dir(cfg, seed) / name, seed_offset=seed_offset,
+                   dir=seed_dir(cfg, seed) / name, seed_offset=seed_offset, trains_on=trains_on,
                    hash=stable_hash("gt", *results_identity(model, train_cfg), cfg.data, seed, *offset,
-                                    *split_identity(cfg.data)))
+                                    *split_identity(cfg.data), *part))
 
 
 def plan_transfer(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig, loss: LossConfig,
@@ -144,12 +164,17 @@ def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
     plans: dict[Path, RunPlan] = {}
     for seed in cfg.seeds:
         weak = plan_gt(cfg, cfg.weak, seed)
-        strong = plan_gt(cfg, cfg.strong, seed)
+        strong = plan_gt(cfg, cfg.strong, seed, ceiling=True)
         named = {"weak": cfg.weak, "strong": cfg.strong,
                  cfg.weak.short_name: cfg.weak, cfg.strong.short_name: cfg.strong}
         for plan in [weak, strong] + [p for loss in cfg.losses for labels in cfg.labels
                                       for p in plan_label_source(cfg, weak, cfg.strong, labels,
                                                                  loss, seed, named)]:
+            if plan.dir in plans and plans[plan.dir].hash != plan.hash:
+                # two different runs named alike would share one folder, one reading the other's
+                raise ConfigError(f"{plan.dir.name}: two different runs would share this folder "
+                                  f"(models or label sources named alike); give the models "
+                                  f"distinct `label`s")
             plans.setdefault(plan.dir, plan)
     return list(plans.values())
 

@@ -6,15 +6,24 @@ class probabilities (each rounded to 6 decimals). Readers accept both.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
 DECIMALS = 6
 
 
-def rows(ids: Sequence[str], probs: np.ndarray, labels: Sequence[int]) -> Iterator[dict]:
-    """One row per example from class probabilities ``probs`` ``[N, K]``."""
+def rows(ids: Sequence[str], probs: np.ndarray, labels: Sequence[int],
+         subsets: Optional[Mapping[str, str]] = None) -> Iterator[dict]:
+    """One row per example from class probabilities ``probs`` ``[N, K]``; with `subsets` ({id:
+    test subset}, w2s_scale/subsets.py), the examples that have one carry it as "subset"."""
+    for row in _rows(ids, probs, labels):
+        if subsets and row["id"] in subsets:
+            row["subset"] = subsets[row["id"]]
+        yield row
+
+
+def _rows(ids: Sequence[str], probs: np.ndarray, labels: Sequence[int]) -> Iterator[dict]:
     if probs.shape[1] == 2:
         for i, p, y in zip(ids, probs[:, 1], labels):
             yield {"id": i, "p1": round(float(p), DECIMALS), "label": int(y)}

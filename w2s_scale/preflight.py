@@ -24,7 +24,8 @@ from w2s_scale import ds_config
 from w2s_scale.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, label_models
 from w2s_scale.data.batching import tokenize
 from w2s_scale.data.images import is_image_data
-from w2s_scale.data.sources import get_source
+from w2s_scale.data.quality import check_content
+from w2s_scale.data.sources import get_source, num_classes
 from w2s_scale.data.splits import make_splits
 from w2s_scale.distributed import is_main
 from w2s_scale.errors import (ConfigError, ExperimentNameError, LoraTargetError, LossesError,
@@ -32,8 +33,11 @@ from w2s_scale.errors import (ConfigError, ExperimentNameError, LoraTargetError,
                               OneClassError, PrecisionError, ProbeLayerError, ResultsDirError,
                               SameTestFileError, SeedsError, ShortTestSetError, TokenizerError,
                               TooFewExamplesError, shorten)
+from w2s_scale.limits import (check_method_lists, check_method_sizes, check_same_model, check_sizes,
+                              check_weights, count_parameters, identity)
 from w2s_scale.losses import LOSSES
-from w2s_scale.models import DTYPES, load_hf_config, load_tokenizer, lora_targets
+from w2s_scale.models import DTYPES, head_mode, load_hf_config, load_tokenizer, lora_targets
+from w2s_scale.prompts import label_prompt
 from w2s_scale.planning import RunPlan, plan_experiment
 from w2s_scale.selection import held_out_sizes
 from w2s_scale.sweep import sweep_dir
@@ -55,6 +59,8 @@ def check_settings(cfg: Any) -> None:
     _check_results_dir(Path(cfg.results_dir))
     _check_seeds(cfg.seeds)
     _check_losses(cfg.losses)
+    check_method_lists(cfg)
+    check_same_model(cfg)
     for i, data in enumerate(getattr(cfg, "datasets", None) or [cfg.data]):
         _check_test_file(data, "data" if hasattr(cfg, "data") else f"datasets.{i}")
     for where, model in _models(cfg):
@@ -194,7 +200,9 @@ def preflight(cfg: ExperimentConfig, world_size: int) -> None:
         sections = [("weak", cfg.weak), ("strong", cfg.strong)] + label_models(cfg)
         where = lambda model: next(w for w, m in sections if m == model)  # noqa: E731
         trainees = trainees_of([(plan, world_size) for plan in plans], where)
-        check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
+        n_params = check_trainees(trainees, {"data": cfg.data}, cfg.seeds, local=True)
+        check_sizes(plans, n_params, cfg.allow_larger_weak, where)
+        check_method_sizes(plans, cfg.data, "data", where)
         check_probe_layers(plans)
     check_wandb(cfg.tracking, Path(cfg.results_dir) / cfg.name / cfg.data.dataset / "seed*" / "*")
 
@@ -209,7 +217,11 @@ def preflight_runs(cfg, runs: list, world_size: Callable[[Any], int], local: boo
     trainees = trainees_of([(run.plan, world_size(run)) for run in runs],
                            lambda model: f"models[{model.short_name}]")
     datasets = {f"datasets[{r.dataset}]": r.experiment.data for r in runs}
-    check_trainees(trainees, datasets, cfg.seeds, local)
+    n_params = check_trainees(trainees, datasets, cfg.seeds, local)
+    where = lambda model: f"models[{model.short_name}]"  # noqa: E731
+    check_sizes([r.plan for r in runs], n_params, cfg.allow_larger_weak, where)
+    for key, data in datasets.items():
+        check_method_sizes([r.plan for r in runs if f"datasets[{r.dataset}]" == key], data, key, where)
     check_probe_layers([r.plan for r in runs])
     check_wandb(cfg.tracking, sweep_dir(cfg) / "*" / "seed*" / "*")
 
@@ -224,7 +236,7 @@ def trainees_of(plans: list[tuple[RunPlan, int]], where: Callable[[ModelConfig],
         name = where(plan.model)
         t = trainees.setdefault(name, Trainee(name, plan.model, plan.train, set(), set()))
         t.worlds.add(world)
-        t.splits.add("a" if plan.kind == "gt" else "b")
+        t.splits.add(plan.trains_on if plan.kind == "gt" else "b")  # a ceiling may train on B
         # transfer runs' train holds what gt runs drop (early_stopping, ...), and the reverse
         if plan.kind == "transfer":
             t.train = plan.train.model_copy(update={"gt_n_train": t.train.gt_n_train})
@@ -245,9 +257,11 @@ def check_probe_layers(plans: list[RunPlan]) -> None:
 
 
 def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], seeds: list[int],
-                   local: bool) -> None:
-    tokenizers = {}
+                   local: bool) -> dict[str, int]:
+    """Opens what the runs will: returns each model's parameter count (limits.identity -> count)."""
+    tokenizers, n_params = {}, {}
     for t in trainees:
+        check_weights(t.where, t.model)  # before anything reads them: a cut-short file, named
         for world in sorted(t.worlds):
             ds_config.build(t.train, t.model.dtype, world)
         if local:
@@ -257,7 +271,11 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
         _check_tokenizer(t.where, t.model, tokenizer, hf_config)
         for where, data in datasets.items():
             _check_positions(t.where, t.model, hf_config, where, data)
-        names = _build_on_meta(t.where, t.model, hf_config)
+            head_mode(t.model, hf_config)  # label_tokens on an encoder: refused here
+            label_prompt(t.model, data, tokenizer)  # label words and chat template, checked
+        names, count = _build_on_meta(t.where, t.model, hf_config)
+        if count is not None:
+            n_params[identity(t.model)] = count
         if t.model.lora.enabled:
             _check_lora_targets(t.where, t.model, hf_config, names)
         tokenizers[t.where] = tokenizer
@@ -272,6 +290,13 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
                                   f"remove it to train on all of A")
         for t in (t for t in trainees if "b" in t.splits):  # students: slices held out of B
             held_out_sizes(data.a_b_sizes()[1], t.train, f"{t.where}.train")
+    return n_params
+
+
+def _encoding(model: ModelConfig) -> tuple:
+    """What decides which documents fit: the tokenizer, and the prompt of a label-token head."""
+    prompt = model.label_tokens.model_dump_json() if model.label_tokens is not None else None
+    return (model.tokenizer or model.name, prompt)
 
 
 def _check_precision(where: str, model: ModelConfig) -> None:
@@ -318,10 +343,10 @@ def _check_positions(where: str, model: ModelConfig, hf_config, data_where: str,
                              f"{limit} or less")
 
 
-def _build_on_meta(where: str, model: ModelConfig, hf_config) -> list[str]:
+def _build_on_meta(where: str, model: ModelConfig, hf_config) -> tuple[list[str], Optional[int]]:
     """Build the backbone on the meta device (no memory, no weights), as the ranks will build it
     for real: config_overrides that cannot make a model (heads not dividing the width...) fail
-    here. Returns its module names."""
+    here. Returns its module names and its parameter count."""
     import torch  # deferred with transformers: only the ranks' preflight builds models
     from transformers import AutoModel
 
@@ -334,7 +359,7 @@ def _build_on_meta(where: str, model: ModelConfig, hf_config) -> list[str]:
         raise ModelBuildError(f"{where}: {hf_config.model_type} cannot be built with this config "
                               f"({type(err).__name__}: {shorten(str(err).splitlines()[0], 120)}); "
                               f"{fix}") from None
-    return [name for name, _ in backbone.named_modules() if name]
+    return [name for name, _ in backbone.named_modules() if name], count_parameters(backbone)
 
 
 def _check_lora_targets(where: str, model: ModelConfig, hf_config, names: list[str]) -> None:
@@ -368,15 +393,17 @@ def _check_data(where: str, data: DataConfig, seeds: list[int], trainees: list) 
                                     f"would read 1.00; check {where}.label_column or use data with "
                                     f"both labels")
         _check_test_size(where, data, seed, len(splits.test), splits.notes)
-    seen: dict[str, Any] = {}
-    for tokenizer_name, (trainee, tokenizer) in {
-            (t.model.tokenizer or t.model.name): (t, tok) for t, tok in trainees}.items():
+    # repeated rows, test rows found in training, classes no row has (data/quality.py)
+    check_content(where, data.text_column, num_classes(data), all_splits, _warn)
+    seen: dict[Any, Any] = {}
+    for key, (trainee, tokenizer) in {_encoding(t.model): (t, tok) for t, tok in trainees}.items():
         union = {e.id: e for s in all_splits.values() for e in (*s.a, *s.b, *s.test)}
-        kept = set(tokenize(list(union.values()), tokenizer, data.max_length, data.overlong).ids)
-        seen[tokenizer_name] = kept
+        kept = set(tokenize(list(union.values()), tokenizer, data.max_length, data.overlong,
+                            label_prompt(trainee.model, data, tokenizer)).ids)
+        seen[key] = kept
     for seed, splits in all_splits.items():
         for t, _tok in trainees:
-            kept = seen[t.model.tokenizer or t.model.name]
+            kept = seen[_encoding(t.model)]
             n_test = sum(e.id in kept for e in splits.test)
             if n_test < len(splits.test) and n_test < SHORT_TEST_ERROR * data.n_test:
                 raise TooFewExamplesError(
@@ -399,7 +426,8 @@ def _check_test_size(where: str, data: DataConfig, seed: int, n_test: int, notes
     if n_test >= data.n_test:
         return
     why = "; ".join(n for n in notes if "test" in n) or "the data has fewer usable documents"
-    fixed_split = get_source(data.dataset).hub_id is not None
+    source = get_source(data.dataset)
+    fixed_split = source.hub_id is not None or source.fixed_parts  # (the testbed's test file)
     if n_test < SHORT_TEST_ERROR * data.n_test and not fixed_split:
         raise ShortTestSetError(f"{where}.n_test: the test set would have {n_test} documents, less "
                                 f"than half of n_test = {data.n_test} (seed {seed}: {why}); lower "

@@ -11,6 +11,36 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun
 # launchers report any non-zero rank exit as their own failure (1): rank 0 writes "stopped"
 # into the file this variable names, so a checkpointed stop can be told from a crash
 STATUS_ENV = "W2S_STATUS_FILE"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: a second Ctrl-C ended the run at once, without a checkpoint
+# how often a stop request is sent again to ranks that have not reacted yet: a rank ignores
+# SIGUSR1 until its own handler is installed (the launchers start with it ignored), so a request
+# that comes while the ranks still start up is repeated rather than lost
+RESEND_EVERY_S = 3.0
+
+
+# The launchers (torchrun, deepspeed) would not pass a stop on (torchrun dies of SIGUSR1, both
+# kill their workers on SIGTERM and print a traceback on SIGINT), so whoever receives the stop
+# (`w2s`, launch/slurm_node.py) sends every request to the ranks as SIGUSR1, which the launchers
+# ignore, and leaves the name of the signal it received in "<status file>.signal": the ranks
+# then name the signal the user or Slurm sent, not the one that carried it.
+def record_signal(status_file: Path, name: str) -> None:
+    tmp = Path(f"{status_file}.signal.tmp")
+    tmp.write_text(name)
+    tmp.replace(f"{status_file}.signal")
+
+
+def received_signal(own: str, environ=None) -> str:
+    """The stop signal to name: the one recorded by the process that launched this rank, else
+    `own` (the one this process received)."""
+    import os
+
+    status = (environ or os.environ).get(STATUS_ENV)
+    if status:
+        with contextlib.suppress(OSError):
+            recorded = Path(f"{status}.signal").read_text().strip()
+            if recorded.startswith("SIG"):
+                return recorded
+    return own
 
 
 @contextlib.contextmanager
@@ -145,6 +175,7 @@ def watch_ranks(child, status_file: Path, timeout_s: float | None = None,
             given_up_at = None
     for path in status_file.parent.glob(status_file.name + ".rank*"):
         path.unlink(missing_ok=True)
+    Path(f"{status_file}.signal").unlink(missing_ok=True)
     return code, first
 
 

@@ -13,11 +13,11 @@ import numpy as np
 
 from w2s_scale import distributed as dist
 from w2s_scale import predictions
-from w2s_scale.aggregate import (cross_dataset, format_cross_dataset, format_paper_pgr,
-                                 pair_paper_pgr, paper_pgr)
+from w2s_scale.aggregate import (cross_dataset, format_cross_dataset, format_paper_pgr, on_subset,
+                                 pair_paper_pgr, paper_pgr, subset_key, subset_names)
 from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
 from w2s_scale.files import atomic_write
-from w2s_scale.results import RunDir, describe_state, run_state
+from w2s_scale.results import RunDir, describe_state, inspect, run_state
 
 
 # transfer runs' diagnostics (w2s_scale/diagnostics.py) carried from metrics.json into the rows;
@@ -32,7 +32,8 @@ def _load(plan) -> Optional[tuple[dict, dict[str, tuple[bool, int]]]]:
     if run_state(plan.dir, plan.hash) != "done":
         return None
     run = RunDir(plan.dir, plan.hash)
-    preds = {r["id"]: (predictions.correct(r), r["label"])
+    # the third item: the example's test subset (None for datasets without subsets)
+    preds = {r["id"]: (predictions.correct(r), r["label"], r.get("subset"))
              for r in run.read_jsonl("test_predictions.jsonl")}
     return run.read_json("metrics.json"), preds
 
@@ -45,8 +46,11 @@ def summarize(plans: Iterable) -> list[dict]:
     """One row per transfer run (weak, ceiling, transfer, PGR with a bootstrap interval) plus
     one row per (weak, strong, loss) with the mean over seeds."""
     plans = list(plans)
-    # ceilings: the gt runs of the experiment's own seed (not an ensemble member's seed_offset)
-    gt = {(p.model.short_name, p.seed): p for p in plans if p.kind == "gt" and not p.seed_offset}
+    # ceilings: the gt runs of the experiment's own seed (not an ensemble member's seed_offset);
+    # where the dataset puts the ceiling on B (the testbed's), that run, not the one on A
+    gt = {(p.model.short_name, p.seed): p
+          for p in sorted((p for p in plans if p.kind == "gt" and not p.seed_offset),
+                          key=lambda p: p.trains_on == "b")}
     rows = []
     for plan in (p for p in plans if p.kind == "transfer"):
         weak_plan, ceiling_plan = plan.weak, gt.get((plan.model.short_name, plan.seed))
@@ -70,7 +74,8 @@ def summarize(plans: Iterable) -> list[dict]:
             "pgr_auc": _auc_pgr(wm.get("auc"), cm.get("auc"), tm.get("auc")),
             "agreement_with_weak": tm.get("train_agreement_with_weak"),
             **{key: tm.get(key) for key in DIAGNOSTICS},
-            "chosen_step": (tm.get("early_stopping") or {}).get("chosen_step")})
+            "chosen_step": (tm.get("early_stopping") or {}).get("chosen_step"),
+            **_subset_scores(ids, (wp, cp, tp), (wm, cm, tm), plan.seed)})
     _add_pgr_vs_direct(rows, [p for p in plans if p.kind == "transfer"])
     groups = defaultdict(list)
     for row in rows:
@@ -95,8 +100,54 @@ def summarize(plans: Iterable) -> list[dict]:
                      # seeds with a finished run; of them, those whose paired PGR is defined (the
                      # mean is over those) and those left out as undefined (ceiling <= weak)
                      "n_seeds": len(members), "n_seeds_pgr": pg["n"],
-                     "n_seeds_pgr_undefined": len(members) - pg["n"]})
+                     "n_seeds_pgr_undefined": len(members) - pg["n"],
+                     **_subset_means(members, weak, strong, loss)})
     return rows
+
+
+def _subset_scores(ids: list[str], preds: tuple, metrics: tuple, seed: int) -> dict:
+    """Per test subset (w2s_scale/subsets.py), what a transfer row holds overall: weak, ceiling
+    and transfer accuracy on the subset's examples, PGR with its bootstrap interval, AUC and
+    AUC-PGR (each run's AUC on the subset, from its metrics.json); {} without subsets."""
+    wp, cp, tp = preds
+    by_subset: dict[str, list[str]] = defaultdict(list)
+    for i in ids:
+        if tp[i][2] is not None:
+            by_subset[tp[i][2]].append(i)
+    out: dict = {}
+    for name, sub in sorted(by_subset.items()):
+        labels = np.array([tp[i][1] for i in sub])
+        weak_c, ceil_c, tran_c = (_correct(p, sub) for p in (wp, cp, tp))
+        value = pgr(weak_c.mean(), ceil_c.mean(), tran_c.mean())
+        interval = bootstrap_pgr(labels, weak_c, ceil_c, tran_c, seed=seed) if value is not None else None
+        aucs = [((m.get("subsets") or {}).get(name) or {}).get("auc") for m in metrics]
+        scores = {"n_test": len(sub), "weak_acc": weak_c.mean(), "ceiling_acc": ceil_c.mean(),
+                  "transfer_acc": tran_c.mean(), "weak_auc": aucs[0], "ceiling_auc": aucs[1],
+                  "transfer_auc": aucs[2], "pgr": value,
+                  "pgr_lo": interval[0] if interval else None,
+                  "pgr_hi": interval[1] if interval else None, "pgr_auc": _auc_pgr(*aucs)}
+        out.update({subset_key(name, k): v for k, v in scores.items()})
+    return out
+
+
+def _subset_means(members: list[dict], weak: str, strong: str, loss: str) -> dict:
+    """A mean row's per-subset scores: means over seeds, PGR with a t-interval over seeds and
+    the reference's PGR (median against the seed means), as the row's overall ones."""
+    out: dict = {}
+    for name in subset_names(members):
+        part = on_subset(members, name)
+        pg = mean_interval([m["pgr"] for m in part])
+        paper, _, _ = pair_paper_pgr(part, None, weak, strong, loss)
+        scores = {"n_test": int(np.mean([m["n_test"] for m in part])),
+                  **{k: float(np.mean([m[k] for m in part]))
+                     for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
+                  "pgr": pg["mean"],
+                  "pgr_lo": pg["mean"] - pg["ci95"] if pg["ci95"] is not None else None,
+                  "pgr_hi": pg["mean"] + pg["ci95"] if pg["ci95"] is not None else None,
+                  "pgr_auc": mean_interval([m["pgr_auc"] for m in part])["mean"],
+                  "pgr_paper": paper}
+        out.update({subset_key(name, k): v for k, v in scores.items()})
+    return out
 
 
 def _add_pgr_vs_direct(rows: list[dict], transfers: list) -> None:
@@ -127,9 +178,9 @@ def unfinished_runs(plans: Iterable) -> str:
     each, and how to fix; empty when every run is complete."""
     lines = []
     for plan in plans:
-        state = run_state(plan.dir, plan.hash)
+        state, problem = inspect(plan.dir, plan.hash)
         if state != "done":
-            lines.append(f"[w2s]   {state:8s} {plan.dir}: {describe_state(state)}")
+            lines.append(f"[w2s]   {state:8s} {plan.dir}: {describe_state(state, problem)}")
     if not lines:
         return ""
     return "\n".join([f"[w2s] {len(lines)} run(s) not in the summary:", *lines])
@@ -161,6 +212,14 @@ def format_table(rows: list[dict]) -> str:
                       _fmt(r.get("pgr_auc")), _fmt(r.get("pgr_paper")) if r["seed"] == "mean" else ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def format_subsets(rows: list[dict]) -> str:
+    """format_table once per test subset (the testbed's in- and out-of-distribution sets), each
+    under its name; '' for datasets without subsets."""
+    tables = [f"test subset {name!r} (PGR and its intervals on that subset's examples)\n"
+              + format_table(on_subset(rows, name)) for name in subset_names(rows)]
+    return "\n\n".join(tables)
 
 
 def format_diagnostics(rows: list[dict]) -> str:
@@ -227,6 +286,8 @@ def write_summary(rows: list[dict], out_dir: Path, order=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_rows(out_dir / "summary", rows)
     print(format_table(rows), flush=True)
+    if format_subsets(rows):
+        print("\n" + format_subsets(rows), flush=True)
     if format_diagnostics(rows):
         print("\n" + format_diagnostics(rows), flush=True)
     print("\n" + aggregate_tables(rows, out_dir, order), flush=True)

@@ -44,6 +44,8 @@ def model_settings(experiment, model: ModelConfig) -> dict[str, Any]:
     row.update(dtype=model.dtype, head=head_of(model), dropout=model.dropout,
                linear_probe=model.linear_probe, lora=model.lora.enabled,
                gradient_checkpointing=model.gradient_checkpointing)
+    entry = lookup(model.name)  # what the model is, where the catalogue knows it (else None)
+    row.update(family=entry.family if entry else None, chat=entry.chat if entry else None)
     row["optimizer"] = optimizer_of(train, train.offload)
     row.update({k: getattr(train, k) for k in TRAIN_FIELDS if k != "optimizer"})
     return row
@@ -64,7 +66,8 @@ def resolved_settings(sweep) -> dict[str, Any]:
     for i, data in enumerate(sweep.datasets):
         exp = experiment_for(sweep, i)
         out["datasets"].append({"dataset": data.dataset, **{k: getattr(data, k) for k in DATA_FIELDS}})
-        out["models"][data.dataset] = [model_settings(exp, m.model_config_only()) for m in sweep.models]
+        out["models"][data.dataset] = [{**model_settings(exp, m.model_config_only()), "role": m.role}
+                                       for m in sweep.models]
     return out
 
 
@@ -94,12 +97,18 @@ def format_settings(settings: dict[str, Any]) -> str:
 
 # how a model is trained; a ladder whose models differ in one of these no longer varies size alone
 METHOD_FIELDS = ("lora", "linear_probe", "dtype", "head")
+# what a model is (catalogue family, instruct/chat weights): a change is a confound of its own
+MODEL_KIND_FIELDS = ("family", "chat")
 
 
 def confounds(rows: list[dict[str, Any]]) -> list[str]:
     """One line per place where the ladder (models small -> large) changes its training method,
-    so that PGR against model size also measures the change of method."""
+    or, between students, the kind of model (family, chat weights), so that PGR against model
+    size also measures that change."""
     out = []
+    rows = [r for r in rows if r.get("role") != "weak"]  # a supervisor alone is no rung of PGR vs size
+    # the students, small -> large: the first model of a ladder only teaches (unless role: strong)
+    students = {id(r) for i, r in enumerate(rows) if i or r.get("role") == "strong"}
     for prev, row in zip(rows, rows[1:]):
         for key in METHOD_FIELDS:
             if prev[key] != row[key]:
@@ -108,6 +117,13 @@ def confounds(rows: list[dict[str, Any]]) -> list[str]:
                 out.append(f"confound: {key} {_text(prev[key])} -> {_text(row[key])} from "
                            f"{prev['model']} to {row['model']}{lr}: PGR against size mixes model "
                            f"size with the training method there")
+        for key in MODEL_KIND_FIELDS:
+            # only between catalogue models: an unknown one has no family to compare
+            if (id(prev) in students and None not in (prev.get(key), row.get(key))
+                    and prev[key] != row[key]):
+                out.append(f"confound: {key} {_text(prev[key])} -> {_text(row[key])} from "
+                           f"{prev['model']} to {row['model']}: PGR against size mixes model "
+                           f"size with a change of model there")
     return out
 
 

@@ -7,6 +7,13 @@ settings, else it is cleared and restarted.
 A redo of a complete run is built beside it, in `.<run>.redo`, and swapped in only when it is
 complete (its DONE written): at every instant the run's folder holds either the old complete run
 or the new one. An interrupted redo leaves the old run in place; the next --redo resumes it.
+
+DONE records what the run wrote (w2s_scale/integrity.py: each file's size, SHA-256, jsonl rows),
+and every reader checks that record before it trusts the run: a run whose files no longer match
+is "damaged", named in one line and treated as unfinished (redone by the next attempt, never
+summarised). A DONE written before records existed holds the settings hash alone; such runs are
+trusted as before (there is nothing to check them against) until they are redone. Checkpoints
+carry a record of their own (RECORD_FILE), checked before a resume loads one.
 """
 from __future__ import annotations
 
@@ -22,12 +29,17 @@ from typing import Any, Iterable, Literal, Optional
 import yaml
 
 from w2s_scale import distributed as dist
+from w2s_scale import integrity
 from w2s_scale.errors import UserError
 from w2s_scale.files import Busy, atomic_write, hold_lock
 
 DONE = "DONE"
 STARTED = "started.json"
-State = Literal["done", "stale", "partial", "missing"]
+DAMAGED = "DONE.damaged"  # a damaged run's marker, kept aside while the run is redone
+State = Literal["done", "stale", "partial", "missing", "damaged"]
+# not in a run's record: what is added after DONE by design (logs, PGR once the ceiling exists,
+# W&B's own folder and id file), the checkpoints (their own records) and the markers themselves
+NOT_RECORDED = (DONE, STARTED, DAMAGED, "log.jsonl", "pgr.json", "checkpoints/", "wandb")
 
 
 class ResultsError(UserError):
@@ -39,6 +51,19 @@ def _read_hash(marker: Path) -> str | None:
         return json.loads(marker.read_text()).get("hash")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _read_marker(marker: Path) -> Optional[dict]:
+    try:
+        found = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def not_recorded(rel: str) -> bool:
+    # hidden names: atomic_write's temporary files
+    return rel.startswith(NOT_RECORDED) or any(part.startswith(".") for part in rel.split("/"))
 
 
 def _done_time(folder: Path) -> float:
@@ -67,14 +92,29 @@ def exchange(a: Path, b: Path) -> None:
     os.replace(parked, b)
 
 
-def run_state(path: Path, config_hash: str) -> State:
-    """done (DONE of this hash), stale (DONE of other settings), partial (started with this
-    hash: the next attempt resumes), or missing. Reads only; any rank may call it."""
+def inspect(path: Path, config_hash: str) -> tuple[State, Optional[str]]:
+    """(state, what is wrong where the state is damaged). done: DONE of this hash whose record
+    matches the files; damaged: DONE of this hash whose files no longer match its record (or a
+    DONE that cannot be read); stale: DONE of other settings; partial: started with this hash
+    (the next attempt resumes); missing. Reads only; any rank may call it."""
     if (path / DONE).exists():
-        return "done" if _read_hash(path / DONE) == config_hash else "stale"
+        marker = _read_marker(path / DONE)
+        if marker is None:
+            return "damaged", f"{DONE} cannot be read (not JSON: cut short or edited)"
+        if marker.get("hash") != config_hash:
+            return "stale", None
+        if "files" not in marker:  # written before records: trusted as before
+            return "done", None
+        problem = integrity.check(path, marker["files"])
+        return ("damaged", problem) if problem else ("done", None)
     if _read_hash(path / STARTED) == config_hash:
-        return "partial"
-    return "missing"
+        return "partial", None
+    return "missing", None
+
+
+def run_state(path: Path, config_hash: str) -> State:
+    """The state alone (see inspect)."""
+    return inspect(path, config_hash)[0]
 
 
 class RunDir:
@@ -106,6 +146,8 @@ class RunDir:
                 f"{self.final} was completed with other settings (hash {found}, now {self.hash}); "
                 f"change `name` or `results_dir` to keep both, or pass --redo to replace it "
                 f"(the old results stay until the new run is complete)")
+        if state == "damaged":
+            dist.say(f"{self.final}: {inspect(self.final, self.hash)[1]}; not trusted, redoing the run")
         return state == "done"
 
     def recover(self) -> None:
@@ -142,6 +184,8 @@ class RunDir:
             raise ResultsError(busy)
         if dist.is_main():
             self.recover()
+            if inspect(self.final, self.hash)[0] == "damaged":  # unfinished: its DONE goes aside
+                os.replace(self.final / DONE, self.final / DAMAGED)
             if redo and (self.final / DONE).exists():
                 work = self.redo_path
             elif redo:  # nothing complete to keep: an unfinished attempt is restarted
@@ -204,8 +248,10 @@ class RunDir:
         if dist.is_main():
             if not keep_checkpoints:
                 shutil.rmtree(self.checkpoints, ignore_errors=True)
-            atomic_write(self.path / DONE, json.dumps({"hash": self.hash,
-                                                       "time": time.time()}) + "\n")
+            files = integrity.record(self.path, skip=not_recorded)
+            atomic_write(self.path / DONE, json.dumps({"hash": self.hash, "time": time.time(),
+                                                       "files": files}, indent=1) + "\n")
+            (self.path / DAMAGED).unlink(missing_ok=True)
             if self.path != self.final:
                 exchange(self.final, self.path)
                 shutil.rmtree(self.path, ignore_errors=True)
@@ -223,15 +269,89 @@ class RunDir:
 def finished(path: Path, config_hash: str) -> RunDir:
     """The run at `path` if it finished with these settings, to read its results; else a
     ResultsError saying whether it is missing, unfinished or of other settings."""
-    state = run_state(path, config_hash)
+    state, problem = inspect(path, config_hash)
     if state != "done":
-        raise ResultsError(f"{path}: {describe_state(state)}")
+        raise ResultsError(f"{path}: {describe_state(state, problem)}")
     return RunDir(path, config_hash)
 
 
-def describe_state(state: State) -> str:
+def describe_state(state: State, problem: Optional[str] = None) -> str:
+    if state == "damaged":
+        return (f"finished, but {problem or 'its files no longer match its DONE record'}; not "
+                f"trusted: rerun the same command to redo it")
     return {"done": "complete",
             "stale": "finished with other settings (not this config's result); redo it with "
                      "--redo, or give this config another `name`",
             "partial": "started but not finished; rerun the same command to resume it",
             "missing": "not run yet"}[state]
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+RECORD_FILE = "w2s_record.json"  # in each checkpoint folder: its files as they were saved
+
+
+def record_checkpoint(folder: Path) -> None:
+    """Rank 0, once every rank's files of the checkpoint are written (DeepSpeed's shards and our
+    client state): its record, written before any pointer names the checkpoint."""
+    files = integrity.record(folder, skip=lambda rel: rel == RECORD_FILE or not_recorded(rel))
+    atomic_write(folder / RECORD_FILE, json.dumps({"files": files}, indent=1) + "\n")
+
+
+def checkpoint_problem(folder: Path) -> tuple[bool, Optional[str]]:
+    """(whether the checkpoint has a record, what is wrong with its files or None)."""
+    if not (folder / RECORD_FILE).exists():
+        return False, None if folder.is_dir() else "its folder is missing"
+    marker = _read_marker(folder / RECORD_FILE)
+    if marker is None or not isinstance(marker.get("files"), dict):
+        return True, f"{RECORD_FILE} cannot be read"
+    return True, integrity.check(folder, marker["files"])
+
+
+def _step(folder: Path) -> int:
+    return int(folder.name[4:])
+
+
+def resume_tag(ckpt_dir: Path, named: Optional[str]) -> Optional[str]:
+    """The checkpoint a resume loads (every rank calls this; rank 0 checks, all get its answer):
+    the one `named` by the latest pointer if its files match its record (one saved before
+    records existed is trusted as before), else the newest older one that does, else None (the
+    run starts from scratch). A damaged checkpoint is named in one line and removed, with any
+    newer unrecorded one (a save that never finished), so that pruning keeps the good ones."""
+    choice = None
+    if dist.is_main():
+        choice = _choose_checkpoint(Path(ckpt_dir), named)
+    return dist.broadcast_object(choice)
+
+
+def _choose_checkpoint(ckpt_dir: Path, named: Optional[str]) -> Optional[str]:
+    folders = sorted((p for p in ckpt_dir.glob("step*") if p.is_dir() and p.name[4:].isdigit()),
+                     key=_step, reverse=True)
+    if named is not None and not (named.startswith("step") and named[4:].isdigit()):
+        print(f"[w2s] {ckpt_dir.parent}: the latest checkpoint pointer reads {named[:40]!r}, not a "
+              f"checkpoint; looking for the newest good one", flush=True)
+        named = None
+    if named is not None and not (ckpt_dir / named).is_dir():
+        folders.insert(0, ckpt_dir / named)  # named but gone: said below as missing
+    if named is not None and named.startswith("step") and named[4:].isdigit():
+        for newer in [p for p in folders if p.name != named and _step(p) > int(named[4:])]:
+            integrity.remove_tree(newer)  # a save the pointer never reached: it breaks pruning
+            folders.remove(newer)
+    # where any checkpoint has a record, one without it lost it (else: saved before records)
+    recorded_here = any((p / RECORD_FILE).exists() for p in folders)
+    rejected, choice = [], None
+    for folder in folders:
+        has_record, problem = checkpoint_problem(folder)
+        if problem is None and not has_record and recorded_here and folder.name == named:
+            problem = f"{RECORD_FILE} is missing"
+        if problem is None and (has_record or folder.name == named):
+            choice = folder.name
+            break
+        if problem is not None:
+            rejected.append(f"{folder.name}: {problem}")
+        integrity.remove_tree(folder)  # damaged, or newer than the pointer and never recorded
+    if rejected:
+        then = f"resuming from {choice}, the newest good one" if choice else "starting from scratch"
+        print(f"[w2s] {ckpt_dir.parent}: checkpoint {'; '.join(rejected)}; not loaded, {then}",
+              flush=True)
+    return choice

@@ -198,9 +198,9 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], points: li
 
 def record_pgr(runs: list[SweepRun], transfer: list[dict], tracking_cfg: Optional[TrackingConfig] = None) -> int:
     """Each transfer run's PGR, known only once its ceiling run has finished, written into the
-    run's own folder: pgr.json and a `pgr` event in its log.jsonl, and, with W&B on, into the
-    summary of the run's own W&B run (resumed under the id kept in its folder), so its run page
-    shows it. Only what changed is written, so repeated reports add nothing. Returns the number
+    run's own folder: pgr.json and a `pgr` event in its log.jsonl, and, with W&B online, into
+    the summary of the run's own W&B run (resumed under the id kept in its folder), so its run
+    page shows it; offline runs are not reopened (tracking.update_summary). Only what changed is written, so repeated reports add nothing. Returns the number
     of runs updated."""
     by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.variant): r
               for r in runs if r.plan.kind == "transfer"}
@@ -243,9 +243,16 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
     lacking = unfinished_runs(r.plan for r in runs)
     if lacking:
         print(lacking, flush=True)
-    write_rows(out_dir / "summary", transfer)
-    write_rows(out_dir / "gt_summary", gt)
-    atomic_write(out_dir / "summary.txt", text + "\n")
+    # settings with no finished run write nothing over the tables of those that did finish
+    if transfer:
+        write_rows(out_dir / "summary", transfer)
+    if gt:
+        write_rows(out_dir / "gt_summary", gt)
+    if gt or transfer:
+        atomic_write(out_dir / "summary.txt", text + "\n")
+    else:
+        print(f"[w2s] no finished runs to report; the tables in {out_dir} are left as they were",
+              flush=True)
     record_pgr(runs, transfer, cfg.tracking)
     pngs, points, summary_rows = [], [], []
     if gt:

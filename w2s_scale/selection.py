@@ -27,6 +27,7 @@ from w2s_scale.data.batching import TokenizedSet
 from w2s_scale.data.groups import contiguous, cut_at_group
 from w2s_scale.engine import predict
 from w2s_scale.metrics import accuracy, roc_auc
+from w2s_scale.results import ResultsError, checkpoint_problem, record_checkpoint
 
 HELD_OUT_STREAM = 9  # the held-out cut draws from its own stream beside the run's seed
 BEST_PREFIX = "best-step"  # checkpoints/best-stepN (the step* glob that prunes regular ones misses it)
@@ -138,6 +139,7 @@ class TrainingMonitor:
                                    client_state={"step": step}, save_latest=False)
         dist.barrier()
         if dist.is_main():
+            record_checkpoint(self.ckpt_dir / f"{BEST_PREFIX}{step}")  # checked before finish loads it
             keep = {f"{BEST_PREFIX}{s}" for s in (step, self._kept_step) if s is not None}
             for old in self.ckpt_dir.glob(f"{BEST_PREFIX}*"):
                 if old.name not in keep:
@@ -151,9 +153,16 @@ class TrainingMonitor:
             return out
         if self.best_step != eng.total_steps:
             tag = f"{BEST_PREFIX}{self.best_step}"
-            if not (self.ckpt_dir / tag).is_dir():
-                raise RuntimeError(f"early stopping chose step {self.best_step}, but its "
-                                   f"checkpoint {self.ckpt_dir / tag} is missing")
+            problem = checkpoint_problem(self.ckpt_dir / tag)[1] if dist.is_main() else None
+            problem = dist.broadcast_object(problem)
+            if problem is not None:
+                # the regular checkpoints' early-stopping state points at it: none can resume
+                if dist.is_main():
+                    shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+                raise ResultsError(f"{self.ckpt_dir.parent}: early stopping chose step "
+                                   f"{self.best_step}, but its checkpoint {tag} is damaged "
+                                   f"({problem}); rerun the same command: the run trains again "
+                                   f"from scratch")
             # with the optimizer states: under ZeRO they hold the fp32 master weights
             eng.engine.load_checkpoint(str(self.ckpt_dir), tag=tag, load_optimizer_states=True,
                                        load_lr_scheduler_states=False)

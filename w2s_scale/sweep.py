@@ -16,7 +16,7 @@ from typing import Optional
 from w2s_scale.config import (ConfigError, ExperimentConfig, Resources, SweepConfig, experiment_for,
                               resources_for)
 from w2s_scale.planning import RunPlan, plan_gt, plan_label_source
-from w2s_scale.results import run_state
+from w2s_scale.results import inspect, run_state
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,14 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
 
     def add(exp: ExperimentConfig, prefix: str, plan: RunPlan) -> None:
         key = f"{prefix}/{plan.name}"
+        if key in runs and runs[key].plan.hash != plan.hash:
+            # two different runs named alike would share one folder, the second reading the first's
+            raise ConfigError(f"models: two different runs are both named {key} (their settings "
+                              f"differ); give the models distinct `label`s")
         if key not in runs:  # label stages and students are shared by every source that reads them
+            for read in plan.reads():  # a run it reads that is not planned yet comes first
+                if f"{prefix}/{read.name}" not in runs:
+                    add(exp, prefix, read)
             deps = tuple(f"{prefix}/{p.name}" for p in plan.reads())
             runs[key] = SweepRun(key, plan, exp, deps,
                                  resources.get(plan.model.short_name, cfg.resources))
@@ -60,9 +67,15 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
         for seed in cfg.seeds:
             prefix = f"{data.dataset}/seed{seed}"
             gt = {}
-            for model, _ in models:
+            for m, (model, _) in enumerate(models):
                 gt[model.short_name] = plan_gt(exp, model, seed)
-                add(exp, prefix, gt[model.short_name])
+                ceiling = plan_gt(exp, model, seed, ceiling=True)
+                # its run on A's ground truth teaches; a student only (role strong) needs it only
+                # where it is also its ceiling (the data may put the ceiling on B: the testbed)
+                if roles[m] != "strong" or ceiling.hash == gt[model.short_name].hash:
+                    add(exp, prefix, gt[model.short_name])
+                if roles[m] != "weak":
+                    add(exp, prefix, ceiling)
             for w, (weak, _) in enumerate(models):
                 if roles[w] == "strong":
                     continue
@@ -101,10 +114,16 @@ def sweep_dir(cfg: SweepConfig) -> Path:
 
 
 def disk_state(run: SweepRun) -> str:
-    """done (DONE with this run's hash), conflict (DONE with other settings), partial (started:
-    the next attempt resumes from its checkpoint), or missing."""
+    """done (DONE with this run's hash, its files as recorded), damaged (DONE with this hash, its
+    files changed since: redone like an unfinished run), conflict (DONE with other settings),
+    partial (started: the next attempt resumes from its checkpoint), or missing."""
     state = run_state(run.plan.dir, run.plan.hash)
     return "conflict" if state == "stale" else state
+
+
+def damage(run: SweepRun) -> str:
+    """What is wrong with a damaged run's files, in words ('' when nothing is)."""
+    return inspect(run.plan.dir, run.plan.hash)[1] or ""
 
 
 def describe(cfg: SweepConfig, runs: list[SweepRun]) -> str:

@@ -18,7 +18,7 @@ from w2s_scale import costs
 from w2s_scale import distributed as dist
 from w2s_scale import executors as ex
 from w2s_scale.catalogue import lookup
-from w2s_scale.cli_args import add_config_args, add_launch_args, positive_int
+from w2s_scale.cli_args import add_config_args, add_launch_args, fraction, positive_float, positive_int
 from w2s_scale.data.splits import make_splits
 from w2s_scale.errors import ConfigError
 from w2s_scale.launching import check_launcher, launch
@@ -28,7 +28,7 @@ from w2s_scale.pipeline import execute
 from w2s_scale.resolved import format_settings, resolved_settings
 from w2s_scale.results import ResultsError
 from w2s_scale.scaling import report
-from w2s_scale.sweep import disk_state, find_run, plan_sweep
+from w2s_scale.sweep import damage, disk_state, find_run, plan_sweep
 
 COMMANDS = ("sweep", "run", "status", "report")
 
@@ -40,11 +40,11 @@ def add_commands(sub) -> None:
     sweep.add_argument("--dry-run", action="store_true",
                        help="print the plan (runs, dependencies, what is reused), the resolved "
                             "settings and the GPU-hours estimate, and stop")
-    sweep.add_argument("--mfu", type=float, default=None,
+    sweep.add_argument("--mfu", type=fraction, default=None,
                        help="dry run: assumed model-FLOPs utilisation (default 0.35)")
-    sweep.add_argument("--cluster-gpus", type=int, default=None,
+    sweep.add_argument("--cluster-gpus", type=positive_int, default=None,
                        help="dry run: H100s of the cluster to fit in (default 64)")
-    sweep.add_argument("--cluster-hours", type=float, default=None,
+    sweep.add_argument("--cluster-hours", type=positive_float, default=None,
                        help="dry run: hours to fit in (default 48)")
     sweep.add_argument("--executor", choices=["local", "slurm"], help="default: the config's `executor`")
     add_launch_args(sweep, prefix="local executor: ")
@@ -113,7 +113,8 @@ def _sweep(cfg, runs, args) -> int:
     if args.dry_run:
         print(dry_run_text(cfg, runs, args), flush=True)
         if executor == "slurm" and todo:
-            print("sbatch commands (job ids of dependencies shown as <run key>):")
+            print("Slurm jobs (time limits from the estimate, w2s_scale/packing.py; new jobs' ids "
+                  "shown as <jobN>):")
             ex.submit_slurm(cfg, runs, args.sbatch_options, dry_run=True, redo=args.redo)
         return 0
     if todo:
@@ -132,7 +133,7 @@ def _sweep(cfg, runs, args) -> int:
     ex.check_executor(executor)
     jobs = ex.submit_slurm(cfg, runs, args.sbatch_options, report_job=not args.wait, redo=args.redo)
     if not args.wait:
-        print(f"[w2s] {len(jobs)} job(s) queued or running; follow them with `w2s status -c "
+        print(f"[w2s] {len(set(jobs.values()))} job(s) queued or running; follow them with `w2s status -c "
               f"{args.config}`; `w2s report -c {args.config}` summarizes what has finished", flush=True)
         return 0
     ex.wait_slurm(jobs.values())
@@ -158,6 +159,10 @@ def dry_run_text(cfg, runs, args) -> str:
         with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's estimators log as they load
             plans = plan_sweep_models(cfg)
         parts.append("memory per GPU (w2s plan):\n" + format_table(plans))
+    # a dry run reads no data and asks the hub for nothing: say what stays unchecked
+    parts.append("not checked by a dry run: the data files (data.path), the model hub, the "
+                 "launcher and GPUs; `w2s sweep` without --dry-run checks them (preflight) "
+                 "before anything starts")
     return "\n".join(parts)
 
 
@@ -167,7 +172,12 @@ def _run(cfg, runs, args) -> int:
     run = find_run(runs, args.run, args.seed, args.dataset)
     by_key = {r.key: r for r in runs}
     for dep in run.deps:
-        if disk_state(by_key[dep]) != "done":
+        state = disk_state(by_key[dep])
+        if state == "damaged":
+            raise ResultsError(f"{run.key} trains on the weak labels of {dep}, whose files changed "
+                               f"since it finished ({damage(by_key[dep])}); redo it first "
+                               f"(w2s run --run {dep})")
+        if state != "done":
             raise ResultsError(f"{run.key} trains on the weak labels of {dep}, which has not "
                                f"finished; run it first (w2s run --run {dep})")
     args.run, args.seed, args.dataset = run.key, None, None  # what the ranks are given

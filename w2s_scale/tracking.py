@@ -12,6 +12,11 @@ steps W&B already holds (read from the earlier attempts' local W&B logs: a kill 
 last steps W&B had not written yet, so our own jsonl log cannot say) are not logged again (W&B
 cannot take a step back offline, and its history would hold them twice); the jsonl log keeps
 both attempts' records, after a "resumed" record.
+
+Offline, W&B cannot resume a run: each attempt writes a folder of its own, which `wandb sync`
+does not merge. When an attempt finishes its W&B run, the stage's attempts are merged into one
+folder (wandb_log.merge_offline_attempts), and a finished offline run is never reopened
+(`update_summary`: PGR stays in pgr.json and the report run), so each stage syncs as one run.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from w2s_scale.errors import UserError
 from w2s_scale import distributed as dist
 from w2s_scale.config import TrackingConfig
 from w2s_scale.files import atomic_write
-from w2s_scale.wandb_log import last_history_step
+from w2s_scale.wandb_log import MERGED_DIR, last_history_step, merge_offline_attempts
 
 WANDB_CHECK_S = 5.0               # the longest the online check may take
 DECIDED_MODE_ENV = "W2S_WANDB_MODE"  # the mode check_wandb settled on, inherited by the ranks
@@ -195,6 +200,7 @@ class Tracker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._file = log_path.open("a")
         self._logged_to = 0  # the last training step W&B holds from earlier attempts
+        self._offline: Optional[tuple[Path, str]] = None  # (wandb_dir, run id) when offline
         if cfg.wandb != "off":
             import wandb
 
@@ -202,6 +208,8 @@ class Tracker:
             own_wandb_service()
             wandb_dir = wandb_dir or log_path.parent
             run_id = stable_run_id(log_path.parent)
+            if mode == "offline":
+                self._offline = (wandb_dir, run_id)
             # after a kill, the killed attempt's W&B service can outlive it for a few seconds,
             # still holding the run id and flushing its last steps: wait for it to let go, and
             # read the last logged step only then
@@ -253,6 +261,24 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+            if self._offline is not None:
+                merge_attempts(*self._offline)
+
+
+def merge_attempts(wandb_dir: Path, run_id: str) -> None:
+    """One offline W&B run per stage: this stage's earlier attempts (stopped, killed) merged into
+    one folder with this one (wandb_log.merge_offline_attempts). A merge that fails leaves the
+    folders as they were and says so in one line: the run itself is complete."""
+    try:
+        merged = merge_offline_attempts(wandb_dir, run_id)
+    except (OSError, ValueError) as err:
+        print(f"w2s: warning: the offline W&B attempts of run {run_id} in {wandb_dir}/wandb were "
+              f"not merged ({type(err).__name__}: {str(err)[:200]}); `wandb sync` keeps only one "
+              f"attempt's history", file=sys.stderr, flush=True)
+        return
+    if merged:
+        print(f"[w2s] W&B offline: {len(merged) + 1} attempts of run {run_id} merged into one "
+              f"folder (the others moved to {wandb_dir}/wandb/{MERGED_DIR})", flush=True)
 
 
 def update_summary(cfg: TrackingConfig, run_id: str, values: dict[str, Any], wandb_dir: Path) -> None:
@@ -260,10 +286,13 @@ def update_summary(cfg: TrackingConfig, run_id: str, values: dict[str, Any], wan
     resuming that run under its id. Rank 0 / a single process only."""
     if cfg.wandb == "off":
         return
+    mode = check_wandb(cfg, wandb_dir)
+    if mode == "offline":  # W&B cannot reopen an offline run: it would be a second folder, which
+        return  # `wandb sync` does not merge; PGR is in pgr.json, the log and the report run
     import wandb
 
     own_wandb_service()
-    run = wandb.init(project=cfg.project, entity=cfg.entity, mode=check_wandb(cfg, wandb_dir), id=run_id,
+    run = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode, id=run_id,
                      resume="allow", dir=str(wandb_dir), reinit="finish_previous")
     run.summary.update(values)
     run.finish()

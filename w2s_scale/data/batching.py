@@ -35,12 +35,21 @@ class TokenizedSet:
                             self.labels[keep], self.n_dropped)
 
 
-def tokenize(examples: list[Example], tokenizer, max_length: int, overlong: str) -> TokenizedSet:
+def tokenize(examples: list[Example], tokenizer, max_length: int, overlong: str,
+             prompt=None) -> TokenizedSet:
     """Tokenise; texts over max_length tokens are dropped, or cut keeping their start
-    ("truncate") or their end ("truncate_left", where a question's last words matter)."""
-    encoded = tokenizer([e.text for e in examples], add_special_tokens=True, truncation=False)["input_ids"]
+    ("truncate") or their end ("truncate_left", where a question's last words matter).
+    `prompt` (head: label_tokens, w2s_scale/prompts.LabelPrompt): each text inside its template,
+    cut inside the template when over-long so that the cue stays."""
+    if prompt is not None:
+        encoded = [prompt.encode(e.text, max_length, overlong) for e in examples]
+    else:
+        encoded = tokenizer([e.text for e in examples], add_special_tokens=True, truncation=False)["input_ids"]
     ids, token_lists, labels, dropped = [], [], [], 0
     for example, tokens in zip(examples, encoded):
+        if tokens is None:  # the prompt could not hold it
+            dropped += 1
+            continue
         if len(tokens) > max_length:
             if overlong == "drop":
                 dropped += 1

@@ -45,9 +45,14 @@ class SplitRows:
         for i, row in zip(indices, rows):
             i = int(i)
             rng = format_rng(seed, self.split, i) if self.source.random_format else None
-            got = self.source.format(row, rng, self.raw.locate(i))
-            group = self.source.group_by(row, i) if got is not None and self.source.group_by else None
-            out.append(None if got is None else Example(f"{self.split}-{i}", got[0], got[1], group))
+            where = self.raw.locate(i)
+            got = self.source.format(row, rng, where)
+            if got is None:
+                out.append(None)
+                continue
+            group = self.source.group_by(row, i) if self.source.group_by else None
+            subset = self.source.subset_by(row, where) if self.source.subset_by else None
+            out.append(Example(f"{self.split}-{i}", got[0], got[1], group, subset))
         return out
 
     def examples(self, indices: Optional[Sequence[int]], seed: int) -> list[Optional[Example]]:

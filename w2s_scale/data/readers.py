@@ -11,8 +11,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from w2s_scale import hub
 from w2s_scale.config import DataConfig
 from w2s_scale.data.values import DataError, one_line
+from w2s_scale.data.sniff import check_content
 
 PARQUET_BRANCH = "refs/convert/parquet"  # the hub's script-free parquet copy of every dataset
 
@@ -30,6 +32,9 @@ class RawRows:
     n: int
     take: Callable[[Sequence[int]], list[dict]]
     locate: Callable[[int], str]
+    # rows of several files read as one split, the length of each in order (concat); a source
+    # with fixed parts reads A's and B's files so (registry.DatasetSource.fixed_parts)
+    parts: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return self.n
@@ -124,10 +129,27 @@ def read_file(path: Path, fld: str, fmt: Optional[str] = None) -> RawRows:
                             f"use .jsonl, .csv or .parquet")
     if path.stat().st_size == 0:
         raise DataError(f"{fld}: {path} is empty; give a file with rows")
+    check_content(path, fld, fmt)  # a .jsonl that is gzip, a latin-1 .csv: named, not a traceback
     raw = _READERS[fmt](path, fld)
     if raw.n == 0:
         raise DataError(f"{fld}: {path} has no rows; give a file with rows")
     return raw
+
+
+def concat(parts: list[RawRows], where: str, fld: str) -> RawRows:
+    """Several files' rows as one split, in order; `parts` records each file's length."""
+    joined = _concat(parts, where, fld)
+    joined.parts = tuple(p.n for p in parts)
+    return joined
+
+
+def where_column(raw: RawRows, column: str, values: Sequence[str]) -> RawRows:
+    """The rows whose `column` holds one of `values`, in order (a hub file that marks each
+    row's split in a column, as HelpSteer2's preference file does)."""
+    keep = [i for i, row in enumerate(raw.take(range(raw.n))) if row.get(column) in values]
+    return RawRows(raw.where, raw.field, raw.columns, len(keep),
+                   lambda idx: raw.take([keep[int(i)] for i in idx]),
+                   lambda i: raw.locate(keep[i]))
 
 
 def _concat(parts: list[RawRows], where: str, fld: str) -> RawRows:
@@ -242,10 +264,12 @@ def layout_hint(train_name: str, test_name: str, columns: Sequence[str]) -> str:
 
 
 def hub_split(hub_id: str, config: Optional[str], split_name: str, revision: Optional[str],
-              hint: str) -> RawRows:
+              hint: str, data_dir: Optional[str] = None) -> RawRows:
     """One split from the hub. `revision=PARQUET_BRANCH` reads the hub's parquet conversion (for
-    datasets whose main branch is a loading script, which datasets >= 4 no longer runs)."""
+    datasets whose main branch is a loading script, which datasets >= 4 no longer runs);
+    `data_dir`: a folder of the hub repository holding the files (HelpSteer2's `preference`)."""
     where = f"{hub_id}{'/' + config if config else ''}[{split_name}]"
+    hub.ensure_reachable(hub_id)  # a hub that drops packets: seconds, not an endless wait
     try:
         import datasets
 
@@ -254,7 +278,8 @@ def hub_split(hub_id: str, config: Optional[str], split_name: str, revision: Opt
                    f"{config or 'default'}/{split_name}/*.parquet")
             ds = datasets.load_dataset("parquet", data_files={split_name: url}, split=split_name)
         else:
-            ds = datasets.load_dataset(hub_id, config, split=split_name, revision=revision)
+            extra = {"data_dir": data_dir} if data_dir else {}  # only where asked: calls stay as they were
+            ds = datasets.load_dataset(hub_id, config, split=split_name, revision=revision, **extra)
     except Exception as err:
         raise DataError(f"data.dataset: could not load {where} from the Hugging Face hub "
                         f"({type(err).__name__}: {one_line(err, 120)}); {hint}") from None

@@ -84,6 +84,18 @@ class DatasetSource:
     # rows that share a question, passage or scenario: the key of a row's group (data/groups.py),
     # so A and B never split a group; None: every row stands alone
     group_by: Optional[GroupKey] = None
+    # head: label_tokens: the dataset's own label word per class (class 0 first), as its prompt
+    # asks for them (the testbed's "A"/"B"); None: False/True for two classes (prompts.py)
+    label_words: Optional[tuple[str, ...]] = None
+    # the row's test subset (Example.subset): metrics and PGR are also reported per subset;
+    # None: no subsets
+    subset_by: Optional[Callable[[dict, str], Optional[str]]] = None
+    # A and B are given, not cut: the train split is A's file followed by B's (RawRows.parts holds
+    # their lengths), each used whole in file order, and the test split whole (data/splits.py)
+    fixed_parts: bool = False
+    # the part the strong ceiling trains on: "a" (the reference's: the weak model's ground truth)
+    # or "b" (the testbed's: the ground truth of the documents the students learn from)
+    ceiling_on: Literal["a", "b"] = "a"
 
 
 DATASETS: dict[str, DatasetSource] = {}

@@ -168,6 +168,10 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     train_rows = open_split(cfg, "train")
     test_rows = open_split(cfg, "test")
     assert train_rows is not None
+    if train_rows.source.fixed_parts:  # the testbed's own A / B / test files
+        assert test_rows is not None
+        parts = given_parts(cfg, seed, train_rows, test_rows, notes)
+        return _checked(cfg, parts, {name: len(part) for name, part in parts.items()}, notes)
     train_order = _rng(seed, _TRAIN_ORDER).permutation(len(train_rows))
 
     # related rows (data/groups.py) are dealt to A and B by whole groups, which leaves some rows
@@ -214,6 +218,40 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
                 notes.append(f"{cfg.dataset}: only {len(test)} usable test documents for "
                              f"n_test = {cfg.n_test}; using them all")
             parts = {"test": test, **_cut_a_b(train, cfg)}
+    return _checked(cfg, parts, requested, notes)
+
+
+def given_parts(cfg: DataConfig, seed: int, train_rows: SplitRows, test_rows: SplitRows,
+                notes: list[str]) -> dict[str, list[Example]]:
+    """A and B are the source's own files (the testbed's train_label and train_unlabel, read as
+    one train split: RawRows.parts), each in file order, and the test set its test file: nothing
+    is shuffled, re-cut or balanced. data.n_train and data.n_test cap them as the testbed's
+    --train-size and --test-size do: the first n_train rows of A and of B, the first n_test of
+    test (noted where a file is longer)."""
+    name = cfg.dataset
+    if cfg.n_a is not None:
+        raise DataError(f"data.n_a: {name}'s A is its own train_label file, used whole; remove "
+                        f"data.n_a (data.n_train caps A and B alike)")
+    if cfg.balance:
+        raise DataError(f"data.balance: {name}'s A, B and test are its own files, used as they are; "
+                        f"set data.balance: false")
+    n_a, n_b = train_rows.raw.parts
+
+    def first(rows: SplitRows, start: int, n: int, cap: int, what: str, fld: str) -> list[Example]:
+        keep = min(n, cap)
+        if keep < n:
+            notes.append(f"{fld}: {name}'s {what} has {n} rows; the first {keep} are used (raise "
+                         f"{fld} to {n} to use them all)")
+        return [e for e in rows.examples(range(start, start + keep), seed) if e is not None]
+
+    return {"a": first(train_rows, 0, n_a, cfg.n_train, "A (train_label)", "data.n_train"),
+            "b": first(train_rows, n_a, n_b, cfg.n_train, "B (train_unlabel)", "data.n_train"),
+            "test": first(test_rows, 0, len(test_rows), cfg.n_test, "test file", "data.n_test")}
+
+
+def _checked(cfg: DataConfig, parts: dict[str, list[Example]], requested: dict[str, int],
+             notes: list[str]) -> Splits:
+    """The parts as Splits, once each is large enough and no example or group is in two."""
     parts = {name: parts[name] for name in ("a", "b", "test")}
 
     for name, examples in parts.items():

@@ -19,6 +19,9 @@ class Example:
     # rows sharing a question, passage or scenario share this key (data/groups.py); None: the
     # row is related to no other
     group: Optional[str] = None
+    # the test subset the row belongs to (the automated-W2S testbed's `subset`: in- or
+    # out-of-distribution); None: the dataset has no subsets, and its metrics are as always
+    subset: Optional[str] = None
 
 
 class DataError(UserError):
