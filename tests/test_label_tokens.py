@@ -301,3 +301,14 @@ def test_each_architecture_under_zero3_on_two_ranks_matches_one(tiny_lms, tmp_pa
         ids = [prompt.encode(t, 64, "drop") for t in ["a fine film", "dull and long"]]
         expected = torch.softmax(_lm_logits_at_cue(Path(folder), ids, prompt.word_ids), -1)
         np.testing.assert_allclose(np.array(got[folder]), expected.numpy(), atol=1e-4)
+
+
+def test_zero_epochs_in_a_sweep_model_between_the_ends_is_refused(tmp_path):
+    from w2s_scale.loading import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: x\ndatasets: [{dataset: jsonl, path: data.jsonl}]\nmodels:\n"
+                    "  - {name: gpt2, label: a}\n  - {name: gpt2, label: b, train: {epochs: 0}}\n"
+                    "  - {name: gpt2, label: c}\n")
+    with pytest.raises(ConfigError, match="models.1.train.epochs: 0 trains nothing"):
+        load_sweep(path)

@@ -690,9 +690,12 @@ class SweepConfig(Strict):
                 raise ValueError(f"models.{i}.{err}") from None
         for i in range(len(self.datasets)):
             try:
-                experiment_for(self, i)
+                exp = experiment_for(self, i)
             except ConfigError as err:
                 raise ValueError(str(err)) from None
+        for i, model in enumerate(self.models):  # the models between the first and the last too
+            check_zero_shot(model, train_for(exp, model.model_config_only(), field=f"models.{i}.train"),
+                            f"models.{i}")
         return self
 
 
