@@ -202,6 +202,7 @@ def _experiment(root: Path, models: dict, data: Path, weak: dict, strong: dict, 
                          strong={"label": "strong", **strong})
     config["data"].update(max_length=48)
     config["train"].update(train)
+    config["allow_larger_weak"] = True  # tiny models of alike size; which is larger is not the point
     return write_config(root / "cfg.yaml", config)
 
 
