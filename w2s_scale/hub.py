@@ -31,9 +31,11 @@ def offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def hub_problem(timeout_s: float = HUB_CHECK_S) -> Optional[str]:
-    """None if the hub answers an HTTP request within timeout_s (any status), else why not. In
-    a thread with a deadline: name resolution with no network can block past any socket timeout."""
+def http_problem(url: str, timeout_s: float, name: str = "w2s-http-check") -> Optional[str]:
+    """None if `url` answers an HTTP request within timeout_s (any status: the server is there),
+    else why not. Name resolution and the request run in a thread with a deadline, because a
+    resolver with no network can block far longer than any socket timeout. Shared by the hub
+    check here and the W&B check (tracking.py)."""
     import urllib.error
     import urllib.request
 
@@ -41,20 +43,25 @@ def hub_problem(timeout_s: float = HUB_CHECK_S) -> Optional[str]:
 
     def probe() -> None:
         try:
-            urllib.request.urlopen(f"{endpoint()}/api/models?limit=1", timeout=timeout_s).close()
+            urllib.request.urlopen(url, timeout=timeout_s).close()
             outcome.append(None)
         except urllib.error.HTTPError:
-            outcome.append(None)  # an answer: the hub is there
+            outcome.append(None)  # an answer, if not a welcome one: the server is reachable
         except Exception as err:  # noqa: BLE001 - every failure means the same: unreachable
             reason = getattr(err, "reason", err)
             outcome.append(f"{type(reason).__name__}: {reason}"[:160])
 
-    thread = threading.Thread(target=probe, daemon=True, name="w2s-hub-check")
+    thread = threading.Thread(target=probe, daemon=True, name=name)
     thread.start()
     thread.join(timeout_s)
     if not outcome:
         return f"no answer within {timeout_s:.0f} s"
     return outcome[0]
+
+
+def hub_problem(timeout_s: float = HUB_CHECK_S) -> Optional[str]:
+    """None if the hub answers an HTTP request within timeout_s (any status), else why not."""
+    return http_problem(f"{endpoint()}/api/models?limit=1", timeout_s, "w2s-hub-check")
 
 
 def go_offline() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +32,7 @@ from w2s_scale.errors import UserError
 from w2s_scale import distributed as dist
 from w2s_scale.config import TrackingConfig
 from w2s_scale.files import atomic_write
+from w2s_scale.hub import http_problem
 from w2s_scale.wandb_log import MERGED_DIR, last_history_step, merge_offline_attempts
 
 WANDB_CHECK_S = 5.0               # the longest the online check may take
@@ -73,30 +73,8 @@ def _has_api_key(base_url: str) -> bool:
 
 
 def _server_problem(base_url: str, timeout_s: float) -> Optional[str]:
-    """None if the W&B server answers an HTTP request within timeout_s (any status: it is
-    there), else why not. Name resolution and the request run in a thread with a deadline,
-    because a resolver with no network can block far longer than any socket timeout."""
-    import urllib.error
-    import urllib.request
-
-    outcome: list[Optional[str]] = []
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(base_url, timeout=timeout_s).close()
-            outcome.append(None)
-        except urllib.error.HTTPError:
-            outcome.append(None)  # an answer, if not a welcome one: the server is reachable
-        except Exception as err:  # noqa: BLE001 - every failure means the same: unreachable
-            reason = getattr(err, "reason", err)
-            outcome.append(f"{type(reason).__name__}: {reason}"[:160])
-
-    thread = threading.Thread(target=probe, daemon=True, name="w2s-wandb-check")
-    thread.start()
-    thread.join(timeout_s)
-    if not outcome:
-        return f"no answer within {timeout_s:.0f} s"
-    return outcome[0]
+    """None if the W&B server answers an HTTP request within timeout_s, else why not."""
+    return http_problem(base_url, timeout_s, "w2s-wandb-check")
 
 
 def wandb_online_problem(timeout_s: float = WANDB_CHECK_S) -> Optional[str]:
