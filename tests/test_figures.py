@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_config, write_config  # noqa: E402
 
 from w2s_scale import figures, intervals  # noqa: E402
+from w2s_scale.metrics import PGR_DEFINITION  # noqa: E402
 from w2s_scale.loading import load_sweep  # noqa: E402
 from w2s_scale.sweep import plan_sweep  # noqa: E402
 
@@ -38,6 +39,9 @@ def test_pgr_interval_covers_seeds_and_examples_and_says_undefined():
     triples = [((rng.random(400) < 0.6), (rng.random(400) < 0.9), (rng.random(400) < 0.75)) for _ in range(3)]
     est = intervals.pgr(triples, n_boot=400)
     assert est.lo < est.value < est.hi and est.value == pytest.approx(0.5, abs=0.15)
+    # the point is the one definition: the median over seeds against the seed means
+    w, c, t = ([np.mean(x[i]) for x in triples] for i in range(3))
+    assert est.value == pytest.approx(float(np.median([(x - np.mean(w)) / (np.mean(c) - np.mean(w)) for x in t])))
     one_seed = intervals.pgr(triples[:1], n_boot=400)
     assert one_seed.n_seeds == 1 and one_seed.lo is not None
     same = np.ones(100)
@@ -94,7 +98,7 @@ def test_figures_log_axis_intervals_within_bounds(finished_sweep):
     sweep, runs = finished_sweep
     from w2s_scale.scaling import figure_data, parameter_counts
 
-    points, summary_rows = figure_data(sweep, runs)
+    points, summary_rows, pooled_rows = figure_data(sweep, runs)
     sizes = parameter_counts(sweep)
     assert all(sizes.values()) and len(set(sizes.values())) == 4
     assert {r["kind"] for r in points} == {"weak", "ceiling", "transfer"}
@@ -103,15 +107,21 @@ def test_figures_log_axis_intervals_within_bounds(finished_sweep):
         assert r["n_seeds"] == 2 and r["params"] == sizes[r["strong"]]
     transfer = [r for r in points if r["kind"] == "transfer"]
     assert len(transfer) == 2 * 2 * 2 * 2 and all(r["pgr_lo"] < r["pgr_hi"] for r in transfer)
-    assert {(r["loss"], r["strong"]) for r in summary_rows} == {(l, s) for l in ("xent", "logconf")
-                                                                for s in ("gpt2-strong", "qwen2")}
-    assert all(r["n_tasks"] == 4 for r in summary_rows)  # 2 datasets x 2 weak supervisors
+    assert {(r["loss"], r["strong"]) for r in pooled_rows} == {(l, s) for l in ("xent", "logconf")
+                                                               for s in ("gpt2-strong", "qwen2")}
+    assert all(r["n_tasks"] == 4 for r in pooled_rows)  # 2 datasets x 2 weak supervisors
+    # the paper's summary: every (loss, supervisor, student) over both datasets
+    assert {(r["loss"], r["weak"], r["strong"]) for r in summary_rows if r["kind"] == "transfer"} == {
+        (l, w, s) for l in ("xent", "logconf") for w in ("gpt2-weak", "llama") for s in ("gpt2-strong", "qwen2")}
+    assert all(r["n_datasets"] == 2 and r["dataset"] == figures.ACROSS for r in summary_rows)
 
-    figs = figures.build(points, summary_rows)
+    figs = figures.build(points, summary_rows, pooled_rows)
     assert sorted(figs) == sorted(["jsonl-xent.png", "jsonl-logconf.png", "csv-xent.png", "csv-logconf.png",
-                                   "grid-xent.png", "grid-logconf.png", "summary-median-pgr.png"])
+                                   "grid-xent.png", "grid-logconf.png", "summary-xent.png",
+                                   "summary-logconf.png", figures.POOLED_FIGURE])
     acc_ax, pgr_ax = figs["jsonl-xent.png"].axes
-    for ax in (acc_ax, pgr_ax, *figs["grid-xent.png"].axes, *figs["summary-median-pgr.png"].axes):
+    for ax in (acc_ax, pgr_ax, *figs["grid-xent.png"].axes, *figs["summary-xent.png"].axes,
+               *figs[figures.POOLED_FIGURE].axes):
         assert ax.get_xscale() == "log"
     # the accuracy panel: x positions are parameter counts, every plotted value and bar in [0, 1]
     xs = {round(x) for line in acc_ax.get_lines() for x in line.get_xdata()}
@@ -137,13 +147,13 @@ def test_pgr_axis_is_cut_at_plus_minus_2_and_says_so(finished_sweep):
     from w2s_scale.scaling import figure_data
 
     sweep, runs = finished_sweep
-    points, summary_rows = figure_data(sweep, runs)
+    points, summary_rows, pooled_rows = figure_data(sweep, runs)
     extreme = next(r for r in points if r["kind"] == "transfer" and r["dataset"] == "jsonl" and r["loss"] == "xent")
     extreme.update(pgr=-30.0, pgr_lo=-300.0, pgr_hi=5.0)
-    summary_rows[0].update(median_pgr=-30.0, median_pgr_lo=-300.0, median_pgr_hi=5.0)
-    figs = figures.build(points, summary_rows)
+    pooled_rows[0].update(median_pgr=-30.0, median_pgr_lo=-300.0, median_pgr_hi=5.0)
+    figs = figures.build(points, summary_rows, pooled_rows)
     for fig, ax in ((figs["jsonl-xent.png"], figs["jsonl-xent.png"].axes[1]),
-                    (figs["summary-median-pgr.png"], figs["summary-median-pgr.png"].axes[0])):
+                    (figs[figures.POOLED_FIGURE], figs[figures.POOLED_FIGURE].axes[0])):
         assert ax.get_ylim() == (figures.PGR_VIEW[0], figures.PGR_VIEW[1])
         texts = [t.get_text() for t in ax.texts]
         assert any("axis cut at PGR -2..2" in t for t in texts) and "-30.0" in texts
@@ -151,7 +161,7 @@ def test_pgr_axis_is_cut_at_plus_minus_2_and_says_so(finished_sweep):
         assert edge and edge[0].get_ydata()[0] == figures.PGR_VIEW[0]
     # a panel whose points and bars all lie within the view keeps its own limits and no note
     inside = [dict(r, pgr=0.5, pgr_lo=0.1, pgr_hi=0.9) if r["kind"] == "transfer" else r for r in points]
-    pgr_ax = figures.build(inside, [])["csv-xent.png"].axes[1]
+    pgr_ax = figures.build(inside, [], [])["csv-xent.png"].axes[1]
     assert not pgr_ax.texts and -2 < pgr_ax.get_ylim()[0] <= 0 and 1 <= pgr_ax.get_ylim()[1] < 2
     plt.close("all")
 
@@ -162,10 +172,13 @@ def test_report_writes_figures_table_and_pgr_into_runs(finished_sweep, capsys):
 
     out = report(sweep, runs)
     folder = Path(sweep.results_dir) / "ladder"
-    assert {p.name for p in out["plots"]} >= {"jsonl-xent.png", "grid-logconf.png", "summary-median-pgr.png"}
+    assert {p.name for p in out["plots"]} >= {"jsonl-xent.png", "grid-logconf.png", "summary-xent.png",
+                                              "summary-logconf.png", figures.POOLED_FIGURE}
     assert all(p.parent == folder / "figures" and p.stat().st_size > 10_000 for p in out["plots"])
     text = (folder / "scaling_points.txt").read_text()
-    assert "median PGR" in text and "[" in text
+    assert text.startswith(PGR_DEFINITION) and figures.POOLED_CAPTION in text and "[" in text
+    for stem in figures.TABLE_STEMS:
+        assert json.loads((folder / f"{stem}.json").read_text())
     assert "figures in" in capsys.readouterr().out
     run = next(r for r in runs if r.plan.kind == "transfer")
     pgr = json.loads((run.plan.dir / "pgr.json").read_text())
@@ -199,12 +212,15 @@ def test_wandb_report_definition_matches_logged_keys(finished_sweep, monkeypatch
     table_keys = [f["value"] for f in _values(spec, "args") for f in f if f["name"] == "tableKey"]
     table_keys += [k["val"] for k in _values(spec, "key") if isinstance(k, dict) and "val" in k]  # table panels
     media_keys = [k for ks in _values(spec, "mediaKeys") for k in ks]
-    assert len(table_keys) == 2 * 2 * 2 + 2 and len(media_keys) == 4 + 3  # curves; figures
+    # curves + points, summary and pooled tables; per dataset and loss + grid, summary per loss
+    # and the pooled figure
+    assert len(table_keys) == 2 * 2 * 2 + 3 and len(media_keys) == 4 + 2 + 2 + 1
     for key in table_keys + media_keys:
         assert key in summary, f"report panel reads {key!r}, not logged ({sorted(summary)[:8]} ...)"
     for dataset in ("jsonl", "csv"):
         assert f"Dataset {dataset}" in text
-    assert wandb_report.SUMMARY_TABLE in summary and wandb_report.POINTS_TABLE in summary
+    assert {wandb_report.SUMMARY_TABLE, wandb_report.POINTS_TABLE, wandb_report.POOLED_TABLE} <= summary
+    assert PGR_DEFINITION in text and "Pooled over supervisors" in text
     assert "Seeds: 0, 1" in text and "Losses: xent, logconf" in text and "Commit" in text
     runsets = list(_values(spec, "runSets"))
     assert {rs["name"] for sets in runsets for rs in sets} == {"sweep ladder"}  # one run set per sweep
@@ -258,3 +274,59 @@ def test_report_puts_pgr_beside_each_transfer_run_and_never_reopens_its_offline_
     assert any(e.get("event") == "pgr" and e["pgr"] == pgr["pgr"] for e in events)
     other = next(r for r in runs if r.plan.kind == "transfer" and r is not run)
     assert not (other.plan.dir / "wandb").exists()  # runs without a W&B run get none made for them
+
+
+def _definition(fig) -> str:
+    """The footnote stating the PGR definition, unwrapped; '' where the figure has none."""
+    notes = [t.get_text().replace("\n", " ") for t in fig.texts if t.get_gid() == figures.DEFINITION_GID]
+    assert len(notes) <= 1
+    return notes[0] if notes else ""
+
+
+def test_every_figure_and_table_states_the_one_pgr_definition(finished_sweep):
+    """One PGR definition, stated on every figure and table that shows a PGR; and a point's PGR
+    and interval read the same in the report's tables (report.summarize) and its figures."""
+    import matplotlib.pyplot as plt
+    from w2s_scale.aggregate import format_cross_dataset, format_paper_pgr, cross_dataset, paper_pgr
+    from w2s_scale.report import format_table
+    from w2s_scale.scaling import figure_data, format_tables, gt_rows, transfer_rows
+
+    sweep, runs = finished_sweep
+    points, summary_rows, pooled_rows = figure_data(sweep, runs)
+    figs = figures.build(points, summary_rows, pooled_rows)
+    for name, fig in figs.items():
+        assert _definition(fig) == PGR_DEFINITION, name
+    plt.close("all")
+    transfer = transfer_rows(runs)
+    for text in (figures.format_points(points, summary_rows, pooled_rows), format_table(transfer),
+                 format_tables(gt_rows(runs), transfer), format_paper_pgr(paper_pgr(transfer)),
+                 format_cross_dataset(cross_dataset(transfer))):
+        assert PGR_DEFINITION in text
+    means = {(r["dataset"], r["loss"], r["weak"], r["strong"]): r for r in transfer if r["seed"] == "mean"}
+    checked = 0
+    for r in (r for r in points if r["kind"] == "transfer"):
+        table = means[(r["dataset"], r["loss"], r["weak"], r["strong"])]
+        assert (table["pgr"], table["pgr_lo"], table["pgr_hi"]) == pytest.approx((r["pgr"], r["pgr_lo"], r["pgr_hi"]))
+        checked += 1
+    assert checked == 16
+
+
+def test_figures_name_each_model_as_the_sweep_does(finished_sweep):
+    """Legends, point names and the pooled figure's ticks use ModelConfig.display_name (a
+    frozen-feature probe in the ladder is named as one), not the folder-safe short name."""
+    import matplotlib.pyplot as plt
+    from w2s_scale.scaling import figure_data, model_names
+
+    sweep, runs = finished_sweep
+    models = [m.model_copy(update={"linear_probe": True}) if m.short_name == "qwen2" else m
+              for m in sweep.models]
+    names = model_names(sweep.model_copy(update={"models": models}))
+    probe = next(m for m in models if m.short_name == "qwen2").display_name
+    assert names["qwen2"] == probe and names["llama"] == "llama"
+    points, summary_rows, pooled_rows = figure_data(sweep, runs)
+    figs = figures.build(points, summary_rows, pooled_rows, names)
+    for name in ("jsonl-xent.png", "summary-xent.png"):
+        assert probe in [t.get_text() for t in figs[name].axes[0].texts]  # the ceiling's point
+    ticks = [t.get_text() for t in figs[figures.POOLED_FIGURE].axes[0].get_xticklabels()]
+    assert any(t.startswith(probe) for t in ticks)
+    plt.close("all")

@@ -1,15 +1,13 @@
-"""PGR aggregated as the paper does it, beside the per-seed paired PGR; pure functions of the
-per-seed transfer rows that report.summarize produces (one per transfer run: seed, weak, strong,
-loss, weak/ceiling/transfer accuracy and AUC; a `dataset` key where there are several).
+"""PGR aggregated over pairs and datasets; pure functions of the per-seed transfer rows that
+report.summarize produces (one per transfer run: seed, weak, strong, loss, weak/ceiling/transfer
+accuracy and AUC; a `dataset` key where there are several).
 
-Two ways to aggregate, each labelled where it is shown:
-* per-seed paired PGR (report.summarize): (t_s - w_s) / (c_s - w_s) with the weak, ceiling and
-  transfer runs of the same seed s, then the mean over seeds. Noisy when the gap is small.
-* the reference's (its plotting notebook): the weak and the ceiling model's scores averaged over
-  seeds per model (w̄, c̄); each transfer run against those means, (t_s - w̄) / (c̄ - w̄); kept
-  where weak != strong and c̄ > w̄; the MEDIAN over all kept (weak, strong) pairs and seeds, per loss.
-Both on accuracy and on ROC AUC (EleutherAI's metric). Every figure says how many runs, pairs and
-seeds it rests on, and how many were dropped and why.
+PGR has one definition (metrics.PGR_DEFINITION, the reference's plotting notebook): the weak and
+the ceiling model's scores averaged over seeds per model (w̄, c̄); each transfer run against those
+means, (t_s - w̄) / (c̄ - w̄) (metrics.pgr); kept where weak != strong and c̄ > w̄; the MEDIAN over
+the kept runs. Here the median is over all kept (weak, strong) pairs and seeds per loss, as the
+notebook does; on accuracy and on ROC AUC (EleutherAI's metric). Every table says how many runs,
+pairs and seeds it rests on, and how many were dropped and why.
 """
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from w2s_scale.metrics import has_gap
+from w2s_scale.metrics import PGR_DEFINITION, pgr
 
 METRICS = ("acc", "auc")
 DROP_SELF = "weak == strong"
@@ -56,9 +54,8 @@ def pgr_against_means(row: dict, means: dict[tuple, Optional[float]], metric: st
     t = row.get(f"transfer_{metric}")
     if w is None or c is None or t is None:
         return None, DROP_MISSING
-    if not has_gap(w, c):
-        return None, DROP_GAP
-    return (float(t) - w) / (c - w), None
+    value = pgr(w, c, float(t))
+    return (None, DROP_GAP) if value is None else (value, None)
 
 
 def _kept(rows: Iterable[dict], means: dict, metric: str) -> tuple[list[tuple[dict, float]], dict]:
@@ -83,7 +80,7 @@ def _dropped_text(reasons: dict[str, int]) -> str:
 # the same functions. Rows of datasets without subsets have none of these keys.
 
 SUBSET_KEYS = ("weak_acc", "ceiling_acc", "transfer_acc", "weak_auc", "ceiling_auc",
-               "transfer_auc", "pgr", "pgr_lo", "pgr_hi", "pgr_auc", "pgr_paper", "n_test")
+               "transfer_auc", "pgr", "pgr_lo", "pgr_hi", "pgr_auc", "n_test")
 
 
 def subset_key(name: str, key: str) -> str:
@@ -106,9 +103,9 @@ def on_subset(rows: Iterable[dict], name: str) -> list[dict]:
 
 
 def paper_pgr(rows: Iterable[dict]) -> list[dict]:
-    """One row per (dataset, loss, metric): the reference's median PGR over every kept (weak,
-    strong) pair and seed, beside the mean of the per-seed paired PGRs of the same runs; then
-    the same per test subset, where the data have subsets (rows with a "subset" key)."""
+    """One row per (dataset, loss, metric): the median PGR over every kept (weak, strong) pair
+    and seed (each run against its pair's seed means); then the same per test subset, where the
+    data have subsets (rows with a "subset" key)."""
     rows = per_seed(rows)
     return _paper_pgr(rows) + [{**r, "subset": name} for name in subset_names(rows)
                                for r in _paper_pgr(on_subset(rows, name))]
@@ -123,25 +120,19 @@ def _paper_pgr(rows: list[dict]) -> list[dict]:
             groups[(r.get("dataset"), r["loss"])].append(r)
         for (dataset, loss), members in groups.items():
             kept, reasons = _kept(members, means, metric)
-            paired_key = "pgr" if metric == "acc" else "pgr_auc"
-            paired = [r.get(paired_key) for r, _ in kept]
-            paired_defined = [p for p in paired if p is not None]
             out.append({
                 "dataset": dataset, "loss": loss, "metric": metric,
                 "pgr_median": float(np.median([v for _, v in kept])) if kept else None,
                 "n_runs": len(kept), "n_pairs": len({(r["weak"], r["strong"]) for r, _ in kept}),
                 "n_seeds": len({r["seed"] for r, _ in kept}),
-                "n_dropped": len(members) - len(kept), "dropped": _dropped_text(reasons),
-                "per_seed_pgr_mean": float(np.mean(paired_defined)) if paired_defined else None,
-                "per_seed_pgr_n": len(paired_defined),
-                "per_seed_pgr_undefined": len(paired) - len(paired_defined)})
+                "n_dropped": len(members) - len(kept), "dropped": _dropped_text(reasons)})
     return out
 
 
 def pair_paper_pgr(rows: Iterable[dict], dataset, weak: str, strong: str, loss: str,
                    metric: str = "acc", means: Optional[dict] = None) -> tuple[Optional[float], int, str]:
-    """The reference's PGR for one (weak, strong, loss): median over seeds against the seed
-    means; with the number of runs it rests on and what was dropped."""
+    """The PGR of one (weak, strong, loss) (metrics.PGR_DEFINITION): median over seeds against
+    the seed means; with the number of runs it rests on and what was dropped."""
     rows = [r for r in per_seed(rows) if r.get("dataset") == dataset and r["weak"] == weak
             and r["strong"] == strong and r["loss"] == loss]
     means = model_means(rows, metric) if means is None else means
@@ -154,7 +145,8 @@ def cross_dataset(rows: Iterable[dict], order: Optional[Sequence[str]] = None) -
     """Per dataset and loss, the widest pair (the first and the last model of `order`; without
     an order, the pair with the largest ceiling - weak gap): weak, ceiling and transfer accuracy
     (means over seeds), the reference's PGR on accuracy and AUC, and the median PGR over all
-    pairs; then, per loss, the median of each column across datasets (the paper's summary).
+    pairs; then, per loss, the median of each column across datasets (of the widest pair: not
+    the paper's figure-3 summary, which keeps one line per supervisor: figures.tables).
     Then the same per test subset, where the data have subsets (rows with a "subset" key)."""
     rows = per_seed(rows)
     return _cross_dataset(rows, order) + [{**r, "subset": name} for name in subset_names(rows)
@@ -225,13 +217,12 @@ def _with_subset(header: list[str], lines: list[list[str]], rows: list[dict]) ->
 def format_paper_pgr(rows: list[dict]) -> str:
     lines = [[str(r["dataset"] or "-"), r["loss"], r["metric"], _num(r["pgr_median"]),
               f"{r['n_runs']} runs, {r['n_pairs']} pairs, {r['n_seeds']} seeds",
-              f"{r['n_dropped']} ({r['dropped']})",
-              f"{_num(r['per_seed_pgr_mean'])} (n {r['per_seed_pgr_n']}, "
-              f"{r['per_seed_pgr_undefined']} undefined)"] for r in rows]
-    header, lines = _with_subset(["dataset", "loss", "metric", "median PGR", "rests on", "dropped",
-                                  "per-seed paired PGR, mean"], lines, rows)
-    return ("PGR as the reference's plots: median over kept (weak, strong) pairs and seeds of "
-            "(transfer - mean weak) / (mean ceiling - mean weak)\n" + _table(header, lines))
+              f"{r['n_dropped']} ({r['dropped']})"] for r in rows]
+    header, lines = _with_subset(["dataset", "loss", "metric", "median PGR", "rests on", "dropped"],
+                                 lines, rows)
+    return (f"{PGR_DEFINITION}\nmedian PGR per dataset and loss: over the runs of all kept (weak, "
+            "strong) pairs, each against its pair's seed means, as the reference's plots\n"
+            + _table(header, lines))
 
 
 def format_cross_dataset(rows: list[dict]) -> str:
@@ -242,5 +233,5 @@ def format_cross_dataset(rows: list[dict]) -> str:
              for r in rows]
     header, lines = _with_subset(["dataset", "loss", "pair", "weak", "ceiling", "transfer", "PGR",
                                   "AUC-PGR", "median PGR all pairs", "rests on"], lines, rows)
-    return ("across datasets (widest pair; PGR = median over seeds against the seed means, as the "
-            "reference's plots)\n" + _table(header, lines))
+    return (f"{PGR_DEFINITION}\nacross datasets: the widest pair of each dataset, then the "
+            "median across datasets\n" + _table(header, lines))

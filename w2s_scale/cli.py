@@ -27,6 +27,7 @@ from w2s_scale.planning import plan_experiment
 from w2s_scale.preflight import preflight
 from w2s_scale.processes import EXIT_INTERRUPTED
 from w2s_scale.report import summarize, unfinished_runs, write_summary
+from w2s_scale.service import commands as service_commands
 from w2s_scale.sweep import plan_sweep
 
 MESSAGE_LIMIT = 600  # characters of one error line; values inside are already cut (errors.shorten)
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     add_plan_args(plan)
 
     sweep_cli.add_commands(sub)  # sweep, run, status, report
+    service_commands.add_commands(sub)  # serve, submit: the evaluation service (docs/isolation.md)
     sub.add_parser("datasets", help="list the dataset registry: name, source, task family, "
                                     "formulation, train/test sizes")
     return parser
@@ -99,6 +101,8 @@ def _command(argv: Optional[list[str]]) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in sweep_cli.COMMANDS:
         return sweep_cli.main(args, in_rank())
+    if args.command in service_commands.COMMANDS:
+        return service_commands.main(args)
     if args.command == "datasets":
         print(registry_table())
         return 0

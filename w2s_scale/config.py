@@ -76,8 +76,10 @@ class ModelConfig(Strict):
     config_overrides: dict[str, Any] = Field(default_factory=dict)
     # where the classification head reads: last real token (causal LMs), pooled output (encoders)
     # (or, `pretrained`, an image classifier's own head used as is, untrained: a weak supervisor;
-    # `label_tokens`, causal LMs: the LM head's logits of one label word per class, see label_tokens)
-    head: Literal["auto", "last_token", "pooled", "pretrained", "label_tokens"] = "auto"
+    # `label_tokens`, causal LMs: the LM head's logits of one label word per class, see label_tokens;
+    # `mean`, encoders: the mean of the real tokens' last hidden states, the pooling
+    # sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained with)
+    head: Literal["auto", "last_token", "pooled", "pretrained", "label_tokens", "mean"] = "auto"
     # head: label_tokens only: the prompt template, label words and chat template (LabelTokensConfig)
     label_tokens: Optional[LabelTokensConfig] = None
     tokenizer: Optional[str] = None  # defaults to `name`
@@ -85,9 +87,13 @@ class ModelConfig(Strict):
     # reference's ImageNet transform (resize 256, centre crop 224, ImageNet mean/std); see vision.py
     image_processor: Optional[str] = None
     ADDED_LATER: ClassVar[dict[str, Any]] = {"image_processor": None, "label_tokens": None}
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # training precision (16-bit: mixed, fp32 master weights)
+    # training precision (16-bit: mixed, fp32 master weights; bf16 without a GPU computes the core
+    # of attention in fp32, where CPU kernels are faster: w2s_scale/cpu_attention.py)
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     dropout: bool = False  # the reference trains with dropout off; switch on here
-    linear_probe: bool = False  # freeze the backbone, train the head alone
+    # freeze the backbone, train the head alone: on features extracted once and cached
+    # (w2s_scale/text_features.py, vision.py); display_name calls it "<label> (frozen probe)"
+    linear_probe: bool = False
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more time
     lora: LoraConfig = Field(default_factory=LoraConfig)  # LoRA adapters (peft), see LoraConfig
     # per-model overrides of the experiment's `train` section (lr, micro_batch_size, ...)
@@ -132,6 +138,14 @@ class ModelConfig(Strict):
             raise ValueError("save: adapters of a randomly initialised base cannot be reloaded "
                              "(the base is not saved); use save: model16")
         return self
+
+    @property
+    def display_name(self) -> str:
+        """How figures and tables name this model: `short_name`, and what it is when that is not
+        a fine-tuned model (a linear probe on frozen features), so that a ladder mixing both is
+        read right. The one place this naming is decided."""
+        probe = self.linear_probe and self.head != "pretrained"  # an own head trains nothing
+        return f"{self.short_name} (frozen probe)" if probe else self.short_name
 
     @property
     def short_name(self) -> str:
@@ -222,6 +236,11 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(0, ge=0)  # optimizer steps; 0: only on a stop signal
     keep_checkpoints: int = Field(1, gt=0)  # the newest N checkpoints are kept
     length_grouping: bool = True  # batches of similar lengths (less padding), in a seeded order
+    # texts of a micro-batch packed into rows with no padding, attention kept within each text,
+    # each read at its own token (w2s_scale/padding_free.py): the same logits within float
+    # tolerance, fewer tokens when lengths vary (most with length_grouping off). Causal LMs gpt2,
+    # llama, mistral, qwen2, qwen3 and encoders bert, roberta, mpnet; not in run hashes
+    padding_free: bool = False
     # transfer runs only (w2s_scale/selection.py); None: off. Both hold examples of B out of
     # training, so both enter the run's hash when set
     early_stopping: Optional[EarlyStoppingConfig] = None
@@ -232,7 +251,7 @@ class TrainConfig(Strict):
     # paper's equal halves do. None: all of A
     gt_n_train: Optional[int] = Field(None, ge=2)
     ADDED_LATER: ClassVar[dict[str, Any]] = {"early_stopping": None, "gt_curve": None,
-                                             "gt_n_train": None}
+                                             "gt_n_train": None, "padding_free": False}
 
     @model_validator(mode="after")
     def _held_out_leaves_training_data(self) -> "TrainConfig":

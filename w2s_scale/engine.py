@@ -25,6 +25,7 @@ from w2s_scale.data.batching import (TokenizedSet, collate, eval_batches, global
 from w2s_scale.losses import (GlobalBatchStats, PredictionHistory, compute_loss,
                               needs_global_stats, resolve_params)
 from w2s_scale.models import build_classifier
+from w2s_scale.padding_free import pack
 from w2s_scale.results import record_checkpoint, resume_tag
 from w2s_scale.processes import handling, received_signal
 from w2s_scale.reshard import load_resharded, needs_reshard
@@ -145,7 +146,10 @@ def build_engine(model_cfg: ModelConfig, train: TrainConfig, total_steps: int, t
         optimizer = DeepSpeedCPUAdam(params, lr=train.lr, weight_decay=train.weight_decay,
                                      adamw_mode=True)
     else:
-        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        # on CPU, torch's fused AdamW: the same update, one kernel instead of a loop over the
+        # tensors (MiniLM-L6's step: 16 ms against 131 ms, one thread); GPUs keep the default
+        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay,
+                                      fused=True if not torch.cuda.is_available() else None)
     warmup = int(train.warmup_frac * total_steps)
     schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731 - built on DS's optimizer
         opt, lr_lambda(train.schedule, warmup, total_steps, train.epochs))
@@ -214,9 +218,11 @@ def _forward(eng: Engine, data: TokenizedSet, rows: np.ndarray) -> tuple[torch.T
     """Logits of `rows` and how many tokens they hold (images, features: one per example)."""
     if hasattr(data, "model_inputs"):  # images or cached features: w2s_scale/vision.py
         return eng.engine(data.model_inputs(rows).to(eng.engine.device)), len(rows)
-    input_ids, mask = collate([data.input_ids[i] for i in rows], eng.pad_id,
-                              eng.tokenizer.padding_side)
-    device = eng.engine.device
+    tokens, device = [data.input_ids[i] for i in rows], eng.engine.device
+    if eng.train_cfg.padding_free:  # rows with no padding, logits in the order of `rows`
+        input_ids, layout = pack(tokens, eng.pad_id)
+        return eng.engine(input_ids.to(device), None, packed=layout.to(device)), layout.n_tokens
+    input_ids, mask = collate(tokens, eng.pad_id, eng.tokenizer.padding_side)
     return eng.engine(input_ids.to(device), mask.to(device)), int(mask.sum())
 
 

@@ -134,3 +134,8 @@ class TooFewExamplesError(UserError):
 
 class ProbeLayerError(ConfigError):
     """labels.probe.layer is not a hidden state of the model the probe reads."""
+
+
+class PaddingFreeError(ModelError):
+    """train.padding_free with a model whose packed rows are not checked to keep attention
+    within each text (w2s_scale/padding_free.py)."""

@@ -1,19 +1,27 @@
-"""Paper-style scaling figures of a sweep (Burns et al. 2023, figure 3 style) and their table.
+"""Paper-style scaling figures of a sweep (Burns et al. 2023, figure 3 style) and their tables.
 
-From the finished runs' test predictions:
-  - points(): one row per curve point, the summary table: the weak supervisors' own accuracy,
-    the ceiling (each strong model trained on ground truth), and each (weak, strong, loss)
-    transfer accuracy and PGR, all with 95% two-level bootstrap intervals over seeds and test
-    examples (w2s_scale/intervals.py), so accuracy intervals stay within [0, 1].
-  - summary(): median PGR over tasks (dataset x weak supervisor) per loss and student size.
-  - draw(): per dataset and loss, accuracy and PGR against the student's parameter count on a log
-    axis; a grid over datasets per loss; the cross-dataset summary. PNG files.
+PGR everywhere here is its one definition, metrics.PGR_DEFINITION (stated on every figure and
+table), with 95% two-level bootstrap intervals over seeds and test examples (intervals.py).
+
+From the finished runs' test predictions, `tables()` gives three tables from one bootstrap per
+curve point:
+  - points: one row per curve point: the weak supervisors' own accuracy, the ceiling (each strong
+    model trained on ground truth), and each (weak, strong, loss) transfer accuracy and PGR, per
+    dataset; accuracy intervals stay within [0, 1].
+  - summary: the paper's cross-dataset summary (its figure 3 over the NLP tasks): per loss, one
+    line per weak supervisor, each (supervisor, student) point the median across datasets of its
+    accuracy and PGR; the ceiling and each supervisor alone likewise.
+  - pooled: median PGR over datasets and weak supervisors together per loss and student; not the
+    paper's summary, and named "pooled over supervisors" wherever it is shown.
+draw(): per dataset and loss, accuracy and PGR against the student's parameter count on a log
+axis; a grid over datasets per loss; the summary per loss; the pooled figure. PNG files.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +31,14 @@ import numpy as np
 
 from w2s_scale import intervals, predictions
 from w2s_scale.files import atomic_write
+from w2s_scale.metrics import PGR_DEFINITION
 from w2s_scale.results import RunDir
 from w2s_scale.sweep import disk_state
+
+# the `dataset` of the summary's rows, and so the title of its panels
+ACROSS = "median across datasets"
+POOLED_CAPTION = "median PGR pooled over datasets and weak supervisors (not the paper's summary)"
+POOLED_FIGURE = "pooled-median-pgr.png"
 
 
 @dataclass(frozen=True)
@@ -77,53 +91,88 @@ def _triples(gt, dataset: str, weak: str, strong: str, by_seed: dict) -> list[li
             if (dataset, weak, s) in gt and (dataset, strong, s) in gt]
 
 
-def points(results: list[RunResult], sizes: dict[str, Optional[int]], n_boot: int = intervals.N_BOOT) -> list[dict]:
-    """The summary table: one row per curve point (kind weak / ceiling / transfer)."""
+def _median_row(per_dataset: list[tuple[intervals.Estimate, list]], key: str) -> dict:
+    """{key, key_lo, key_hi}: the median across datasets of their values, its interval from their
+    bootstrap draws taken draw by draw; datasets whose value is undefined are left out."""
+    defined = [(est, draws) for est, draws in per_dataset if est.value is not None]
+    if not defined:
+        return {key: None, f"{key}_lo": None, f"{key}_hi": None}
+    value, lo, hi = intervals.median_interval([d for _, d in defined], [e.value for e, _ in defined])
+    return {key: value, f"{key}_lo": lo, f"{key}_hi": hi}
+
+
+def tables(results: list[RunResult], sizes: dict[str, Optional[int]], n_boot: int = intervals.N_BOOT,
+           ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(points, summary, pooled): see the module's docstring. Every point's bootstrap runs once,
+    with seed 0 as report.summarize's, so a point's interval reads the same in every table; the
+    summaries take medians of those draws. (Datasets share the random stream but not their
+    data, so their draws stay uncorrelated; tasks sharing a ceiling draw it alike, as they
+    should.)"""
     gt, transfer = _index(results)
     weak_models = {k[2] for k in transfer}
     strong_models = {k[3] for k in transfer}
-    rows = []
+    points, summary = [], []
+    alone = defaultdict(list)  # (role, model) -> [(estimate, draws)] over datasets
     for role, models in (("weak", weak_models), ("ceiling", strong_models)):
         for dataset, model in sorted({(d, m) for d, m, _ in gt if m in models}):
             seeds = [r for (d, m, _), r in sorted(gt.items()) if (d, m) == (dataset, model)]
-            est = intervals.accuracy([np.array(list(r.correct.values()), dtype=float) for r in seeds],
-                                     n_boot)
-            rows.append({"kind": role, "dataset": dataset, "loss": None, "weak": None, "strong": model,
-                         "params": sizes.get(model), **est.as_dict("accuracy"),
-                         "n_seeds": est.n_seeds, "n_test": est.n_examples})
+            est, draws = intervals.accuracy_with_draws(
+                [np.array(list(r.correct.values()), dtype=float) for r in seeds], n_boot)
+            alone[(role, model)].append((est, draws))
+            points.append({"kind": role, "dataset": dataset, "loss": None, "weak": None, "strong": model,
+                           "params": sizes.get(model), **est.as_dict("accuracy"),
+                           "n_seeds": est.n_seeds, "n_test": est.n_examples})
+    by_point = defaultdict(list)  # (loss, weak, strong) -> per dataset: (dataset, acc, pgr, triples)
     for (dataset, loss, weak, strong), by_seed in sorted(transfer.items()):
         triples = _triples(gt, dataset, weak, strong, by_seed)
         if not triples:
             continue
-        acc = intervals.accuracy([t[2] for t in triples], n_boot)
-        pgr = intervals.pgr(triples, n_boot)
-        rows.append({"kind": "transfer", "dataset": dataset, "loss": loss, "weak": weak, "strong": strong,
-                     "params": sizes.get(strong), "weak_params": sizes.get(weak),
-                     **acc.as_dict("accuracy"), **pgr.as_dict("pgr"),
-                     "weak_accuracy": float(np.mean([t[0].mean() for t in triples])),
-                     "ceiling_accuracy": float(np.mean([t[1].mean() for t in triples])),
-                     "n_seeds": acc.n_seeds, "n_test": acc.n_examples})
-    return rows
+        acc = intervals.accuracy_with_draws([t[2] for t in triples], n_boot)
+        pgr = intervals.pgr_with_draws(triples, n_boot)
+        by_point[(loss, weak, strong)].append((dataset, acc, pgr, triples))
+        points.append({"kind": "transfer", "dataset": dataset, "loss": loss, "weak": weak, "strong": strong,
+                       "params": sizes.get(strong), "weak_params": sizes.get(weak),
+                       **acc[0].as_dict("accuracy"), **pgr[0].as_dict("pgr"),
+                       "weak_accuracy": float(np.mean([t[0].mean() for t in triples])),
+                       "ceiling_accuracy": float(np.mean([t[1].mean() for t in triples])),
+                       "n_seeds": acc[0].n_seeds, "n_test": acc[0].n_examples})
+    # the paper's summary: rows of the same kinds as points, dataset ACROSS
+    for (role, model), members in sorted(alone.items()):
+        summary.append({"kind": role, "dataset": ACROSS, "loss": None, "weak": None, "strong": model,
+                        "params": sizes.get(model), **_median_row(members, "accuracy"),
+                        "n_datasets": len(members), "n_seeds": min(e.n_seeds for e, _ in members),
+                        "n_test": min(e.n_examples for e, _ in members)})
+    for (loss, weak, strong), members in sorted(by_point.items()):
+        pgr_defined = [p for _, _, p, _ in members if p[0].value is not None]
+        summary.append({"kind": "transfer", "dataset": ACROSS, "loss": loss, "weak": weak, "strong": strong,
+                        "params": sizes.get(strong), "weak_params": sizes.get(weak),
+                        **_median_row([a for _, a, _, _ in members], "accuracy"),
+                        **_median_row([p for _, _, p, _ in members], "pgr"),
+                        "n_datasets": len(members), "n_datasets_pgr": len(pgr_defined),
+                        "datasets": ", ".join(d for d, _, _, _ in members),
+                        "n_seeds": min(a[0].n_seeds for _, a, _, _ in members),
+                        "n_test": min(a[0].n_examples for _, a, _, _ in members)})
+    return points, summary, _pooled(by_point, sizes)
 
 
-def summary(results: list[RunResult], sizes: dict[str, Optional[int]], n_boot: int = intervals.N_BOOT) -> list[dict]:
+def _pooled(by_point: dict, sizes: dict[str, Optional[int]]) -> list[dict]:
     """Median PGR over tasks (dataset x weak supervisor, self-supervision left out) per loss and
-    student, with an interval from the tasks' bootstrap draws; the paper's summary of its suite."""
-    gt, transfer = _index(results)
-    tasks = defaultdict(list)  # (loss, strong) -> [(value, draws)]
-    for (dataset, loss, weak, strong), by_seed in sorted(transfer.items()):
-        triples = _triples(gt, dataset, weak, strong, by_seed)
-        if weak == strong or not triples:
-            continue
-        est = intervals.pgr(triples, n_boot)
-        if est.value is not None:
-            tasks[(loss, strong)].append((est.value, intervals.pgr_draws(triples, n_boot)))
+    student, with an interval from the tasks' bootstrap draws: pooled over supervisors."""
+    tasks = defaultdict(list)  # (loss, strong) -> [(estimate, draws)]
+    for (loss, weak, strong), members in sorted(by_point.items()):
+        if weak != strong:
+            tasks[(loss, strong)] += [pgr for _, _, pgr, _ in members if pgr[0].value is not None]
     rows = []
     for (loss, strong), members in sorted(tasks.items()):
-        value, lo, hi = intervals.median_interval([d for _, d in members], [v for v, _ in members])
+        value, lo, hi = intervals.median_interval([d for _, d in members], [e.value for e, _ in members])
         rows.append({"loss": loss, "strong": strong, "params": sizes.get(strong), "median_pgr": value,
                      "median_pgr_lo": lo, "median_pgr_hi": hi, "n_tasks": len(members)})
     return rows
+
+
+def points(results: list[RunResult], sizes: dict[str, Optional[int]], n_boot: int = intervals.N_BOOT) -> list[dict]:
+    """The curve points per dataset (tables()[0])."""
+    return tables(results, sizes, n_boot)[0]
 
 
 # --- the table as files ---------------------------------------------------------------------------
@@ -134,30 +183,50 @@ def _fmt(v, lo=None, hi=None) -> str:
     return f"{v:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
 
 
-def format_points(rows: list[dict], summary_rows: list[dict]) -> str:
-    """The curve points as a plain table, 95% bootstrap intervals in brackets."""
-    head = ["dataset", "loss", "weak", "strong", "params", "seeds", "accuracy [95%]", "PGR [95%]"]
+def _point_table(rows: list[dict], rests_on: str) -> list[str]:
+    """Rows of points() or of the summary as aligned lines; `rests_on`: "seeds" or "datasets"."""
+    head = ["dataset", "loss", "weak", "strong", "params", rests_on, "accuracy [95%]", "PGR [95%]"]
     lines = [head]
     for r in rows:
+        if rests_on == "seeds":
+            count = str(r["n_seeds"])
+        else:  # a point's PGR may rest on fewer datasets than its accuracy (undefined elsewhere)
+            count = str(r["n_datasets"]) + (f" (PGR: {r['n_datasets_pgr']})"
+                                            if r.get("n_datasets_pgr", r["n_datasets"]) != r["n_datasets"] else "")
         lines.append([r["dataset"], r["loss"] or "-", r["weak"] or ("(weak alone)" if r["kind"] == "weak" else "(ceiling)"),
-                      r["strong"], size_label(r["params"]), str(r["n_seeds"]),
+                      r["strong"], size_label(r["params"]), count,
                       _fmt(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
                       _fmt(r["pgr"], r["pgr_lo"], r["pgr_hi"]) if r["kind"] == "transfer" else ""])
     widths = [max(len(x[i]) for x in lines) for i in range(len(head))]
-    text = ["curve points (mean over seeds; 95% bootstrap over seeds and test examples)"]
-    text += ["  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in lines]
+    return ["  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in lines]
+
+
+def format_points(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict]) -> str:
+    """The curve points, the paper's summary and the pooled medians as plain tables, 95%
+    bootstrap intervals in brackets, under the PGR definition."""
+    text = [PGR_DEFINITION, "",
+            "curve points (accuracy: mean over seeds; 95% bootstrap over seeds and test examples)"]
+    text += _point_table(rows, "seeds")
     if summary_rows:
-        text += ["", "median PGR over datasets and weak supervisors"]
+        text += ["", "the paper's summary (Burns et al. 2023, figure 3): per weak supervisor and student, "
+                 "the median across datasets; 95%: each dataset's bootstrap draws, median taken draw by draw"]
+        text += _point_table(summary_rows, "datasets")
+    if pooled_rows:
+        text += ["", POOLED_CAPTION]
         text += [f"  {r['loss']:<10} {r['strong']:<18} {size_label(r['params']):>7}  "
                  f"{_fmt(r['median_pgr'], r['median_pgr_lo'], r['median_pgr_hi'])}  ({r['n_tasks']} tasks)"
-                 for r in summary_rows]
+                 for r in pooled_rows]
     return "\n".join(text)
 
 
-def write_table(rows: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
+# the tables' files: scaling_summary is the paper's summary, scaling_pooled_median_pgr the pooled one
+TABLE_STEMS = ("scaling_points", "scaling_summary", "scaling_pooled_median_pgr")
+
+
+def write_table(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, table in (("scaling_points", rows), ("scaling_median_pgr", summary_rows)):
+    for stem, table in zip(TABLE_STEMS, (rows, summary_rows, pooled_rows)):
         fields = list(dict.fromkeys(k for r in table for k in r))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fields)
@@ -166,7 +235,7 @@ def write_table(rows: list[dict], summary_rows: list[dict], out_dir: Path) -> li
         atomic_write(out_dir / f"{stem}.csv", buffer.getvalue())
         atomic_write(out_dir / f"{stem}.json", json.dumps(table, indent=2) + "\n")
         written += [out_dir / f"{stem}.csv", out_dir / f"{stem}.json"]
-    atomic_write(out_dir / "scaling_points.txt", format_points(rows, summary_rows) + "\n")
+    atomic_write(out_dir / "scaling_points.txt", format_points(rows, summary_rows, pooled_rows) + "\n")
     return written + [out_dir / "scaling_points.txt"]
 
 
@@ -206,15 +275,15 @@ def _dodge(xs: list, index: int, count: int) -> list:
     return [x * factor for x in xs]
 
 
-def _name_points(ax, rows: list[dict]) -> None:
-    """Write each model's name by its point; neighbours closer than 1.6x in size lean apart so
-    their names do not overlap."""
+def _name_points(ax, rows: list[dict], names: dict[str, str]) -> None:
+    """Write each model's name (its label as the sweep gives it) by its point; neighbours closer
+    than 1.6x in size lean apart so their names do not overlap."""
     rows = sorted(rows, key=lambda r: r["params"])
     for i, r in enumerate(rows):
         near_next = i + 1 < len(rows) and rows[i + 1]["params"] < 1.6 * r["params"]
         near_prev = i > 0 and r["params"] < 1.6 * rows[i - 1]["params"]
         ha, dx = ("right", -4) if near_next else ("left", 4) if near_prev else ("center", 0)
-        ax.annotate(r["strong"], (r["params"], r["accuracy"]), textcoords="offset points",
+        ax.annotate(names.get(r["strong"], r["strong"]), (r["params"], r["accuracy"]), textcoords="offset points",
                     xytext=(dx, 8), ha=ha, fontsize=7)
 
 
@@ -256,20 +325,27 @@ def _pgr_axis(ax, plotted: list[tuple[float, float, float, float, object]]) -> N
             ax.annotate(f"{value:.1f}", (x, edge), textcoords="offset points", fontsize=7, color=color,
                         xytext=(6, 4 if marker == "v" else -10))
     if cut:
-        ax.text(0.02, 0.98, f"axis cut at PGR {view[0]:g}..{view[1]:g}: arrow heads and bars\nat the edge "
+        ax.text(0.02, 0.98, f"axis cut at PGR {view[0]:.2g}..{view[1]:.2g}: arrow heads and bars\nat the edge "
                 "go on (values in scaling_points.txt)", transform=ax.transAxes, fontsize=6,
                 color="grey", ha="left", va="top")
 
 
-def _seeds_note(rows: list[dict]) -> str:
+def _seeds_note(rows: list[dict], what: str = "mean of") -> str:
     seeds = sorted({r["n_seeds"] for r in rows})
     n_test = min(r["n_test"] for r in rows)
     seed_text = "/".join(map(str, seeds)) + (" seed" if seeds == [1] else " seeds")
     over = f"{n_test} test examples" if seeds == [1] else f"seeds and {n_test} test examples"
-    return f"mean of {seed_text}; bars: 95% bootstrap over {over}"
+    return f"{what} {seed_text}; bars: 95% bootstrap over {over}"
 
 
-def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True) -> None:
+# the legend title of the summary's panels: what each point and bar is
+ACROSS_NOTE = ("median across datasets of each dataset's point; bars: 95% bootstrap over seeds "
+               "and test examples within each dataset, median across datasets per draw")
+
+
+def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True,
+                    names: Optional[dict[str, str]] = None, note: Optional[str] = None) -> None:
+    names = names or {}
     weak_rows = [r for r in rows if r["kind"] == "weak" and r["dataset"] == dataset]
     ceiling = sorted((r for r in rows if r["kind"] == "ceiling" and r["dataset"] == dataset),
                      key=lambda r: r["params"])
@@ -279,12 +355,13 @@ def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict,
         ax.errorbar([r["params"] for r in ceiling], [r["accuracy"] for r in ceiling], yerr=_err(ceiling, "accuracy"),
                     color="black", linestyle="--", marker="s", markersize=5, capsize=3,
                     label="strong ceiling (trained on ground truth)")
-        _name_points(ax, ceiling)
+        _name_points(ax, ceiling, names)
     for i, w in enumerate(colors):
         own = next((r for r in weak_rows if r["strong"] == w), None)
         line = sorted((r for r in transfer if r["weak"] == w and r["strong"] != w), key=lambda r: r["params"])
         if own is None and not line:
             continue
+        name = names.get(w, w)
         if own is not None:
             ax.errorbar([own["params"]], [own["accuracy"]], yerr=_err([own], "accuracy"), color=colors[w],
                         marker="*", markersize=11, capsize=3, linestyle="none")
@@ -292,17 +369,20 @@ def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict,
         if line:
             ax.errorbar(_dodge([r["params"] for r in line], i, len(colors)), [r["accuracy"] for r in line],
                         yerr=_err(line, "accuracy"), color=colors[w], marker="o", markersize=5, capsize=3,
-                        label=f"strong supervised by {w} ({size_label(own['params'] if own else None)}; "
-                              f"\u2605 and dotted line: {w} alone)")
+                        label=f"strong supervised by {name} ({size_label(own['params'] if own else None)}; "
+                              f"\u2605 and dotted line: {name} alone)")
     _log_axis(ax, ticks)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{dataset}, {loss}: test accuracy", fontsize=10)
     if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-                  title=_seeds_note(weak_rows + ceiling + transfer), title_fontsize=7)
+                  title=textwrap.fill(note or _seeds_note(weak_rows + ceiling + transfer), 80),
+                  title_fontsize=7)
 
 
-def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True) -> None:
+def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True,
+               names: Optional[dict[str, str]] = None, note: Optional[str] = None) -> None:
+    names = names or {}
     transfer = [r for r in rows if r["kind"] == "transfer" and r["dataset"] == dataset and r["loss"] == loss
                 and r["weak"] != r["strong"]]
     ax.axhline(0, color="grey", linewidth=0.8)
@@ -315,7 +395,7 @@ def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, lege
             xs = _dodge([r["params"] for r in line], i, len(colors))
             ax.errorbar(xs, [r["pgr"] for r in line], yerr=_err(line, "pgr"),
                         color=colors[w], marker="o", markersize=5, capsize=3,
-                        label=f"supervised by {w} ({size_label(line[0]['weak_params'])})")
+                        label=f"supervised by {names.get(w, w)} ({size_label(line[0]['weak_params'])})")
             plotted += [(x, r["pgr"], r["pgr_lo"], r["pgr_hi"], colors[w]) for x, r in zip(xs, line)]
     if ticks:
         _log_axis(ax, ticks)
@@ -328,79 +408,120 @@ def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, lege
         ax.text(0.02, 0.02, f"{len(undefined)} point(s) undefined: ceiling <= weak",
                 transform=ax.transAxes, fontsize=7, color="grey")
     if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), title=_seeds_note(transfer),
-                  title_fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  title=textwrap.fill(note or _seeds_note(transfer, "PGR over"), 80), title_fontsize=7)
 
 
-def draw(rows: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
+# the gid of the footnote that states the PGR definition on every figure (tests find it by it)
+DEFINITION_GID = "pgr-definition"
+
+
+def _finish(fig) -> None:
+    """State the PGR definition at the foot of the figure, wrapped to its width, and lay the
+    axes out above it (the legends below the axes stay clear of it)."""
+    width, height = fig.get_size_inches()
+    text = textwrap.fill(PGR_DEFINITION, width=int(width * 17))  # about 17 characters an inch at 7 pt
+    fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=7, color="dimgrey", gid=DEFINITION_GID)
+    foot = (text.count("\n") + 1) * 0.13 / height + 0.01
+    fig.tight_layout(rect=(0, foot, 1, 1))
+
+
+def draw(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict], out_dir: Path,
+         names: Optional[dict[str, str]] = None) -> list[Path]:
     """Every figure as a PNG in out_dir; returns the paths written."""
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fig in build(rows, summary_rows).items():
-        fig.tight_layout()
+    for name, fig in build(rows, summary_rows, pooled_rows, names).items():
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
         written.append(out_dir / name)
     return written
 
 
-def build(rows: list[dict], summary_rows: list[dict]) -> dict:
-    """Every figure (file name -> matplotlib Figure): per dataset and loss, a grid per loss, the
-    cross-dataset summary."""
+def build(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict],
+          names: Optional[dict[str, str]] = None) -> dict:
+    """Every figure (file name -> matplotlib Figure, laid out): per dataset and loss
+    (<dataset>-<loss>.png), a grid per loss (grid-<loss>.png), the paper's cross-dataset summary
+    per loss (summary-<loss>.png), the median pooled over supervisors (pooled-median-pgr.png).
+    `names`: model -> the label the sweep gives it (legends and point names)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = _weak_colors(rows)
+    names = names or {}
+    colors = _weak_colors(rows + summary_rows)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    losses = list(dict.fromkeys(r["loss"] for r in rows if r["kind"] == "transfer"))
+    losses = list(dict.fromkeys(r["loss"] for r in rows + summary_rows if r["kind"] == "transfer"))
     figs = {}
 
     def save(fig, name: str) -> None:
+        _finish(fig)
         figs[name] = fig
 
     for dataset in datasets:
         for loss in losses:
             fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.6))
-            _accuracy_panel(left, rows, dataset, loss, colors)
-            _pgr_panel(right, rows, dataset, loss, colors)
+            _accuracy_panel(left, rows, dataset, loss, colors, names=names)
+            _pgr_panel(right, rows, dataset, loss, colors, names=names)
             save(fig, f"{dataset}-{loss}.png")
     for loss in losses:
+        if not datasets:
+            break
         fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 10.5), squeeze=False)
         for col, dataset in enumerate(datasets):
-            _accuracy_panel(axes[0][col], rows, dataset, loss, colors, legend=col == 0)
-            _pgr_panel(axes[1][col], rows, dataset, loss, colors, legend=col == 0)
+            _accuracy_panel(axes[0][col], rows, dataset, loss, colors, legend=col == 0, names=names)
+            _pgr_panel(axes[1][col], rows, dataset, loss, colors, legend=col == 0, names=names)
         fig.suptitle(f"weak-to-strong scaling over datasets, loss {loss}", fontsize=11)
         save(fig, f"grid-{loss}.png")
-    if summary_rows:
-        fig, ax = plt.subplots(figsize=(6.4, 6))
+    for loss in losses:
+        if not any(r["loss"] == loss for r in summary_rows):
+            continue
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.9))
+        _accuracy_panel(left, summary_rows, ACROSS, loss, colors, names=names, note=ACROSS_NOTE)
+        _pgr_panel(right, summary_rows, ACROSS, loss, colors, names=names, note=ACROSS_NOTE)
+        left.set_ylabel("test accuracy, median across datasets")
+        right.set_ylabel("PGR, median across datasets")
+        n = max(r["n_datasets"] for r in summary_rows)
+        fig.suptitle(f"weak-to-strong scaling across {n} datasets, loss {loss}: one line per weak "
+                     "supervisor, the median across datasets\n(as the paper summarises its NLP tasks: "
+                     "Burns et al. 2023, figure 3)", fontsize=10)
+        fewer = [r for r in summary_rows if r["kind"] == "transfer" and r["loss"] == loss
+                 and r["weak"] != r["strong"] and r["n_datasets_pgr"] < r["n_datasets"]]
+        if fewer:  # a median over fewer datasets must say so
+            right.text(0.02, 0.08, f"{len(fewer)} point(s) rest on fewer datasets: PGR undefined "
+                       "(ceiling <= weak) on the others", transform=right.transAxes, fontsize=6,
+                       color="grey")
+        save(fig, f"summary-{loss}.png")
+    if pooled_rows:
+        fig, ax = plt.subplots(figsize=(6.4, 6.2))
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.axhline(1, color="black", linewidth=0.8, linestyle="--")
         styles = {"xent": ("tab:blue", "o"), "logconf": ("tab:red", "s")}
-        losses = list(dict.fromkeys(r["loss"] for r in summary_rows))
+        pooled_losses = list(dict.fromkeys(r["loss"] for r in pooled_rows))
         plotted = []
-        for i, loss in enumerate(losses):
-            line = sorted((r for r in summary_rows if r["loss"] == loss), key=lambda r: r["params"])
+        for i, loss in enumerate(pooled_losses):
+            line = sorted((r for r in pooled_rows if r["loss"] == loss), key=lambda r: r["params"])
             color, marker = styles.get(loss.split("-")[0], (f"C{i + 2}", "^"))
-            xs = _dodge([r["params"] for r in line], i, len(losses))
+            xs = _dodge([r["params"] for r in line], i, len(pooled_losses))
             ax.errorbar(xs, [r["median_pgr"] for r in line],
                         yerr=_err(line, "median_pgr"), color=color, marker=marker, capsize=3,
                         label=f"{loss} (median of {line[0]['n_tasks']} tasks)")
             plotted += [(x, r["median_pgr"], r["median_pgr_lo"], r["median_pgr_hi"], color)
                         for x, r in zip(xs, line)]
-        _log_axis(ax, {r["params"]: f"{r['strong']} {size_label(r['params'])}" for r in summary_rows})
+        _log_axis(ax, {r["params"]: f"{names.get(r['strong'], r['strong'])} {size_label(r['params'])}"
+                       for r in pooled_rows})
         ax.set_xlabel("strong student parameters (log scale)")
         _pgr_axis(ax, plotted)
-        ax.set_ylabel("median PGR over datasets x weak supervisors")
-        ax.set_title("weak-to-strong: median PGR by loss and student size\n(1 = strong ceiling, "
-                     "0 = weak supervisor)", fontsize=10)
+        ax.set_ylabel("median PGR, pooled over supervisors")
+        ax.set_title("median PGR pooled over supervisors, by loss and student size\n(not the paper's "
+                     "summary, which keeps one line per supervisor: summary-<loss>.png)", fontsize=9)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.42),
-                  title="tasks: datasets x weak supervisors; bars: 95% bootstrap over seeds and test "
-                        "examples", title_fontsize=7)
-        save(fig, "summary-median-pgr.png")
+                  title="tasks: datasets x weak supervisors, pooled; bars: 95% bootstrap over seeds and "
+                        "test examples", title_fontsize=7)
+        save(fig, POOLED_FIGURE)
     return figs
 
 

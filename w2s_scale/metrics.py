@@ -1,5 +1,5 @@
-"""Accuracy, ROC AUC (K classes: top-1, macro one-vs-rest), PGR, and intervals: bootstrap over test
-examples, t over seeds."""
+"""Accuracy, ROC AUC (K classes: top-1, macro one-vs-rest), PGR (its one definition,
+PGR_DEFINITION), and t-intervals over seeds (PGR's and accuracy's intervals: intervals.py)."""
 from __future__ import annotations
 
 import math
@@ -44,34 +44,48 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> Optional[float]:
 # be (transfer - weak) / 1e-16, some 1e14, rather than undefined
 MIN_GAP = 1e-9
 
+# The one definition of PGR in this package (Burns et al. 2023's plotting notebook), stated on
+# every figure and table that shows a PGR. Every PGR below comes from pgr_over_seeds: a point's
+# (dataset, weak, strong, loss) over its seeds; a single run is the point of one seed.
+PGR_DEFINITION = ("PGR = median over seeds of (transfer - mean weak) / (mean ceiling - mean weak), "
+                  "weak and ceiling accuracy averaged over seeds (Burns et al.'s notebook); "
+                  "undefined where mean ceiling <= mean weak")
 
-def has_gap(weak: float, ceiling: float) -> bool:
-    """Whether PGR is defined: the ceiling beats the weak model by more than a rounding step."""
-    return ceiling - weak > MIN_GAP
+
+def has_gap(weak, ceiling):
+    """Whether PGR is defined: the ceiling beats the weak model by more than a rounding step
+    (elementwise on arrays)."""
+    return np.asarray(ceiling, dtype=float) - np.asarray(weak, dtype=float) > MIN_GAP
+
+
+def gap_recovered(weak, ceiling, transfer) -> np.ndarray:
+    """(transfer - weak) / (ceiling - weak), elementwise with broadcasting; NaN where there is no
+    gap. The formula is written here only."""
+    weak, ceiling, transfer = (np.asarray(x, dtype=float) for x in (weak, ceiling, transfer))
+    defined = has_gap(weak, ceiling)
+    # the gap is replaced by 1 where undefined only so that no division by ~0 is attempted
+    return np.where(defined, (transfer - weak) / np.where(defined, ceiling - weak, 1.0), np.nan)
+
+
+def pgr_over_seeds(weak, ceiling, transfer) -> np.ndarray:
+    """PGR_DEFINITION on arrays whose last axis holds the seeds: weak, ceiling (each seed's gt
+    accuracy) and transfer (each transfer run's); any leading axes (bootstrap draws) are kept.
+    NaN where undefined (the anchors are shared, so a point is undefined as a whole)."""
+    weak_mean = np.mean(np.asarray(weak, dtype=float), axis=-1, keepdims=True)
+    ceiling_mean = np.mean(np.asarray(ceiling, dtype=float), axis=-1, keepdims=True)
+    return np.median(gap_recovered(weak_mean, ceiling_mean, transfer), axis=-1)
+
+
+def pgr_point(weak, ceiling, transfer) -> Optional[float]:
+    """PGR_DEFINITION of one point from per-seed accuracies; None where undefined."""
+    value = float(pgr_over_seeds(weak, ceiling, transfer))
+    return None if math.isnan(value) else value
 
 
 def pgr(weak: float, ceiling: float, transfer: float) -> Optional[float]:
-    """Performance gap recovered; None (undefined) when the ceiling does not beat the floor."""
-    if not has_gap(weak, ceiling):
-        return None
-    return (transfer - weak) / (ceiling - weak)
-
-
-def bootstrap_pgr(labels: np.ndarray, weak: np.ndarray, ceiling: np.ndarray, transfer: np.ndarray,
-                  n_boot: int = 1000, seed: int = 0) -> Optional[tuple[float, float]]:
-    """95% percentile interval of PGR, resampling test examples jointly for the three models
-    (correct-or-not arrays aligned by example). Resamples with an undefined PGR are left out."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    values = []
-    for _ in range(n_boot):
-        rows = rng.integers(0, n, n)
-        value = pgr(weak[rows].mean(), ceiling[rows].mean(), transfer[rows].mean())
-        if value is not None:
-            values.append(value)
-    if len(values) < n_boot // 2:
-        return None
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    """One run's PGR: the point of one seed, (transfer - weak) / (ceiling - weak); None
+    (undefined) when the ceiling does not beat the floor."""
+    return pgr_point([weak], [ceiling], [transfer])
 
 
 def mean_interval(values: list[float]) -> dict:

@@ -1,8 +1,9 @@
 """A pretrained transformer as a K-class classifier: backbone + a zero-initialised linear head.
 
 The head reads the hidden state of the last real token (causal LMs; found from the attention
-mask, so left and right padding both work and token id 0 is an ordinary token) or the pooled
-output (encoders). Works under ZeRO-3, where parameters are partitioned as they are created.
+mask, so left and right padding both work and token id 0 is an ordinary token), the pooled
+output (encoders), or the mean of the real tokens (encoders, `head: mean`). Works under ZeRO-3,
+where parameters are partitioned as they are created.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from w2s_scale import assets, hub
+from w2s_scale import assets, cpu_attention, hub, padding_free
 from w2s_scale.catalogue import lookup
 from w2s_scale.config import ModelConfig
 from w2s_scale.errors import ModelError, shorten  # noqa: F401
@@ -90,9 +91,20 @@ def head_mode(cfg: ModelConfig, hf_config) -> str:
     if cfg.head == "label_tokens" and hf_config.model_type not in CAUSAL_TYPES:
         raise ModelError(f"model.head: label_tokens reads a causal LM's own LM head; "
                          f"{shorten(cfg.name)} is a {hf_config.model_type} model; use head: auto")
+    if cfg.head == "mean" and hf_config.model_type in CAUSAL_TYPES:
+        raise ModelError(f"model.head: mean pools an encoder's tokens; {shorten(cfg.name)} is a "
+                         f"causal {hf_config.model_type} model, whose last token sees the whole "
+                         f"document; use head: auto (last_token)")
     if cfg.head != "auto":
         return cfg.head
     return "last_token" if hf_config.model_type in CAUSAL_TYPES else "pooled"
+
+
+def mean_of_real_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, H] -> [B, H]: the mean over each row's real tokens (sentence-transformers' pooling,
+    which all-MiniLM-L6-v2 and all-mpnet-base-v2 were trained with), padding left out."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -113,13 +125,20 @@ class Classifier(nn.Module):
         # no bias: with a zero weight every example starts at p = 1/K (0.5), as in the reference
         self.head = nn.Linear(hidden_size, num_classes, bias=False)
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 layer: Optional[int] = None) -> torch.Tensor:
+    def features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                 layer: Optional[int] = None, packed=None) -> torch.Tensor:
         """What the head reads: the last real token's (causal LMs) or the pooled (encoders)
-        hidden state. `layer`: the hidden state after that many blocks instead (0: the
-        embeddings), at the same token; encoders then read their first token (CLS), as the
-        pooler does before its dense layer."""
+        hidden state, or (mode `mean`) the mean of the real tokens' hidden states. `layer`: the
+        hidden state after that many blocks instead (0: the embeddings), at the same token (or
+        mean); encoders in `pooled` then read their first token (CLS), as the pooler does before
+        its dense layer."""
+        if packed is not None:  # a padding-free batch (w2s_scale/padding_free.py), no mask
+            return padding_free.features(self.backbone, self.mode, input_ids, packed, layer)
         kwargs = {"output_hidden_states": True} if layer is not None else {}
+        if self.mode == "mean":  # encoders only (head_mode): their own position scheme
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            return mean_of_real_tokens(out.hidden_states[layer] if layer is not None
+                                       else out.last_hidden_state, attention_mask)
         if self.mode == "pooled":
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             if layer is not None:
@@ -135,8 +154,9 @@ class Classifier(nn.Module):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feats = self.features(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                packed=None) -> torch.Tensor:
+        feats = self.features(input_ids, attention_mask, packed=packed)
         return self.head(feats.to(self.head.weight.dtype)).float()
 
 
@@ -177,6 +197,7 @@ def load_weights(auto, cfg: ModelConfig, hf_config) -> nn.Module:
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"model.name: cannot load weights of {shorten(cfg.name)} "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    cpu_attention.use_on_cpu(model, DTYPES[cfg.dtype])  # bf16 on CPU: attention's core in fp32
     if not cfg.dropout:
         for module in model.modules():
             if isinstance(module, nn.Dropout):

@@ -34,6 +34,7 @@ from w2s_scale.report import summarize, write_summary
 from w2s_scale.results import RunDir, finished
 from w2s_scale.saving import save_weights
 from w2s_scale.subsets import subset_metrics, subset_of
+from w2s_scale.text_features import FrozenTextInputs
 from w2s_scale.tracking import Tracker
 from w2s_scale.vision import ImageInputs
 
@@ -65,7 +66,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     resumed = run_dir.prepare(redo)
     say(f"{plan.name} (seed {plan.seed}): {'resuming' if resumed else 'starting'} in {run_dir.path}")
     started = time.time()
-    inputs = run_inputs(cfg, plan)
+    inputs = run_inputs(cfg, plan, splits)
     data = cfg.data
     train_set = inputs.encode(gt_examples(splits, plan.train, plan.trains_on) if plan.kind == "gt"
                               else splits.b)
@@ -176,9 +177,14 @@ class TextInputs:
                             label_ids=label_ids)
 
 
-def run_inputs(cfg: ExperimentConfig, plan: RunPlan):
+def run_inputs(cfg: ExperimentConfig, plan: RunPlan, splits: Splits):
     if is_image_data(cfg.data):
         return ImageInputs(cfg, plan.model, plan.train, plan.seed)
+    if plan.model.linear_probe:  # a head on cached frozen features: w2s_scale/text_features.py
+        # every document the run reads, so that the features it lacks are extracted in one pass
+        documents = ((gt_examples(splits, plan.train, plan.trains_on) if plan.kind == "gt" else [])
+                     + list(splits.test) + list(splits.b))
+        return FrozenTextInputs(cfg, plan, documents)
     return TextInputs(cfg, plan)
 
 

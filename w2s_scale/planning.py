@@ -23,9 +23,10 @@ from w2s_scale.data.sources import DATASETS
 from w2s_scale.losses import LOSSES
 
 GT_LOSS = LossConfig(name="xent")  # ground truth runs: cross-entropy against one-hot labels
-# settings that change how a run is carried out but not its results: left out of its hash, so
-# they can change between an interrupted attempt and its resumption
-NOT_IN_HASH = {"checkpoint_every", "keep_checkpoints", "eval_batch_size"}
+# settings that change how a run is carried out but not its results (padding_free: the same
+# logits within float tolerance): left out of its hash, so they can change between an
+# interrupted attempt and its resumption
+NOT_IN_HASH = {"checkpoint_every", "keep_checkpoints", "eval_batch_size", "padding_free"}
 ModelRef = Union[str, ModelConfig]
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from w2s_scale import ds_config
+from w2s_scale import ds_config, padding_free
 from w2s_scale.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, label_models
 from w2s_scale.data.batching import tokenize
 from w2s_scale.data.images import is_image_data
@@ -194,6 +194,9 @@ def preflight(cfg: ExperimentConfig, world_size: int) -> None:
     """Everything that can fail on bad input for `w2s experiment`, before any rank starts."""
     plans = plan_experiment(cfg)
     if is_image_data(cfg.data):  # images: no tokenizers, positions or texts to check
+        if any(plan.train.padding_free for plan in plans):
+            raise ConfigError("train.padding_free: images have no padding to leave out; remove "
+                              "it (it packs texts of a batch)")
         preflight_images(cfg, plans, world_size)
     else:
         # each model under the name of its section: weak, strong, labels.0.members.1.model, ...
@@ -261,6 +264,10 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
     """Opens what the runs will: returns each model's parameter count (limits.identity -> count)."""
     tokenizers, n_params = {}, {}
     for t in trainees:
+        if t.model.linear_probe and t.model.save != "none":
+            # a text probe's engine holds its head alone (text_features.py): no model to save
+            raise ModelSettingsError(f"{t.where}.save: a linear probe trains a head on cached frozen "
+                                     f"features and keeps no weights; set save: none")
         check_weights(t.where, t.model)  # before anything reads them: a cut-short file, named
         for world in sorted(t.worlds):
             ds_config.build(t.train, t.model.dtype, world)
@@ -272,6 +279,8 @@ def check_trainees(trainees: list[Trainee], datasets: dict[str, DataConfig], see
         for where, data in datasets.items():
             _check_positions(t.where, t.model, hf_config, where, data)
             head_mode(t.model, hf_config)  # label_tokens on an encoder: refused here
+            if t.train.padding_free:  # architectures whose packed logits are checked
+                padding_free.check_model(f"{t.where}.train.padding_free", hf_config.model_type)
             label_prompt(t.model, data, tokenizer)  # label words and chat template, checked
         names, count = _build_on_meta(t.where, t.model, hf_config)
         if count is not None:

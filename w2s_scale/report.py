@@ -1,5 +1,7 @@
-"""Summary of finished runs: accuracy and AUC of every run, PGR of every transfer run, read from
-disk; with intervals (bootstrap over test examples per seed, t-interval over seeds)."""
+"""Summary of finished runs: accuracy and AUC of every run, PGR of every transfer run and of every
+(weak, strong, loss) over its seeds, read from disk. PGR by its one definition
+(metrics.PGR_DEFINITION) with two-level bootstrap intervals (intervals.py: seeds, then test
+examples; one seed: test examples); accuracy means with t-intervals over seeds."""
 from __future__ import annotations
 
 import csv
@@ -12,10 +14,10 @@ from typing import Iterable, Optional
 import numpy as np
 
 from w2s_scale import distributed as dist
-from w2s_scale import predictions
+from w2s_scale import intervals, predictions
 from w2s_scale.aggregate import (cross_dataset, format_cross_dataset, format_paper_pgr, on_subset,
-                                 pair_paper_pgr, paper_pgr, subset_key, subset_names)
-from w2s_scale.metrics import bootstrap_pgr, mean_interval, pgr
+                                 paper_pgr, subset_key, subset_names)
+from w2s_scale.metrics import PGR_DEFINITION, mean_interval, pgr, pgr_point
 from w2s_scale.files import atomic_write
 from w2s_scale.results import RunDir, describe_state, inspect, run_state
 
@@ -44,7 +46,8 @@ def _correct(preds: dict, ids: list[str]) -> np.ndarray:
 
 def summarize(plans: Iterable) -> list[dict]:
     """One row per transfer run (weak, ceiling, transfer, PGR with a bootstrap interval) plus
-    one row per (weak, strong, loss) with the mean over seeds."""
+    one row per (weak, strong, loss) over its seeds: mean accuracies, and PGR by its definition
+    (median over seeds against the seed means) with a two-level bootstrap interval."""
     plans = list(plans)
     # ceilings: the gt runs of the experiment's own seed (not an ensemble member's seed_offset);
     # where the dataset puts the ceiling on B (the testbed's), that run, not the one on A
@@ -52,6 +55,9 @@ def summarize(plans: Iterable) -> list[dict]:
           for p in sorted((p for p in plans if p.kind == "gt" and not p.seed_offset),
                           key=lambda p: p.trains_on == "b")}
     rows = []
+    # per (weak, strong, loss), then per test subset (None: all of test): each seed's aligned
+    # correct arrays, which the mean rows' PGR interval resamples
+    triples: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
     for plan in (p for p in plans if p.kind == "transfer"):
         weak_plan, ceiling_plan = plan.weak, gt.get((plan.model.short_name, plan.seed))
         loaded = [_load(p) if p else None for p in (weak_plan, ceiling_plan, plan)]
@@ -60,29 +66,32 @@ def summarize(plans: Iterable) -> list[dict]:
         (wm, wp), (cm, cp), (tm, tp) = loaded
         # score the three on the same examples (over-long ones may differ between tokenizers)
         ids = sorted(set(wp) & set(cp) & set(tp))
-        labels = np.array([tp[i][1] for i in ids])
+        if not ids:  # no test example scored by all three: nothing to compare
+            continue
         weak_c, ceil_c, tran_c = (_correct(p, ids) for p in (wp, cp, tp))
-        value = pgr(weak_c.mean(), ceil_c.mean(), tran_c.mean())
-        interval = bootstrap_pgr(labels, weak_c, ceil_c, tran_c, seed=plan.seed) if value is not None else None
+        estimate = intervals.pgr([(weak_c, ceil_c, tran_c)], seed=plan.seed)  # one seed: over examples
+        key = (weak_plan.model.short_name, plan.model.short_name, plan.variant)
+        triples[key][None].append((weak_c, ceil_c, tran_c))
+        subsets, subset_triples = _subset_scores(ids, (wp, cp, tp), (wm, cm, tm), plan.seed)
+        for name, triple in subset_triples.items():
+            triples[key][name].append(triple)
         rows.append({
             "seed": plan.seed, "weak": weak_plan.model.short_name, "strong": plan.model.short_name,
             "loss": plan.variant, "labels": plan.label_tag, "n_test": len(ids),
             "weak_acc": weak_c.mean(), "ceiling_acc": ceil_c.mean(), "transfer_acc": tran_c.mean(),
             "weak_auc": wm.get("auc"), "ceiling_auc": cm.get("auc"), "transfer_auc": tm.get("auc"),
-            "pgr": value, "pgr_lo": interval[0] if interval else None,
-            "pgr_hi": interval[1] if interval else None,
+            "pgr": estimate.value, "pgr_lo": estimate.lo, "pgr_hi": estimate.hi,
             "pgr_auc": _auc_pgr(wm.get("auc"), cm.get("auc"), tm.get("auc")),
             "agreement_with_weak": tm.get("train_agreement_with_weak"),
             **{key: tm.get(key) for key in DIAGNOSTICS},
             "chosen_step": (tm.get("early_stopping") or {}).get("chosen_step"),
-            **_subset_scores(ids, (wp, cp, tp), (wm, cm, tm), plan.seed)})
+            **subsets})
     _add_pgr_vs_direct(rows, [p for p in plans if p.kind == "transfer"])
     groups = defaultdict(list)
     for row in rows:
         groups[(row["weak"], row["strong"], row["loss"])].append(row)
     for (weak, strong, loss), members in groups.items():
-        pg = mean_interval([m["pgr"] for m in members])
-        paper, _, _ = pair_paper_pgr(members, None, weak, strong, loss)
+        estimate = intervals.pgr(triples[(weak, strong, loss)][None])
         vs_direct = mean_interval([m["pgr_vs_direct"] for m in members])
         rows.append({"seed": "mean", "weak": weak, "strong": strong, "loss": loss,
                      "labels": members[0]["labels"],
@@ -90,62 +99,51 @@ def summarize(plans: Iterable) -> list[dict]:
                      "n_test": int(np.mean([m["n_test"] for m in members])),
                      **{k: float(np.mean([m[k] for m in members]))
                         for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
-                     "pgr": pg["mean"],
-                     "pgr_lo": pg["mean"] - pg["ci95"] if pg["ci95"] is not None else None,
-                     "pgr_hi": pg["mean"] + pg["ci95"] if pg["ci95"] is not None else None,
-                     "pgr_auc": mean_interval([m["pgr_auc"] for m in members])["mean"],
+                     "pgr": estimate.value, "pgr_lo": estimate.lo, "pgr_hi": estimate.hi,
+                     "pgr_auc": _auc_pgr_over_seeds(members),
                      **{key: mean_interval([m[key] for m in members])["mean"] for key in DIAGNOSTICS},
-                     # the reference's: median over seeds against the seed-mean weak and ceiling
-                     "pgr_paper": paper,
-                     # seeds with a finished run; of them, those whose paired PGR is defined (the
-                     # mean is over those) and those left out as undefined (ceiling <= weak)
-                     "n_seeds": len(members), "n_seeds_pgr": pg["n"],
-                     "n_seeds_pgr_undefined": len(members) - pg["n"],
-                     **_subset_means(members, weak, strong, loss)})
+                     "n_seeds": len(members),
+                     **_subset_means(members, triples[(weak, strong, loss)])})
     return rows
 
 
-def _subset_scores(ids: list[str], preds: tuple, metrics: tuple, seed: int) -> dict:
+def _subset_scores(ids: list[str], preds: tuple, metrics: tuple, seed: int) -> tuple[dict, dict]:
     """Per test subset (w2s_scale/subsets.py), what a transfer row holds overall: weak, ceiling
     and transfer accuracy on the subset's examples, PGR with its bootstrap interval, AUC and
-    AUC-PGR (each run's AUC on the subset, from its metrics.json); {} without subsets."""
+    AUC-PGR (each run's AUC on the subset, from its metrics.json); {} without subsets. Also
+    {subset: the (weak, ceiling, transfer) correct arrays}, for the mean rows' intervals."""
     wp, cp, tp = preds
     by_subset: dict[str, list[str]] = defaultdict(list)
     for i in ids:
         if tp[i][2] is not None:
             by_subset[tp[i][2]].append(i)
     out: dict = {}
+    arrays: dict = {}
     for name, sub in sorted(by_subset.items()):
-        labels = np.array([tp[i][1] for i in sub])
         weak_c, ceil_c, tran_c = (_correct(p, sub) for p in (wp, cp, tp))
-        value = pgr(weak_c.mean(), ceil_c.mean(), tran_c.mean())
-        interval = bootstrap_pgr(labels, weak_c, ceil_c, tran_c, seed=seed) if value is not None else None
+        arrays[name] = (weak_c, ceil_c, tran_c)
+        estimate = intervals.pgr([arrays[name]], seed=seed)
         aucs = [((m.get("subsets") or {}).get(name) or {}).get("auc") for m in metrics]
         scores = {"n_test": len(sub), "weak_acc": weak_c.mean(), "ceiling_acc": ceil_c.mean(),
                   "transfer_acc": tran_c.mean(), "weak_auc": aucs[0], "ceiling_auc": aucs[1],
-                  "transfer_auc": aucs[2], "pgr": value,
-                  "pgr_lo": interval[0] if interval else None,
-                  "pgr_hi": interval[1] if interval else None, "pgr_auc": _auc_pgr(*aucs)}
+                  "transfer_auc": aucs[2], "pgr": estimate.value, "pgr_lo": estimate.lo,
+                  "pgr_hi": estimate.hi, "pgr_auc": _auc_pgr(*aucs)}
         out.update({subset_key(name, k): v for k, v in scores.items()})
-    return out
+    return out, arrays
 
 
-def _subset_means(members: list[dict], weak: str, strong: str, loss: str) -> dict:
-    """A mean row's per-subset scores: means over seeds, PGR with a t-interval over seeds and
-    the reference's PGR (median against the seed means), as the row's overall ones."""
+def _subset_means(members: list[dict], triples: dict) -> dict:
+    """A mean row's per-subset scores: means over seeds, PGR by its definition with its
+    two-level bootstrap interval, as the row's overall ones."""
     out: dict = {}
     for name in subset_names(members):
         part = on_subset(members, name)
-        pg = mean_interval([m["pgr"] for m in part])
-        paper, _, _ = pair_paper_pgr(part, None, weak, strong, loss)
+        estimate = intervals.pgr(triples[name])
         scores = {"n_test": int(np.mean([m["n_test"] for m in part])),
                   **{k: float(np.mean([m[k] for m in part]))
                      for k in ("weak_acc", "ceiling_acc", "transfer_acc")},
-                  "pgr": pg["mean"],
-                  "pgr_lo": pg["mean"] - pg["ci95"] if pg["ci95"] is not None else None,
-                  "pgr_hi": pg["mean"] + pg["ci95"] if pg["ci95"] is not None else None,
-                  "pgr_auc": mean_interval([m["pgr_auc"] for m in part])["mean"],
-                  "pgr_paper": paper}
+                  "pgr": estimate.value, "pgr_lo": estimate.lo, "pgr_hi": estimate.hi,
+                  "pgr_auc": _auc_pgr_over_seeds(part)}
         out.update({subset_key(name, k): v for k, v in scores.items()})
     return out
 
@@ -192,6 +190,19 @@ def _auc_pgr(weak: Optional[float], ceiling: Optional[float], transfer: Optional
     return pgr(weak, ceiling, transfer)
 
 
+def _auc_pgr_over_seeds(members: list[dict]) -> Optional[float]:
+    """PGR's definition on the runs' AUCs over the seeds (None where a run has no AUC)."""
+    aucs = [[m[f"{role}_auc"] for m in members] for role in ("weak", "ceiling", "transfer")]
+    if any(a is None for role in aucs for a in role):
+        return None
+    return pgr_point(*aucs)
+
+
+# the caption of every table of transfer rows: the definition, then what a row's PGR rests on
+PGR_CAPTION = (f"{PGR_DEFINITION}. A seed's row: that seed's runs; a 'mean of N' row: its N seeds. "
+               "95%: bootstrap over seeds, then test examples within each drawn seed")
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -199,9 +210,10 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """A plain-text table; PGR reads 'undefined' where the ceiling does not beat the floor."""
+    """A plain-text table under the PGR definition; PGR reads 'undefined' where the ceiling does
+    not beat the floor."""
     header = ["seed", "weak", "strong", "loss", "weak_acc", "ceiling_acc", "transfer_acc",
-              "PGR (per-seed paired)", "PGR 95%", "AUC-PGR", "PGR (reference: median vs means)"]
+              "PGR", "PGR 95% (bootstrap)", "AUC-PGR"]
     lines = [header]
     for r in rows:
         undefined = r["pgr"] is None
@@ -209,9 +221,10 @@ def format_table(rows: list[dict]) -> str:
         lines.append([seed_text(r), r["weak"], r["strong"], r["loss"], _fmt(r["weak_acc"]),
                       _fmt(r["ceiling_acc"]), _fmt(r["transfer_acc"]),
                       "undefined (ceiling <= weak)" if undefined else _fmt(r["pgr"]), interval,
-                      _fmt(r.get("pgr_auc")), _fmt(r.get("pgr_paper")) if r["seed"] == "mean" else ""])
+                      _fmt(r.get("pgr_auc"))])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return PGR_CAPTION + "\n" + "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                                          for line in lines)
 
 
 def format_subsets(rows: list[dict]) -> str:
@@ -246,13 +259,8 @@ def format_diagnostics(rows: list[dict]) -> str:
 
 
 def seed_text(row: dict) -> str:
-    """'0', or for a mean row how many seeds it rests on: 'mean of 3 (PGR: 2, 1 undefined)'."""
-    if row["seed"] != "mean":
-        return str(row["seed"])
-    text = f"mean of {row['n_seeds']}"
-    if row.get("n_seeds_pgr_undefined"):
-        text += f" (PGR: {row['n_seeds_pgr']}, {row['n_seeds_pgr_undefined']} undefined)"
-    return text
+    """'0', or for a mean row how many seeds it rests on: 'mean of 3'."""
+    return str(row["seed"]) if row["seed"] != "mean" else f"mean of {row['n_seeds']}"
 
 
 def write_rows(path_stem: Path, rows: list[dict]) -> None:

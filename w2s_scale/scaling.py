@@ -4,12 +4,16 @@ against the strong model's size, one line per weak model plus the ceiling (each 
 ground truth), and PGR against the strong model's size. PNG files always; the same curves in the
 W&B workspace when tracking.wandb is on.
 
+PGR has one definition throughout (metrics.PGR_DEFINITION), stated on every table and figure.
+
 Written to results/<name>/: summary.json / summary.csv (transfer rows, as `w2s summary` writes
 them, with a dataset column), gt_summary.json / gt_summary.csv, paper_pgr and cross_dataset
-(.json, .csv: w2s_scale/aggregate.py), summary.txt (the tables as
-printed), scaling_points.{txt,csv,json} and scaling_median_pgr.{csv,json} (the curve points
-with 95% bootstrap intervals, figures.py), figures/<dataset>-<loss>.png, figures/grid-<loss>.png,
-figures/summary-median-pgr.png, and with --wandb-report wandb_report.json (wandb_report.py).
+(.json, .csv: w2s_scale/aggregate.py), summary.txt (the tables as printed),
+scaling_points.{txt,csv,json}, scaling_summary.{csv,json} (the paper's cross-dataset summary) and
+scaling_pooled_median_pgr.{csv,json} (pooled over supervisors): the curve points with 95%
+bootstrap intervals (figures.py); figures/<dataset>-<loss>.png, figures/grid-<loss>.png,
+figures/summary-<loss>.png, figures/pooled-median-pgr.png, figures/gain-vs-misfit.png; and with
+--wandb-report wandb_report.json (wandb_report.py).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from w2s_scale import figures, tracking
 from w2s_scale import wandb_report as keys
 from w2s_scale.config import SweepConfig, TrackingConfig
 from w2s_scale.figures import draw_gain_misfit, format_points, write_table
-from w2s_scale.metrics import mean_interval
+from w2s_scale.metrics import PGR_DEFINITION, mean_interval
 from w2s_scale.models import load_hf_config
 from w2s_scale.report import (aggregate_tables, format_diagnostics, seed_text, summarize,
                               unfinished_runs, write_rows)
@@ -57,8 +61,8 @@ def gt_rows(runs: list[SweepRun]) -> list[dict]:
 
 
 def transfer_rows(runs: list[SweepRun]) -> list[dict]:
-    """report.summarize per dataset (per-seed rows with a bootstrap PGR interval, then mean rows
-    with a t-interval over seeds), with the dataset and an interval on transfer accuracy added."""
+    """report.summarize per dataset (per-seed rows, then rows over the seeds, each PGR with its
+    bootstrap interval), with the dataset and an interval on transfer accuracy added."""
     rows = []
     # only runs finished with this sweep's settings (a DONE marker of another hash is another
     # run's result); a transfer row needs its teacher's and its ceiling's runs too
@@ -94,8 +98,9 @@ def _table(header: list[str], lines: list[list[str]]) -> str:
 
 
 def format_tables(gt: list[dict], transfer: list[dict]) -> str:
-    """Every run, then the means over seeds (+- half-width of the 95% t-interval; PGR per seed
-    with its bootstrap 95% interval over test examples)."""
+    """Every run, then the means over seeds (accuracy: +- half-width of the 95% t-interval; PGR
+    by its definition with its 95% two-level bootstrap interval, one seed's: over test
+    examples)."""
     gt_lines = [[r["dataset"], r["model"], str(r["seed"]),
                  _pm(r["accuracy"], r.get("accuracy_ci95")) if r["seed"] == "mean" else _num(r["accuracy"]),
                  _num(r.get("auc"))] for r in gt]
@@ -106,20 +111,17 @@ def format_tables(gt: list[dict], transfer: list[dict]) -> str:
         mean = r["seed"] == "mean"
         if r["pgr"] is None:
             pgr = "undefined (ceiling <= weak)"
-        elif mean:
-            half = None if r["pgr_lo"] is None else (r["pgr_hi"] - r["pgr_lo"]) / 2
-            pgr = _pm(r["pgr"], half)
         else:
             pgr = _num(r["pgr"]) + ("" if r["pgr_lo"] is None else f" [{r['pgr_lo']:.2f}, {r['pgr_hi']:.2f}]")
         tr_lines.append([r["dataset"], r["weak"], r["strong"], r["loss"], seed_text(r),
                          _num(r["weak_acc"]), _num(r["ceiling_acc"]),
                          _pm(r["transfer_acc"], r.get("transfer_acc_ci95")) if mean else _num(r["transfer_acc"]),
-                         pgr, _num(r.get("pgr_auc")), _num(r.get("pgr_paper")) if mean else ""])
-    out += ["", "transfer runs: test accuracy and PGR = (transfer - weak) / (ceiling - weak); per-seed "
-            "paired PGR (mean over seeds), AUC-PGR, and the reference's (median over seeds against "
-            "the seed-mean weak and ceiling)",
+                         pgr, _num(r.get("pgr_auc"))])
+    out += ["", "transfer runs: test accuracy and PGR (a seed's row: that seed's runs; a mean row: "
+            "its seeds; 95%: bootstrap over seeds, then test examples), AUC-PGR the same on AUC. "
+            + PGR_DEFINITION,
             _table(["dataset", "weak", "strong", "loss", "seed", "weak", "ceiling", "transfer",
-                    "PGR (per-seed paired)", "AUC-PGR", "PGR (reference)"],
+                    "PGR [95%]", "AUC-PGR"],
                    tr_lines) if tr_lines else "  (none finished)"]
     return "\n".join(out)
 
@@ -147,14 +149,20 @@ def parameter_counts(cfg: SweepConfig) -> dict[str, Optional[int]]:
     return counts
 
 
-def figure_data(cfg: SweepConfig, runs: list[SweepRun]) -> tuple[list[dict], list[dict]]:
-    """The curve points and the median-PGR summary (figures.py) of what has finished."""
-    results = figures.load_results(runs)
-    sizes = parameter_counts(cfg)
-    return figures.points(results, sizes), figures.summary(results, sizes)
+def figure_data(cfg: SweepConfig, runs: list[SweepRun]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The curve points, the paper's cross-dataset summary and the median pooled over
+    supervisors (figures.tables) of what has finished."""
+    return figures.tables(figures.load_results(runs), parameter_counts(cfg))
 
 
-def draw_figures(points: list[dict], summary_rows: list[dict], out_dir: Path) -> list[Path]:
+def model_names(cfg: SweepConfig) -> dict[str, str]:
+    """Each model's name in the figures' legends and point labels: ModelConfig.display_name, the
+    one place that naming is decided (a frozen-feature linear probe is named as one)."""
+    return {m.short_name: m.display_name for m in cfg.models}
+
+
+def draw_figures(points: list[dict], summary_rows: list[dict], pooled_rows: list[dict], out_dir: Path,
+                 names: Optional[dict[str, str]] = None) -> list[Path]:
     """The paper-style figures (figures.py); none, with the reason printed, where a model's
     parameter count (the x axis) cannot be read."""
     unknown = sorted({r["strong"] for r in points if r["params"] is None})
@@ -162,11 +170,12 @@ def draw_figures(points: list[dict], summary_rows: list[dict], out_dir: Path) ->
         print(f"[w2s] no figures: the parameter count of {', '.join(unknown)} cannot be read "
               f"(its config does not load here)", flush=True)
         return []
-    return figures.draw(points, summary_rows, out_dir / "figures")
+    return figures.draw(points, summary_rows, pooled_rows, out_dir / "figures", names)
 
 
 def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], points: list[dict],
-              summary_rows: list[dict], pngs: list[Path], out_dir: Path) -> dict[str, str]:
+              summary_rows: list[dict], pooled_rows: list[dict], pngs: list[Path],
+              out_dir: Path) -> dict[str, str]:
     """The tables, the scaling curves as W&B line plots (drawn from the data, so they can be
     restyled in the workspace) and the PNGs, in one run of job type `report`. Returns the keys
     logged (key -> kind), which the W&B Report (wandb_report.py) refers to."""
@@ -178,7 +187,7 @@ def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], points: li
                      dir=str(out_dir), config=cfg.model_dump(mode="json"), reinit="finish_previous")
     logged = {}
     tables = {"gt_table": gt, "transfer_table": transfer, keys.POINTS_TABLE: points,
-              keys.SUMMARY_TABLE: summary_rows}
+              keys.SUMMARY_TABLE: summary_rows, keys.POOLED_TABLE: pooled_rows}
     for name, rows in tables.items():
         if rows:
             columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -254,24 +263,25 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
         print(f"[w2s] no finished runs to report; the tables in {out_dir} are left as they were",
               flush=True)
     record_pgr(runs, transfer, cfg.tracking)
-    pngs, points, summary_rows = [], [], []
+    pngs, points, summary_rows, pooled_rows = [], [], [], []
     if gt:
-        points, summary_rows = figure_data(cfg, runs)
-        write_table(points, summary_rows, out_dir)
+        points, summary_rows, pooled_rows = figure_data(cfg, runs)
+        write_table(points, summary_rows, pooled_rows, out_dir)
         if plots:
             try:
-                pngs = draw_figures(points, summary_rows, out_dir)
+                pngs = draw_figures(points, summary_rows, pooled_rows, out_dir, model_names(cfg))
                 pngs += draw_gain_misfit(transfer, out_dir / "figures")  # over the whole sweep
             except ImportError:
                 print("[w2s] no plots: matplotlib is missing (pip install 'w2s-scale[plot]')", flush=True)
     logged = {}
     if cfg.tracking.wandb != "off":
-        logged = log_wandb(cfg, gt, transfer, points, summary_rows, pngs, out_dir)
+        logged = log_wandb(cfg, gt, transfer, points, summary_rows, pooled_rows, pngs, out_dir)
     if wandb_report:
-        save_report(cfg, runs, points, summary_rows, pngs, logged, out_dir)
+        save_report(cfg, runs, points, summary_rows, pooled_rows, pngs, logged, out_dir)
     if points:
-        print(format_points(points, summary_rows), flush=True)
+        print(format_points(points, summary_rows, pooled_rows), flush=True)
     print(f"[w2s] summary written to {out_dir}/summary.{{txt,csv,json}} and gt_summary.{{csv,json}}; "
           f"curve points with 95% bootstrap intervals in {out_dir}/scaling_points.{{txt,csv,json}}"
           + (f"; figures in {out_dir / 'figures'}" if pngs else ""), flush=True)
-    return {"gt": gt, "transfer": transfer, "plots": pngs, "points": points, "summary": summary_rows}
+    return {"gt": gt, "transfer": transfer, "plots": pngs, "points": points, "summary": summary_rows,
+            "pooled": pooled_rows}

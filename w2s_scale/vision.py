@@ -18,7 +18,6 @@ transformers (AutoModel / AutoModelForImageClassification) with their own AutoIm
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,12 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from w2s_scale import distributed as dist
 from w2s_scale import ds_config
 from w2s_scale.config import ExperimentConfig, ModelConfig, stable_hash
 from w2s_scale.data.images import ImageSet, image_classes, open_images
 from w2s_scale.engine import build_engine, forward_all
 from w2s_scale.errors import ModelError, shorten
+# the frozen-feature cache, shared with text probes (also imported from here, as before)
+from w2s_scale.features import FeatureSet, cache_path, cached_features
 from w2s_scale.models import (DTYPES, zero_init_context, load_hf_config, load_weights,
                               resolve_name, zero_init_head)
 
@@ -123,31 +123,6 @@ class PixelSet:
 
     def model_inputs(self, rows: Sequence[int]) -> torch.Tensor:
         return self.processor(self.images.images(rows))
-
-
-@dataclass
-class FeatureSet:
-    """Frozen features as the engine reads them (a linear probe's inputs)."""
-    ids: list[str]
-    labels: np.ndarray
-    n_classes: int
-    features: np.ndarray  # float32 [N, D]
-    n_dropped: int = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.ones(len(self), dtype=np.int64)
-
-    def subset(self, keep: np.ndarray) -> "FeatureSet":
-        keep = np.asarray(keep, dtype=int)
-        return FeatureSet([self.ids[i] for i in keep], self.labels[keep], self.n_classes,
-                          self.features[keep])
-
-    def model_inputs(self, rows: Sequence[int]) -> torch.Tensor:
-        return torch.from_numpy(self.features[np.asarray(rows, dtype=int)])
 
 
 # --- modules -----------------------------------------------------------------------------------
@@ -308,35 +283,7 @@ def features_path(cfg: ExperimentConfig, model: ModelConfig, seed: int) -> Path:
     data = cfg.data.model_dump(mode="json", include={"dataset", "path", "test_path",
                                                      "image_column", "label_column"})
     key = stable_hash("features", identity, data, seed if model.init == "random" else None)
-    return Path(cfg.results_dir) / cfg.name / "features" / f"{model.short_name}-{key}.npz"
-
-
-def _read_cache(path: Path) -> tuple[list[str], np.ndarray]:
-    if not path.exists():
-        return [], np.zeros((0, 0), dtype=np.float32)
-    with np.load(path) as cache:
-        return [str(i) for i in cache["ids"]], cache["features"]
-
-
-def cached_features(path: Path, pixels: PixelSet, extract) -> np.ndarray:
-    """Features [N, D] of `pixels`, in order: read from `path`, and the missing ones computed by
-    `extract(PixelSet) -> array` (a collective: every rank calls it, with the same rows) and added
-    by rank 0. Ranks agree on what is missing since they all read the same file."""
-    ids, feats = _read_cache(path)
-    index = {ex_id: i for i, ex_id in enumerate(ids)}
-    missing = np.array([i for i, ex_id in enumerate(pixels.ids) if ex_id not in index], dtype=int)
-    if len(missing):
-        new = np.asarray(extract(pixels.subset(missing)), dtype=np.float32)
-        ids = ids + [pixels.ids[i] for i in missing]
-        feats = new if feats.size == 0 else np.concatenate([feats, new])
-        index = {ex_id: i for i, ex_id in enumerate(ids)}
-        if dist.is_main():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp.npz")
-            np.savez(tmp, ids=np.array(ids), features=feats)
-            os.replace(tmp, path)  # a crash mid-write leaves the previous cache in force
-        dist.barrier()
-    return feats[[index[ex_id] for ex_id in pixels.ids]]
+    return cache_path(cfg, model, key)
 
 
 class ImageInputs:
@@ -407,6 +354,9 @@ def preflight_images(cfg: ExperimentConfig, plans: list, world_size: int) -> Non
                              f"only; set save: none")
         if train.gt_n_train is not None:
             raise ModelError(f"{where}.train.gt_n_train: image runs train on all of A; remove it")
+        if model.head == "mean":
+            raise ModelError(f"{where}.head: mean pools a text encoder's tokens; image models read "
+                             f"their CLS token or pooled output; remove head (or head: pretrained)")
         if model.name.startswith(TORCHVISION) and model.head != "pretrained":
             raise ModelError(f"{where}.head: {model.name} is used only as a classifier with its "
                              f"own head; set head: pretrained")

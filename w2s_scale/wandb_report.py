@@ -3,7 +3,9 @@
 The report reads what the sweep logged: the report run (scaling.log_wandb: the curve tables, the
 scaling curves as line series, the figures) and the run pages (tracking.Tracker: training curves
 and test metrics). It holds a text block saying what was run, a section per dataset with its
-scaling-curve panels, a section with the cross-dataset summary, and one run set for the sweep.
+scaling-curve panels, a section with the paper's cross-dataset summary, one with the median pooled
+over supervisors (under that name), and one run set for the sweep. Its text states the one PGR
+definition (metrics.PGR_DEFINITION).
 
 No network is needed to build it: the definition is saved as JSON next to the sweep's results,
 and published later with
@@ -22,10 +24,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
-from w2s_scale.figures import size_label
+from w2s_scale.figures import POOLED_CAPTION, size_label
+from w2s_scale.metrics import PGR_DEFINITION
 
-POINTS_TABLE = "scaling/points"          # figures.points(): every curve point with its interval
-SUMMARY_TABLE = "scaling/median_pgr"     # figures.summary(): median PGR per loss and student
+POINTS_TABLE = "scaling/points"          # figures.tables(): every curve point with its interval
+SUMMARY_TABLE = "scaling/summary"        # the paper's summary: median across datasets per supervisor
+POOLED_TABLE = "scaling/pooled_median_pgr"  # median PGR pooled over datasets and supervisors
 LINE_SERIES_SPEC = "wandb/lineseries/v0"  # the Vega spec wandb.plot.line_series logs with
 # the run pages: what Tracker logs for every run (event/field), read by the training panels
 RUN_PAGE_KEYS = {
@@ -78,13 +82,12 @@ def what_was_run(cfg, points: list[dict]) -> str:
                          f"max {d.max_length} tokens)" for d in cfg.datasets)
     return (f"Sweep {cfg.name}. Models: {models}. Datasets: {datasets}. Seeds: "
             f"{', '.join(map(str, cfg.seeds))}. Losses: {', '.join(loss.tag for loss in cfg.losses)}. "
-            f"Commit {_commit()}. Accuracy and PGR are means over seeds with 95% bootstrap "
-            f"intervals over seeds and test examples (table {POINTS_TABLE}); PGR = (transfer - weak) "
-            f"/ (ceiling - weak).")
+            f"Commit {_commit()}. Accuracy is the mean over seeds; {PGR_DEFINITION}. Both with 95% "
+            f"bootstrap intervals over seeds and test examples (table {POINTS_TABLE}).")
 
 
 def build_report(cfg, points: list[dict], summary_rows: list[dict], pngs: list[Path],
-                 logged: Optional[dict[str, str]] = None):
+                 logged: Optional[dict[str, str]] = None, pooled_rows: Optional[list[dict]] = None):
     """The report object (wandb_workspaces.reports.v2.Report); nothing is sent anywhere.
     `logged`: the keys the report run logged (scaling.log_wandb); where given, a panel for a
     key that was not logged is an error, so a renamed metric fails here and not in a reader's
@@ -127,9 +130,21 @@ def build_report(cfg, points: list[dict], summary_rows: list[dict], pngs: list[P
         summary_panels.insert(0, wr.WeavePanelSummaryTable(table_name=need(SUMMARY_TABLE)))
     summary_panels += [wr.MediaBrowser(title=stem, media_keys=[need(image_key(p))])
                        for stem, p in by_name.items() if stem.startswith(("summary", "grid"))]
-    blocks += [wr.H2("Across datasets: median PGR by loss and student size"),
-               wr.P("Median over tasks (dataset x weak supervisor) of the PGR, per loss and student."),
+    blocks += [wr.H2("Across datasets: the paper's summary, one line per weak supervisor"),
+               wr.P("Per loss, weak supervisor and student: the median across datasets of that point's "
+                    "test accuracy and PGR, as Burns et al. 2023 (figure 3) summarise their NLP tasks; "
+                    "95% intervals from each dataset's bootstrap draws, the median taken draw by draw. "
+                    + PGR_DEFINITION + "."),
                wr.PanelGrid(runsets=[runset], panels=summary_panels)]
+    pooled_panels = [wr.MediaBrowser(title=stem, media_keys=[need(image_key(p))])
+                     for stem, p in by_name.items() if stem.startswith("pooled")]
+    if pooled_rows:
+        pooled_panels.insert(0, wr.WeavePanelSummaryTable(table_name=need(POOLED_TABLE)))
+    if pooled_panels:
+        blocks += [wr.H2("Pooled over supervisors: median PGR by loss and student size"),
+                   wr.P(f"The {POOLED_CAPTION}: one median over every (dataset, weak supervisor) task "
+                        "per loss and student."),
+                   wr.PanelGrid(runsets=[runset], panels=pooled_panels)]
     run_panels = [wr.LinePlot(title=title, x="Step", y=[key]) for title, key in RUN_PAGE_KEYS.items()]
     run_panels.append(wr.RunComparer(diff_only="split"))
     blocks += [wr.H2("Run pages: training of every run"),
@@ -146,11 +161,11 @@ def report_json(report) -> dict:
     return report._to_model().model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def save_report(cfg, runs, points: list[dict], summary_rows: list[dict], pngs: list[Path],
-                logged: dict[str, str], out_dir: Path) -> Path:
+def save_report(cfg, runs, points: list[dict], summary_rows: list[dict], pooled_rows: list[dict],
+                pngs: list[Path], logged: dict[str, str], out_dir: Path) -> Path:
     """Build the report and save its definition; publish now when W&B is online, else print
     the command that publishes it later."""
-    report = build_report(cfg, points, summary_rows, pngs, logged or None)
+    report = build_report(cfg, points, summary_rows, pngs, logged or None, pooled_rows)
     path = out_dir / "wandb_report.json"
     path.write_text(json.dumps(report_json(report), indent=1) + "\n")
     print(f"[w2s] W&B report definition saved to {path}", flush=True)
