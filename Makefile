@@ -10,7 +10,7 @@ PY        := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup demo demo-sweep evidence test bench bench-gpu stress docs clean-results
+.PHONY: setup demo demo-sweep demo-baselines evidence test bench bench-gpu stress docs clean-results
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: setup
 # a real model-size sweep offline: 2 weak supervisors, 3 pretrained students, 2 datasets, 3 seeds
 demo-sweep: $(DEMO_STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/w2s sweep --config configs/demo_sweep.yaml
+
+# the 2026 baselines (confident weak labels, CCS, zero-shot elicitation) beside plain transfer on
+# the ladder's setting, 3 seeds; reuses demo-sweep's runs (run that first, or this runs them)
+demo-baselines: $(DEMO_STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/w2s sweep --config configs/demo_baselines.yaml
 
 # the follow-up methods side by side on the demo's setting, 3 seeds (configs/evidence/); each
 # part reuses the runs of the others; the summaries are printed and saved per part

@@ -14,7 +14,8 @@ Text: `mixed` (default) is a mixed-length sample, 3 Rotten Tomatoes snippets (mo
 sentiment; median 27 MiniLM tokens, 95% under 50) to 1 BBC News article (bbc_news: sport or
 entertainment against the other topics; most longer than 256 tokens, cut at max-length), so that
 lengths spread over two orders of magnitude, as they do across the paper's suite (mean lengths of
-20 to 420 tokens as w2s_scale/costs.py estimates them); `snippets`: the snippets alone. Each
+20 to 420 tokens as w2s_scale/costs.py estimates them); `snippets`: the snippets alone;
+`articles`: the news articles alone (where the long texts' share of the mixed ratio shows). Each
 variant runs in a fresh process so that its peak memory (max RSS) is its own.
 """
 from __future__ import annotations
@@ -66,6 +67,11 @@ def load_data(n: int, max_length: int, text: str):
     tok = load_tokenizer(model_cfg)
     if text == "snippets":
         return (model_cfg, tok, *_split_sets("movie_snippets", n, max_length, tok))
+    if text == "articles":
+        news_train, news_test = _split_sets("bbc_news", n, max_length, tok)
+        for part in (news_train, news_test):
+            part.labels = np.isin(part.labels, LEISURE).astype(np.int64)
+        return model_cfg, tok, news_train, news_test
     n_articles = n // ARTICLE_SHARE
     snip_train, snip_test = _split_sets("movie_snippets", n - n_articles, max_length, tok)
     news_train, news_test = _split_sets("bbc_news", n_articles, max_length, tok)
@@ -232,7 +238,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=512, help="training (and test) examples")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--text", choices=("mixed", "snippets"), default="mixed")
+    parser.add_argument("--text", choices=("mixed", "snippets", "articles"), default="mixed")
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = ["--examples", str(args.examples), "--max-length", str(args.max_length),
@@ -249,8 +255,8 @@ def main() -> None:
         if proc.returncode or line is None:
             sys.exit(f"benchmark variant {variant} failed:\n{proc.stderr[-3000:]}")
         results[variant] = json.loads(line.removeprefix("RESULT "))
-    what = ("mixed-length text (3 movie snippets to 1 BBC News article)" if args.text == "mixed"
-            else "movie snippets")
+    what = {"mixed": "mixed-length text (3 movie snippets to 1 BBC News article)",
+            "snippets": "movie snippets", "articles": "BBC News articles"}[args.text]
     print(f"model {MODEL}, {args.examples} train + test examples of {what}, max {args.max_length} "
           f"tokens, batch {args.batch}, {os.cpu_count()} CPU cores; real tokens only (padding "
           f"is not counted)")

@@ -129,6 +129,30 @@ def test_summary_figure_panels_lines_and_labels(results):
     plt.close("all")
 
 
+def test_a_frozen_probe_and_a_fine_tuned_student_are_two_lines(results):
+    """Students of two training kinds (ModelConfig.training_kind) never share a line: each weak
+    supervisor gets a line per kind, the ceiling too, each line holding its own kind's points."""
+    import matplotlib.pyplot as plt
+
+    points, summary, pooled = figures.tables(results, SIZES, n_boot=200)
+    students = sorted({r["strong"] for r in points if r["kind"] == "ceiling"}, key=SIZES.get)
+    tracks = {students[0]: "frozen probe", students[-1]: "fine-tuned"}
+    fig = figures.build(points, summary, pooled, {}, tracks)["summary-xent.png"]
+    acc_ax, pgr_ax = fig.axes
+    handles, labels = pgr_ax.get_legend_handles_labels()
+    assert len(labels) == 2 * len(WEAK)
+    assert sum("frozen probe students" in t for t in labels) == len(WEAK)
+    for handle, label in zip(handles, labels):
+        kind = "frozen probe" if "frozen probe" in label else "fine-tuned"
+        xs = handle.lines[0].get_xdata()
+        assert len(xs) == sum(tracks.get(s, "fine-tuned") == kind for s in students)
+        assert handle.lines[0].get_linestyle() == figures.TRACK_STYLES[kind][0]
+    ceiling_labels = [t for t in acc_ax.get_legend_handles_labels()[1] if t.startswith("strong ceiling")]
+    assert ceiling_labels == ["strong ceiling (trained on ground truth, fine-tuned)",
+                              "strong ceiling (trained on ground truth, frozen probe)"]
+    plt.close("all")
+
+
 def test_pooled_median_has_its_own_name_and_is_never_called_the_papers(results):
     import matplotlib.pyplot as plt
 

@@ -130,7 +130,27 @@ def test_reuse_and_extension_run_only_what_is_new(tmp_path, fake_models):
     assert {disk_state(r) for r in plan_sweep(changed)} == {"conflict"}
 
 
+def test_a_model_can_take_fewer_seeds_than_the_sweep(tmp_path, fake_models):
+    """models[i].seeds: a model's runs, and the pairs it is in, on its seeds only; the runs it
+    does have are the same runs (same hashes) as without the field."""
+    data = tmp_path / "d.jsonl"
+    every = plan_sweep(load(tmp_path, sweep_dict(tmp_path, fake_models, data, seeds=[0, 1, 2],
+                                                 self_transfer=False, losses=["xent"])))
+    cfg = sweep_dict(tmp_path, fake_models, data, seeds=[0, 1, 2], self_transfer=False,
+                     losses=["xent"])
+    cfg["models"][2]["seeds"] = [1]
+    some = plan_sweep(load(tmp_path, cfg))
+    assert {r.seed for r in some if "qwen2" in r.name} == {1}
+    assert {r.seed for r in some if r.name == "gt-gpt2-strong"} == {0, 1, 2}
+    assert {r.seed for r in some if r.name == "w2s-gpt2-weak-to-gpt2-strong-xent"} == {0, 1, 2}
+    # 3 seeds x (2 gt + 1 pair) + seed 1's qwen2 gt and its 2 pairs
+    assert len(some) == 3 * 3 + 3
+    hashes = {r.key: r.plan.hash for r in every}
+    assert all(hashes[r.key] == r.plan.hash for r in some)
+
+
 @pytest.mark.parametrize("edit, message", [
+    (lambda c: c["models"][1].update(seeds=[5]), "models.1.seeds: [5] is not a subset of the sweep's seeds [0, 1]"),
     (lambda c: c["models"].append(dict(c["models"][0])), "models.3: two models are both named 'gpt2-weak'"),
     (lambda c: c["models"][1].update(resources={"gpus": 4}), "models.1.resources.gpus: unknown key"),
     (lambda c: c.update(resources={"nodes": 0}), "resources.nodes: Input should be greater than 0"),

@@ -144,8 +144,15 @@ class ModelConfig(Strict):
         """How figures and tables name this model: `short_name`, and what it is when that is not
         a fine-tuned model (a linear probe on frozen features), so that a ladder mixing both is
         read right. The one place this naming is decided."""
+        kind = self.training_kind
+        return f"{self.short_name} ({kind})" if kind == "frozen probe" else self.short_name
+
+    @property
+    def training_kind(self) -> str:
+        """What training changes: "frozen probe" (a head on frozen features) or "fine-tuned"
+        (the model, whole or by LoRA). Figures draw each kind as its own line."""
         probe = self.linear_probe and self.head != "pretrained"  # an own head trains nothing
-        return f"{self.short_name} (frozen probe)" if probe else self.short_name
+        return "frozen probe" if probe else "fine-tuned"
 
     @property
     def short_name(self) -> str:
@@ -297,7 +304,9 @@ class EnsembleMember(Strict):
 
 class ProbeConfig(Strict):
     """A probe on the pretrained strong model's activations (EleutherAI w2s's probes)."""
-    kind: Literal["knn", "logreg", "topo"] = "knn"  # k nearest neighbours, logistic regression, topological
+    # k nearest neighbours, logistic regression, topological; ccs: contrast-consistent search
+    # (Burns et al. 2022) on contrast pairs, unsupervised, oriented by the weak labels (ccs.py)
+    kind: Literal["knn", "logreg", "topo", "ccs"] = "knn"
     # relabel: train on the probe's predictions; filter: drop the examples whose weak label
     # disagrees most with the probe's
     mode: Literal["relabel", "filter"] = "relabel"
@@ -306,14 +315,54 @@ class ProbeConfig(Strict):
     k: int = Field(50, gt=0)               # knn neighbours; topo: k_cc and k_zeta
     l2: float = Field(1e-3, ge=0)          # logreg: L2 penalty on the weights
     contamination: float = Field(0.1, gt=0, lt=1)  # filter: fraction of the examples dropped
+    restarts: int = Field(10, gt=0)        # ccs: random starts, the lowest final loss kept
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"restarts": 10}
 
 
-LABEL_SOURCES = ("weak", "ensemble", "probe", "bootstrap")
+class ElicitationConfig(Strict):
+    """labels: {source: elicitation}: labels of B from the pretrained strong model's own LM head,
+    without the weak labels or any ground truth (Wen et al. 2025; w2s_scale/elicitation.py,
+    docs/methods.md#unsupervised-elicitation)."""
+    # icm_sampled (ours): Wen et al.'s ICM search (simulated annealing on mutual predictability)
+    # with `context` sampled demonstrations per prompt, then the rest of B labelled in context;
+    # zero_shot: Wen et al.'s zero-shot baseline, the label-token prompt alone
+    mode: Literal["icm_sampled", "zero_shot"] = "icm_sampled"
+    n_search: int = Field(256, gt=1)   # icm_sampled: examples of B the search labels (the authors' 256)
+    # icm_sampled: demonstrations in each prompt (ICM: every other labelled example)
+    context: int = Field(8, gt=0)
+    iterations: int = Field(3000, gt=0)  # icm_sampled: search steps (the authors' K, 3000)
+    initial: int = Field(8, gt=1)      # icm_sampled: examples labelled at random, balanced, first
+    alpha: float = Field(50.0, gt=0)   # icm_sampled: U = alpha * mean log-odds (the paper's 50)
+    t0: float = Field(10.0, gt=0)      # icm_sampled: first temperature (the authors' 10)
+    t_min: float = Field(0.01, gt=0)   # icm_sampled: lowest temperature (the authors' 0.01)
+    # icm_sampled (ours): a change is refused when a class would hold under this fraction of
+    # the labels found (plain classification has no consistency term against one-class
+    # labellings); 0: off
+    min_class_fraction: float = Field(0.2, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fields_of_mode(self) -> "ElicitationConfig":
+        if self.mode == "zero_shot":
+            search = sorted(self.model_fields_set - {"mode"})
+            if search:
+                raise ValueError(f"{search[0]}: a setting of mode: icm_sampled (this is mode: "
+                                 f"zero_shot, which shows no demonstrations); remove it")
+        if self.initial > self.n_search:
+            raise ValueError(f"initial: {self.initial} random labels do not fit n_search = "
+                             f"{self.n_search}; lower initial or raise n_search")
+        if self.t_min > self.t0:
+            raise ValueError(f"t_min: {self.t_min:g} is above t0 = {self.t0:g}; the temperature "
+                             f"only falls")
+        return self
+
+
+LABEL_SOURCES = ("weak", "ensemble", "probe", "bootstrap", "confident", "elicitation")
+CONFIDENT_THRESHOLD = 0.75  # source: confident without a rule: the 2026 sandbox's (labels.py)
 
 
 class LabelsConfig(Strict):
     # where the labels come from (w2s_scale/labels.py; docs/methods.md)
-    source: Literal["weak", "ensemble", "probe", "bootstrap"] = "weak"
+    source: Literal["weak", "ensemble", "probe", "bootstrap", "confident", "elicitation"] = "weak"
     members: list[EnsembleMember] = Field(default_factory=list)   # ensemble
     weights: Optional[list[float]] = None                         # ensemble; None: equal
     probe: Optional[ProbeConfig] = None                           # probe (None: its defaults)
@@ -323,16 +372,35 @@ class LabelsConfig(Strict):
     # strong-to-strong: after training, the student is retrained this many times from its
     # pretrained weights on its own previous predictions on B
     s2s_iterations: int = Field(0, ge=0)
+    # confident: keep the floor(keep_fraction x N) most confident weak labels of B (confidence:
+    # max_k p_k; ties in example-id order), docs/methods.md#training-only-on-confident-weak-labels
+    keep_fraction: Optional[float] = Field(None, gt=0, le=1)
+    # confident: keep those whose confidence is strictly above threshold; with neither set,
+    # threshold 0.75 (the 2026 sandbox's rule)
+    threshold: Optional[float] = Field(None, ge=0, lt=1)
+    # elicitation: the strong model's own labels (None: ElicitationConfig's defaults)
+    elicitation: Optional[ElicitationConfig] = None
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"keep_fraction": None, "threshold": None,
+                                             "elicitation": None}
 
     @model_validator(mode="after")
     def _fields_of_source(self) -> "LabelsConfig":
         src = self.source
+        if src != "confident" and (self.keep_fraction is not None or self.threshold is not None):
+            raise ValueError(f"keep_fraction/threshold belong to source: confident (this is source: "
+                             f"{src}); remove them or set source: confident")
+        if self.keep_fraction is not None and self.threshold is not None:
+            raise ValueError("keep_fraction/threshold: source: confident keeps by one rule; give "
+                             "keep_fraction or threshold, not both")
         if src != "ensemble" and (self.members or self.weights is not None):
             raise ValueError(f"members/weights belong to source: ensemble (this is source: {src}); "
                              f"remove them or set source: ensemble")
         if src != "probe" and self.probe is not None:
             raise ValueError(f"probe belongs to source: probe (this is source: {src}); remove it "
                              f"or set source: probe")
+        if src != "elicitation" and self.elicitation is not None:
+            raise ValueError(f"elicitation belongs to source: elicitation (this is source: {src}); "
+                             f"remove it or set source: elicitation")
         if src != "bootstrap" and self.via:
             raise ValueError(f"via belongs to source: bootstrap (this is source: {src}); remove "
                              f"it or set source: bootstrap")
@@ -357,6 +425,17 @@ class LabelsConfig(Strict):
     @property
     def probe_or_default(self) -> ProbeConfig:
         return self.probe or ProbeConfig()
+
+    @property
+    def elicitation_or_default(self) -> ElicitationConfig:
+        return self.elicitation or ElicitationConfig()
+
+    @property
+    def confident_rule(self) -> tuple[str, float]:
+        """source: confident: ("keep_fraction", f) or ("threshold", t)."""
+        if self.keep_fraction is not None:
+            return "keep_fraction", self.keep_fraction
+        return "threshold", CONFIDENT_THRESHOLD if self.threshold is None else self.threshold
 
 
 def labels_shorthand(value: Any) -> Any:
@@ -393,6 +472,101 @@ def label_models(cfg: "ExperimentConfig") -> list[tuple[str, ModelConfig]]:
         refs += [(f"labels.{i}.via.{j}", v) for j, v in enumerate(entry.via)]
         out += [(where, ref) for where, ref in refs if isinstance(ref, ModelConfig)]
     return out
+
+
+# --- a weak-to-strong method behind the method contract (see w2s_scale/methods/) ----------------
+
+class IsolationConfig(Strict):
+    """`method.isolated`: the method runs in a process of its own that cannot read a label (Linux
+    namespaces hide the results, the data and the label store from it) and is scored only by the
+    evaluation service (docs/isolation.md#the-isolated-mode)."""
+    # more folders to hide from the method's process, beyond the results_dir, the data files and
+    # the data caches: the label store (and its log) where it is on the machine the job runs on
+    hide: list[str] = Field(default_factory=list)
+    # the evaluation service; None: $W2S_EVAL_URL, then the URL file `w2s serve` writes
+    url: Optional[str] = None
+
+
+class MethodConfig(Strict):
+    """One method run per (weak, strong) pair and seed: the method is given B and test without
+    labels, the soft labels of its label source on B, the weak model's on test and the anchors'
+    accuracies, and trains students through the engine (docs/methods.md#writing-a-method)."""
+    # a built-in method (transfer), "package.module:function", or the name of an entry point
+    # of the group w2s_scale.methods
+    name: str
+    # the method's own settings, handed to it as given (they enter the run's hash)
+    options: dict[str, Any] = Field(default_factory=dict)
+    # train_student's default loss, and the loss of the students a bootstrap or strong-to-strong
+    # label source trains before the method
+    loss: LossConfig = Field(default_factory=lambda: LossConfig(name="xent"))
+    # where the soft labels of B the method receives come from (as `labels` entries)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    # how runs and tables name the method; default: its name's last part, and a short hash of
+    # its options, loss and labels when they are not the defaults
+    label: Optional[str] = None
+    # `true` or {hide: [...], url: ...}: run the method label-isolated (IsolationConfig); None:
+    # in the run's own process, scored in-process. Left out of dumps while unset, so the hashes
+    # and tags of methods that do not use it stay as they were
+    isolated: Optional[IsolationConfig] = None
+
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"isolated": None}
+
+    @field_validator("isolated", mode="before")
+    @classmethod
+    def _isolated_word(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_word(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
+
+    @property
+    def tag(self) -> str:
+        """A folder-safe name for run folders and tables ("transfer", "blend-3fa2c1")."""
+        if self.label:
+            base = self.label
+        else:
+            base = self.name.replace(":", ".").rstrip(".").split(".")[-1]
+            settings = self.model_dump(mode="json", include={"options", "loss", "labels"})
+            default = MethodConfig(name=self.name).model_dump(mode="json", include={"loss", "labels"})
+            if self.isolated is not None:  # a run of its own, beside the same method in-process
+                settings["isolated"] = True
+            if (settings["options"] or {k: settings[k] for k in ("loss", "labels")} != default
+                    or self.isolated is not None):
+                base += "-" + stable_hash(settings)[:6]
+        return "".join(c if c.isalnum() or c in "-_." else "-" for c in base)
+
+
+def methods_shorthand(value: Any) -> Any:
+    # `method: NAME` and a single mapping are shorthand for a one-entry list
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if isinstance(value, list):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+def method_field(methods: list, i: int, key: str) -> str:
+    """How an error names a method's field: method.KEY for one method, method.I.KEY for several."""
+    return f"method.{key}" if len(methods) == 1 else f"method.{i}.{key}"
+
+
+def check_method_labels(methods: list[MethodConfig], named: dict[str, ModelConfig],
+                        bootstrap_needs_via: bool) -> None:
+    """The models a method's label source names exist (ValueError naming the field otherwise)."""
+    for i, method in enumerate(methods):
+        try:
+            check_label_models([method.labels], named, bootstrap_needs_via)
+        except ValueError as err:
+            raise ValueError(method_field(methods, i, "labels." + str(err).removeprefix("labels.0."))) from None
 
 
 class TrackingConfig(Strict):
@@ -435,12 +609,27 @@ class ExperimentConfig(Strict):
     # a weak model with more parameters than the student it teaches is refused by preflight as
     # a likely mix-up (weak and strong swapped); true: that is meant (reverse transfer)
     allow_larger_weak: bool = False
-    ADDED_LATER: ClassVar[dict[str, Any]] = {"allow_larger_weak": False}
+    # methods behind the method contract (w2s_scale/methods/): one method run per entry and
+    # seed, beside the transfer runs; a name alone or one mapping is a one-entry list
+    method: list[MethodConfig] = Field(default_factory=list)
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"allow_larger_weak": False, "method": []}
 
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_shorthand(cls, value: Any) -> Any:
         return labels_shorthand(value)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _methods_shorthand(cls, value: Any) -> Any:
+        return methods_shorthand(value)
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> "ExperimentConfig":
+        check_method_labels(self.method, {"weak": self.weak, "strong": self.strong,
+                                          self.weak.short_name: self.weak,
+                                          self.strong.short_name: self.strong}, bootstrap_needs_via=True)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -640,9 +829,13 @@ class SweepModel(ModelConfig):
     # weak: only teaches (a supervisor, never a student); strong: only learns; both: the
     # reference's grid, every model teaching every larger one. Not part of a run's identity.
     role: Literal["both", "weak", "strong"] = "both"
+    # the seeds this model's runs use, a subset of the sweep's (None: all of them); a pair runs
+    # on the seeds both of its models have. Lets cheap models (frozen probes) take more seeds
+    # than an expensive one on the same ladder. Not part of a run's identity.
+    seeds: Optional[list[int]] = None
 
     def model_config_only(self) -> ModelConfig:
-        return ModelConfig(**self.model_dump(exclude={"resources", "role"}))
+        return ModelConfig(**self.model_dump(exclude={"resources", "role", "seeds"}))
 
 
 class SweepConfig(Strict):
@@ -665,7 +858,10 @@ class SweepConfig(Strict):
     # a weak model with more parameters than a student it teaches is refused by preflight as a
     # likely mix-up (models are listed small -> large); true: that is meant (reverse transfer)
     allow_larger_weak: bool = False
-    ADDED_LATER: ClassVar[dict[str, Any]] = {"allow_larger_weak": False}
+    # methods behind the method contract (w2s_scale/methods/): one method run per entry, pair
+    # and seed, beside the transfer runs; a name alone or one mapping is a one-entry list
+    method: list[MethodConfig] = Field(default_factory=list)
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"allow_larger_weak": False, "method": []}
 
     @model_validator(mode="before")
     @classmethod
@@ -678,6 +874,8 @@ class SweepConfig(Strict):
                 data["losses"] = [{"name": v} if isinstance(v, str) else v for v in data["losses"]]
             if "labels" in data:
                 data["labels"] = labels_shorthand(data["labels"])
+            if "method" in data:
+                data["method"] = methods_shorthand(data["method"])
         return data
 
     @field_validator("seeds", "datasets", "models", "losses")
@@ -702,7 +900,14 @@ class SweepConfig(Strict):
         named = {m.short_name: m.model_config_only() for m in self.models}
         check_label_models(self.labels, {**named, "weak": self.models[0], "strong": self.models[-1]},
                            bootstrap_needs_via=False)
+        check_method_labels(self.method, {**named, "weak": self.models[0], "strong": self.models[-1]},
+                            bootstrap_needs_via=False)
         for i, model in enumerate(self.models):
+            unknown = sorted(set(model.seeds or []) - set(self.seeds))
+            if model.seeds is not None and (not model.seeds or unknown):
+                raise ValueError(f"models.{i}.seeds: {unknown or 'an empty list'} is not a subset of "
+                                 f"the sweep's seeds {self.seeds}; list some of those, or leave "
+                                 f"seeds out for all of them")
             try:
                 resources_for(self, model)
             except ConfigError as err:
@@ -745,4 +950,4 @@ def from_experiment(exp: ExperimentConfig) -> SweepConfig:
                        datasets=[exp.data], models=[exp.weak.model_dump(), exp.strong.model_dump()],
                        train=exp.train, losses=exp.losses, self_transfer=False,
                        labels=exp.labels, tracking=exp.tracking, launch=exp.launch,
-                       allow_larger_weak=exp.allow_larger_weak)
+                       allow_larger_weak=exp.allow_larger_weak, method=exp.method)

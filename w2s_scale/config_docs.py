@@ -39,7 +39,8 @@ def sections() -> list[Model]:
     return [c.ExperimentConfig, c.DataConfig, c.ModelConfig, c.LoraConfig, c.LabelTokensConfig,
             c.TrainConfig,
             c.EarlyStoppingConfig, c.GtCurveConfig, c.LossConfig, c.LabelsConfig,
-            c.EnsembleMember, c.ProbeConfig, c.TrackingConfig, c.LaunchConfig, c.SweepConfig,
+            c.EnsembleMember, c.ProbeConfig, c.ElicitationConfig, c.MethodConfig, c.IsolationConfig, c.TrackingConfig, c.LaunchConfig,
+            c.SweepConfig,
             c.SweepModel, c.Resources]
 
 

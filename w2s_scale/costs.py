@@ -183,6 +183,8 @@ def sweep_costs(cfg, runs, mfu: float = DEFAULT_MFU) -> list[RunCost]:
         tokens = min(tokens_of[data.dataset], data.max_length)
         n_a, n_b = data.a_b_sizes(n_train)
         n_trained = min(n_a, plan.train.gt_n_train or n_a) if plan.kind == "gt" else n_b
+        if plan.kind == "activations" and hasattr(plan.stage, "words"):  # ccs.Contrast: 2 per example
+            n_trained *= 2
         flops = run_flops(entry, plan.model, plan.kind, n_trained, n_test + n_b, tokens,
                           plan.train.epochs, needs_global_stats(plan.loss.name, plan.loss.params))
         compute_s = flops / (mfu * PEAK_TFLOPS[plan.model.dtype] * 1e12)

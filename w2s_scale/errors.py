@@ -139,3 +139,16 @@ class ProbeLayerError(ConfigError):
 class PaddingFreeError(ModelError):
     """train.padding_free with a model whose packed rows are not checked to keep attention
     within each text (w2s_scale/padding_free.py)."""
+
+
+class MethodNotFoundError(ConfigError):
+    """method.name names no built-in method, no importable "module:attr" and no entry point of
+    the group w2s_scale.methods (w2s_scale/methods/registry.py)."""
+
+
+class MethodOptionsError(ConfigError):
+    """method.options that the method refuses (the check_options it may define)."""
+
+
+class MethodResultError(UserError):
+    """A method returned something other than a MethodResult of the contract's shapes."""

@@ -57,14 +57,15 @@ def load_results(runs) -> list[RunResult]:
     out = []
     for run in runs:
         # label stages predict nothing on test; an ensemble member's extra seed is no curve point
-        if disk_state(run) != "done" or run.plan.kind not in ("gt", "transfer") or run.plan.seed_offset:
+        if disk_state(run) != "done" or run.plan.kind not in ("gt", "transfer", "method") or run.plan.seed_offset:
             continue
         plan = run.plan
+        student = plan.kind in ("transfer", "method")  # a method run is drawn as a transfer
         preds = RunDir(plan.dir, plan.hash).read_jsonl("test_predictions.jsonl")
         out.append(RunResult(
             dataset=run.dataset, seed=plan.seed, model=plan.model.short_name,
-            weak=plan.weak.model.short_name if plan.kind == "transfer" else None,
-            loss=plan.variant if plan.kind == "transfer" else None,
+            weak=plan.weak.model.short_name if student else None,
+            loss=plan.variant if student else None,
             correct={r["id"]: predictions.correct(r) for r in preds}))
     return out
 
@@ -275,6 +276,24 @@ def _dodge(xs: list, index: int, count: int) -> list:
     return [x * factor for x in xs]
 
 
+# how the students' training kinds are drawn apart (ModelConfig.training_kind): a frozen probe and
+# a fine-tuned model of one size are two students, never one line through the same x
+TRACK_STYLES = {"fine-tuned": ("-", "o"), "frozen probe": ("-.", "D")}
+
+
+def _by_track(rows: list[dict], tracks: dict[str, str]) -> list[tuple[str, list[dict]]]:
+    """The rows split by their student's training kind (one line each), small -> large; a
+    student with no kind given counts as fine-tuned."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[tracks.get(r["strong"], "fine-tuned")].append(r)
+    return [(t, sorted(g, key=lambda r: r["params"])) for t, g in sorted(groups.items())]
+
+
+def _style(track: str) -> tuple[str, str]:
+    return TRACK_STYLES.get(track, (":", "^"))
+
+
 def _name_points(ax, rows: list[dict], names: dict[str, str]) -> None:
     """Write each model's name (its label as the sweep gives it) by its point; neighbours closer
     than 1.6x in size lean apart so their names do not overlap."""
@@ -344,17 +363,22 @@ ACROSS_NOTE = ("median across datasets of each dataset's point; bars: 95% bootst
 
 
 def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True,
-                    names: Optional[dict[str, str]] = None, note: Optional[str] = None) -> None:
-    names = names or {}
+                    names: Optional[dict[str, str]] = None, note: Optional[str] = None,
+                    tracks: Optional[dict[str, str]] = None) -> None:
+    names, tracks = names or {}, tracks or {}
     weak_rows = [r for r in rows if r["kind"] == "weak" and r["dataset"] == dataset]
     ceiling = sorted((r for r in rows if r["kind"] == "ceiling" and r["dataset"] == dataset),
                      key=lambda r: r["params"])
     transfer = [r for r in rows if r["kind"] == "transfer" and r["dataset"] == dataset and r["loss"] == loss]
     ticks = {r["params"]: size_label(r["params"]) for r in weak_rows + ceiling}
+    ceiling_tracks = _by_track(ceiling, tracks)
+    for track, part in ceiling_tracks:
+        what = f", {track}" if len(ceiling_tracks) > 1 else ""
+        ax.errorbar([r["params"] for r in part], [r["accuracy"] for r in part], yerr=_err(part, "accuracy"),
+                    color="black", linestyle="--" if track == "fine-tuned" else _style(track)[0],
+                    marker="s", markersize=5, capsize=3,
+                    label=f"strong ceiling (trained on ground truth{what})")
     if ceiling:
-        ax.errorbar([r["params"] for r in ceiling], [r["accuracy"] for r in ceiling], yerr=_err(ceiling, "accuracy"),
-                    color="black", linestyle="--", marker="s", markersize=5, capsize=3,
-                    label="strong ceiling (trained on ground truth)")
         _name_points(ax, ceiling, names)
     for i, w in enumerate(colors):
         own = next((r for r in weak_rows if r["strong"] == w), None)
@@ -366,11 +390,15 @@ def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict,
             ax.errorbar([own["params"]], [own["accuracy"]], yerr=_err([own], "accuracy"), color=colors[w],
                         marker="*", markersize=11, capsize=3, linestyle="none")
             ax.axhline(own["accuracy"], color=colors[w], linestyle=":", linewidth=1, alpha=0.7)
-        if line:
-            ax.errorbar(_dodge([r["params"] for r in line], i, len(colors)), [r["accuracy"] for r in line],
-                        yerr=_err(line, "accuracy"), color=colors[w], marker="o", markersize=5, capsize=3,
+        line_tracks = _by_track(line, tracks)
+        for track, part in line_tracks:
+            what = f", {track} students" if len(line_tracks) > 1 else ""
+            style, marker = _style(track)
+            ax.errorbar(_dodge([r["params"] for r in part], i, len(colors)), [r["accuracy"] for r in part],
+                        yerr=_err(part, "accuracy"), color=colors[w], marker=marker, markersize=5, capsize=3,
+                        linestyle=style,
                         label=f"strong supervised by {name} ({size_label(own['params'] if own else None)}; "
-                              f"\u2605 and dotted line: {name} alone)")
+                              f"\u2605 and dotted line: {name} alone{what})")
     _log_axis(ax, ticks)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{dataset}, {loss}: test accuracy", fontsize=10)
@@ -381,8 +409,9 @@ def _accuracy_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict,
 
 
 def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, legend: bool = True,
-               names: Optional[dict[str, str]] = None, note: Optional[str] = None) -> None:
-    names = names or {}
+               names: Optional[dict[str, str]] = None, note: Optional[str] = None,
+               tracks: Optional[dict[str, str]] = None) -> None:
+    names, tracks = names or {}, tracks or {}
     transfer = [r for r in rows if r["kind"] == "transfer" and r["dataset"] == dataset and r["loss"] == loss
                 and r["weak"] != r["strong"]]
     ax.axhline(0, color="grey", linewidth=0.8)
@@ -390,13 +419,16 @@ def _pgr_panel(ax, rows: list[dict], dataset: str, loss: str, colors: dict, lege
     ticks = {r["params"]: size_label(r["params"]) for r in transfer}
     plotted = []
     for i, w in enumerate(colors):
-        line = sorted((r for r in transfer if r["weak"] == w and r["pgr"] is not None), key=lambda r: r["params"])
-        if line:
-            xs = _dodge([r["params"] for r in line], i, len(colors))
-            ax.errorbar(xs, [r["pgr"] for r in line], yerr=_err(line, "pgr"),
-                        color=colors[w], marker="o", markersize=5, capsize=3,
-                        label=f"supervised by {names.get(w, w)} ({size_label(line[0]['weak_params'])})")
-            plotted += [(x, r["pgr"], r["pgr_lo"], r["pgr_hi"], colors[w]) for x, r in zip(xs, line)]
+        line = [r for r in transfer if r["weak"] == w and r["pgr"] is not None]
+        line_tracks = _by_track(line, tracks)
+        for track, part in line_tracks:
+            what = f", {track} students" if len(line_tracks) > 1 else ""
+            style, marker = _style(track)
+            xs = _dodge([r["params"] for r in part], i, len(colors))
+            ax.errorbar(xs, [r["pgr"] for r in part], yerr=_err(part, "pgr"),
+                        color=colors[w], marker=marker, markersize=5, capsize=3, linestyle=style,
+                        label=f"supervised by {names.get(w, w)} ({size_label(part[0]['weak_params'])}{what})")
+            plotted += [(x, r["pgr"], r["pgr_lo"], r["pgr_hi"], colors[w]) for x, r in zip(xs, part)]
     if ticks:
         _log_axis(ax, ticks)
         ax.set_xlabel("parameters of the strong student (log scale)")
@@ -427,13 +459,13 @@ def _finish(fig) -> None:
 
 
 def draw(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict], out_dir: Path,
-         names: Optional[dict[str, str]] = None) -> list[Path]:
+         names: Optional[dict[str, str]] = None, tracks: Optional[dict[str, str]] = None) -> list[Path]:
     """Every figure as a PNG in out_dir; returns the paths written."""
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fig in build(rows, summary_rows, pooled_rows, names).items():
+    for name, fig in build(rows, summary_rows, pooled_rows, names, tracks).items():
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
         written.append(out_dir / name)
@@ -441,11 +473,12 @@ def draw(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict], ou
 
 
 def build(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict],
-          names: Optional[dict[str, str]] = None) -> dict:
+          names: Optional[dict[str, str]] = None, tracks: Optional[dict[str, str]] = None) -> dict:
     """Every figure (file name -> matplotlib Figure, laid out): per dataset and loss
     (<dataset>-<loss>.png), a grid per loss (grid-<loss>.png), the paper's cross-dataset summary
     per loss (summary-<loss>.png), the median pooled over supervisors (pooled-median-pgr.png).
-    `names`: model -> the label the sweep gives it (legends and point names)."""
+    `names`: model -> the label the sweep gives it (legends and point names); `tracks`: student ->
+    its training kind ("fine-tuned", "frozen probe"), each kind its own line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -464,24 +497,28 @@ def build(rows: list[dict], summary_rows: list[dict], pooled_rows: list[dict],
     for dataset in datasets:
         for loss in losses:
             fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.6))
-            _accuracy_panel(left, rows, dataset, loss, colors, names=names)
-            _pgr_panel(right, rows, dataset, loss, colors, names=names)
+            _accuracy_panel(left, rows, dataset, loss, colors, names=names, tracks=tracks)
+            _pgr_panel(right, rows, dataset, loss, colors, names=names, tracks=tracks)
             save(fig, f"{dataset}-{loss}.png")
     for loss in losses:
         if not datasets:
             break
         fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 10.5), squeeze=False)
         for col, dataset in enumerate(datasets):
-            _accuracy_panel(axes[0][col], rows, dataset, loss, colors, legend=col == 0, names=names)
-            _pgr_panel(axes[1][col], rows, dataset, loss, colors, legend=col == 0, names=names)
+            _accuracy_panel(axes[0][col], rows, dataset, loss, colors, legend=col == 0, names=names,
+                            tracks=tracks)
+            _pgr_panel(axes[1][col], rows, dataset, loss, colors, legend=col == 0, names=names,
+                       tracks=tracks)
         fig.suptitle(f"weak-to-strong scaling over datasets, loss {loss}", fontsize=11)
         save(fig, f"grid-{loss}.png")
     for loss in losses:
         if not any(r["loss"] == loss for r in summary_rows):
             continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.9))
-        _accuracy_panel(left, summary_rows, ACROSS, loss, colors, names=names, note=ACROSS_NOTE)
-        _pgr_panel(right, summary_rows, ACROSS, loss, colors, names=names, note=ACROSS_NOTE)
+        _accuracy_panel(left, summary_rows, ACROSS, loss, colors, names=names, note=ACROSS_NOTE,
+                        tracks=tracks)
+        _pgr_panel(right, summary_rows, ACROSS, loss, colors, names=names, note=ACROSS_NOTE,
+                   tracks=tracks)
         left.set_ylabel("test accuracy, median across datasets")
         right.set_ylabel("PGR, median across datasets")
         n = max(r["n_datasets"] for r in summary_rows)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from w2s_scale.catalogue import lookup
-from w2s_scale.config import DataConfig, ModelConfig, ProbeConfig, label_models
+from w2s_scale.config import DataConfig, LabelsConfig, ModelConfig, ProbeConfig, label_models
 from w2s_scale.errors import ConfigError, TooFewExamplesError, shorten
 from w2s_scale.models import resolve_name
 from w2s_scale.planning import RunPlan
@@ -139,11 +139,13 @@ def check_method_sizes(plans: list[RunPlan], data: DataConfig, data_where: str,
         stage = plan.source.stage if plan.source is not None and plan.source.kind == "labels" else None
         if isinstance(stage, ProbeConfig) and stage.mode == "filter":
             n -= int(stage.contamination * n_b)
+        if isinstance(stage, LabelsConfig) and stage.source == "confident" and stage.keep_fraction:
+            n = max(1, int(stage.keep_fraction * n_b + 1e-9))  # labels.confident_keep
         n_val, n_curve = held_out_sizes(n, plan.train, field)
         left = n - n_val - n_curve
         if left < plan.train.batch_size:
             held = f", {n_val + n_curve} held out for early stopping / the gt curve" if n_val + n_curve else ""
-            kept = f" after the probe filter" if n != n_b else ""
+            kept = f" after the {'confidence' if isinstance(stage, LabelsConfig) else 'probe'} filter" if n != n_b else ""
             raise TooFewExamplesError(f"{field}.batch_size: {plan.train.batch_size} is larger than "
                                       f"the {left} examples of B left to train {plan.name} on "
                                       f"({n} of {n_b}{kept}{held}); lower batch_size or use more data")

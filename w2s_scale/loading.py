@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from w2s_scale.config import (ExperimentConfig, SweepConfig, experiment_for, from_experiment,
-                              one_line)
+from w2s_scale.config import (DataConfig, ExperimentConfig, LossConfig, MethodConfig, SweepConfig,
+                              experiment_for, from_experiment, method_field, one_line)
 from w2s_scale.data.images import IMAGE_DATASETS
+from w2s_scale.ccs import contrast_spec
 from w2s_scale.data.sources import DATASETS
 from w2s_scale.errors import ConfigError, ConfigFileError, OverrideError, shorten
 from w2s_scale.integrity import text_hash
 from w2s_scale.losses import LOSSES, check_params
+from w2s_scale.methods.registry import check_options, find_method
 from w2s_scale.preflight import check_settings
 
 
@@ -118,20 +121,49 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def check_registries(cfg: ExperimentConfig) -> None:
     """The loss names and parameters, and the dataset, against their registries."""
     for i, loss in enumerate(cfg.losses):
-        if loss.name not in LOSSES:
-            raise ConfigError(f"losses.{i}.name: unknown loss {shorten(loss.name)}; "
-                              f"choose one of {sorted(LOSSES)}")
-        unknown = set(loss.params) - set(LOSSES[loss.name].defaults)
-        if unknown:
-            raise ConfigError(f"losses.{i}.params: {sorted(unknown)} not accepted by "
-                              f"{loss.name}; accepted: {sorted(LOSSES[loss.name].defaults)}")
-        try:
-            check_params(loss.name, loss.params)
-        except ValueError as err:
-            raise ConfigError(f"losses.{i}.params: {err}") from None
+        check_loss(loss, f"losses.{i}")
     if cfg.data.dataset not in DATASETS and cfg.data.dataset not in IMAGE_DATASETS:
         raise ConfigError(f"data.dataset: unknown dataset {shorten(cfg.data.dataset)}; "
                           f"choose one of {sorted(DATASETS) + sorted(IMAGE_DATASETS)}")
+    for i, entry in enumerate(cfg.labels):  # CCS needs two answers to contrast (w2s_scale/ccs.py)
+        if entry.source == "probe" and entry.probe_or_default.kind == "ccs":
+            contrast_spec(cfg.strong, cfg.data, where=f"labels.{i}.probe.kind")
+
+
+def check_loss(loss: LossConfig, where: str) -> None:
+    if loss.name not in LOSSES:
+        raise ConfigError(f"{where}.name: unknown loss {shorten(loss.name)}; "
+                          f"choose one of {sorted(LOSSES)}")
+    unknown = set(loss.params) - set(LOSSES[loss.name].defaults)
+    if unknown:
+        raise ConfigError(f"{where}.params: {sorted(unknown)} not accepted by "
+                          f"{loss.name}; accepted: {sorted(LOSSES[loss.name].defaults)}")
+    try:
+        check_params(loss.name, loss.params)
+    except ValueError as err:
+        raise ConfigError(f"{where}.params: {err}") from None
+
+
+def check_methods(methods: list[MethodConfig], datasets: list[DataConfig], nproc: int = 1) -> None:
+    """Each method can be found (built-in, module path or entry point) and accepts its
+    options, its loss is a known one, and the data are texts (w2s_scale/methods/); an isolated
+    one runs on Linux, as one rank (docs/isolation.md#the-isolated-mode)."""
+    for i, method in enumerate(methods):
+        check_options(find_method(method.name, method_field(methods, i, "name")), method.options,
+                      method_field(methods, i, "options"))
+        check_loss(method.loss, method_field(methods, i, "loss"))
+        if method.isolated is not None and nproc > 1:
+            raise ConfigError(f"{method_field(methods, i, 'isolated')}: an isolated method runs as "
+                              f"one process, and launch.nproc is {nproc}; set launch.nproc: 1, or "
+                              f"remove `isolated`")
+        if method.isolated is not None and not sys.platform.startswith("linux"):
+            raise ConfigError(f"{method_field(methods, i, 'isolated')}: isolated methods need Linux "
+                              f"namespaces, and this is {sys.platform}; run on Linux, or remove "
+                              f"`isolated`")
+    for data in datasets if methods else []:
+        if data.dataset in IMAGE_DATASETS:
+            raise ConfigError(f"method: methods take text datasets, and {data.dataset} is images; "
+                              f"remove `method` or run it on a text dataset")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
@@ -147,6 +179,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
     except ValidationError as err:
         raise ConfigError(one_line(err)) from None
     check_registries(cfg)
+    check_methods(cfg.method, [cfg.data], cfg.launch.nproc)
     check_settings(cfg)
     return cfg
 
@@ -163,5 +196,6 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
         raise ConfigError(one_line(err)) from None
     for i in range(len(cfg.datasets)):
         check_registries(experiment_for(cfg, i))
+    check_methods(cfg.method, cfg.datasets, cfg.launch.nproc)
     check_settings(cfg)
     return cfg

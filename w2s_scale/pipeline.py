@@ -26,6 +26,8 @@ from w2s_scale.diagnostics import transfer_diagnostics
 from w2s_scale.distributed import say
 from w2s_scale.engine import StopFlag, build_engine, predict, total_train_steps, train
 from w2s_scale.labels import execute_stage, read_labels
+from w2s_scale.methods.isolation import execute_isolated
+from w2s_scale.methods.runner import execute_method
 from w2s_scale.metrics import accuracy, roc_auc
 from w2s_scale.models import load_tokenizer
 from w2s_scale.planning import RunPlan, plan_experiment
@@ -58,6 +60,10 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, redo: bool = F
     a complete run is written beside it and replaces it only once complete (results.RunDir)."""
     if plan.kind in ("labels", "activations"):  # a label stage: w2s_scale/labels.py
         return execute_stage(cfg, plan, splits, redo)
+    if plan.kind == "method" and plan.stage.isolated is not None:  # w2s_scale/methods/isolation.py
+        return execute_isolated(cfg, plan, splits, redo)
+    if plan.kind == "method":  # the method contract: w2s_scale/methods/runner.py
+        return execute_method(cfg, plan, splits, run_inputs, redo)
     run_dir = RunDir(plan.dir, plan.hash)
     if not redo and run_dir.is_done():
         pending = " (an interrupted --redo waits beside it; --redo resumes it)" if run_dir.pending_redo() else ""

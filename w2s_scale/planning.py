@@ -13,12 +13,16 @@ students.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from w2s_scale.config import (ConfigError, ExperimentConfig, LabelsConfig, LoraConfig, LossConfig,
-                              ModelConfig, ProbeConfig, TrainConfig, stable_hash, train_for)
+                              MethodConfig, ModelConfig, ProbeConfig, TrainConfig, stable_hash,
+                              train_for)
+from w2s_scale.config import ElicitationConfig
+from w2s_scale.ccs import Contrast, contrast_spec
+from w2s_scale.elicitation import scoring_model
 from w2s_scale.data.sources import DATASETS
 from w2s_scale.losses import LOSSES
 
@@ -69,8 +73,8 @@ def pretrained_only(model: ModelConfig) -> ModelConfig:
 
 @dataclass(frozen=True)
 class RunPlan:
-    name: str                        # gt-<model>, w2s-<weak>-to-<strong>-<loss>, labels-..., acts-...
-    kind: Literal["gt", "transfer", "labels", "activations"]
+    name: str                        # gt-<model>, w2s-<weak>-to-<strong>-<loss>, labels-..., acts-..., method-...
+    kind: Literal["gt", "transfer", "labels", "activations", "method"]
     model: ModelConfig
     train: TrainConfig
     loss: LossConfig
@@ -83,9 +87,10 @@ class RunPlan:
     # transfer: the run whose B labels (weak_labels.jsonl) it trains on: a label stage, or a
     # previous student (strong-to-strong, bootstrapping); None: `weak`
     source: Optional["RunPlan"] = field(default=None, compare=False)
-    # label and activation stages: the runs they read (see w2s_scale/labels.py)
+    # label and activation stages: the runs they read (see w2s_scale/labels.py); method runs:
+    # the weak gt run, the ceiling and the label source (w2s_scale/methods/runner.py)
     inputs: tuple = field(default=(), compare=False)
-    stage: Any = field(default=None, compare=False)  # a stage's settings (LabelsConfig, layer)
+    stage: Any = field(default=None, compare=False)  # a stage's settings (LabelsConfig, layer, MethodConfig)
     label_tag: str = "weak"          # transfer: where its labels come from, for tables
     seed_offset: int = 0             # gt run of an ensemble member: trains with seed + offset
     # gt runs: the part whose ground truth it trains on; "b" only for a strong ceiling of a
@@ -99,7 +104,9 @@ class RunPlan:
     @property
     def variant(self) -> str:
         """The loss, and the label source when it is not the weak model alone: how tables
-        and figures tell transfer runs of one (weak, strong) pair apart."""
+        and figures tell transfer runs of one (weak, strong) pair apart; a method run: its tag."""
+        if self.kind == "method":
+            return self.label_tag
         return self.loss.tag if self.label_tag == "weak" else f"{self.loss.tag}+{self.label_tag}"
 
     def reads(self) -> list["RunPlan"]:
@@ -170,12 +177,14 @@ def plan_experiment(cfg: ExperimentConfig) -> list[RunPlan]:
                  cfg.weak.short_name: cfg.weak, cfg.strong.short_name: cfg.strong}
         for plan in [weak, strong] + [p for loss in cfg.losses for labels in cfg.labels
                                       for p in plan_label_source(cfg, weak, cfg.strong, labels,
-                                                                 loss, seed, named)]:
+                                                                 loss, seed, named)] + [
+                p for method in cfg.method
+                for p in plan_method(cfg, weak, strong, cfg.strong, method, seed, named)]:
             if plan.dir in plans and plans[plan.dir].hash != plan.hash:
                 # two different runs named alike would share one folder, one reading the other's
                 raise ConfigError(f"{plan.dir.name}: two different runs would share this folder "
-                                  f"(models or label sources named alike); give the models "
-                                  f"distinct `label`s")
+                                  f"(models, label sources or methods named alike); give the "
+                                  f"models (or methods) distinct `label`s")
             plans.setdefault(plan.dir, plan)
     return list(plans.values())
 
@@ -193,8 +202,10 @@ def probe_tag(probe: ProbeConfig) -> str:
     from the defaults, for run names."""
     default = ProbeConfig()
     tag = f"{probe.kind}-{probe.mode}"
-    if probe.k != default.k and probe.kind != "logreg":
+    if probe.k != default.k and probe.kind in ("knn", "topo"):
         tag += f"-k{probe.k}"
+    if probe.restarts != default.restarts and probe.kind == "ccs":
+        tag += f"-r{probe.restarts}"
     if probe.l2 != default.l2 and probe.kind == "logreg":
         tag += f"-l2{probe.l2:g}"
     if probe.contamination != default.contamination and probe.mode == "filter":
@@ -202,6 +213,18 @@ def probe_tag(probe: ProbeConfig) -> str:
     if probe.layer is not None:
         tag += f"-L{probe.layer}"
     return tag
+
+
+def elicitation_tag(settings: ElicitationConfig) -> str:
+    """icms, icms-m4-it500, zeroshot: the elicitation mode and its settings that differ from the
+    defaults, for run names."""
+    if settings.mode == "zero_shot":
+        return "zeroshot"
+    short = {"n_search": "n", "context": "m", "iterations": "it", "initial": "k", "alpha": "a",
+             "t0": "t", "t_min": "tmin", "min_class_fraction": "b"}
+    default = ElicitationConfig()
+    return "icms" + "".join(f"-{key}{getattr(settings, name):g}" for name, key in short.items()
+                            if getattr(settings, name) != getattr(default, name))
 
 
 def plan_activations(cfg: ExperimentConfig, model: ModelConfig, layer: Optional[int], seed: int) -> RunPlan:
@@ -213,6 +236,25 @@ def plan_activations(cfg: ExperimentConfig, model: ModelConfig, layer: Optional[
                    seed=seed, dir=seed_dir(cfg, seed) / name, stage=layer,
                    hash=stable_hash("activations", identity, layer, cfg.data, seed,
                                     *split_identity(cfg.data)))
+
+
+def plan_contrast(cfg: ExperimentConfig, model: ModelConfig, layer: Optional[int], seed: int) -> RunPlan:
+    """The pretrained model's activations of B's contrast pairs, for CCS (w2s_scale/ccs.py):
+    each document with the answer of class 0 and of class 1 after it, both sides in one stage."""
+    spec = contrast_spec(model, cfg.data, layer)
+    train_cfg = train_for(cfg, model)
+    name = f"acts-{model.short_name}-L{'mid' if layer is None else layer}-contrast"
+    identity = pretrained_only(model).model_dump(mode="json")
+    return RunPlan(name=name, kind="activations", model=model, train=train_cfg, loss=GT_LOSS,
+                   seed=seed, dir=seed_dir(cfg, seed) / name, stage=spec,
+                   hash=stable_hash("contrast", identity, asdict(spec), cfg.data, seed,
+                                    *split_identity(cfg.data)))
+
+
+def confident_tag(labels: LabelsConfig) -> str:
+    """conf-t0.75 (a threshold on the confidence), conf-k0.5 (the most confident half)."""
+    rule, value = labels.confident_rule
+    return f"conf-{'k' if rule == 'keep_fraction' else 't'}{value:g}"
 
 
 def label_stage(cfg: ExperimentConfig, name: str, model: ModelConfig, settings: dict,
@@ -248,12 +290,36 @@ def plan_label_source(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig,
                                                  name=f"w2s-{tag}-to-{strong.short_name}-{loss.tag}")]
     elif src == "probe":
         probe = labels.probe_or_default
-        acts = plan_activations(cfg, strong, probe.layer, seed)
+        acts = (plan_contrast(cfg, strong, probe.layer, seed) if probe.kind == "ccs"
+                else plan_activations(cfg, strong, probe.layer, seed))
         tag = probe_tag(probe)
         settings = probe.model_dump(mode="json", exclude={"layer"})  # the layer: in acts' hash
         stage = label_stage(cfg, f"labels-{weak.model.short_name}-{tag}-{strong.short_name}",
                              strong, {"source": "probe", **settings}, [weak, acts], seed, probe)
         plans += [weak, acts, stage, plan_transfer(
+            cfg, weak, strong, loss, seed, source=stage, label_tag=tag,
+            name=f"w2s-{weak.model.short_name}-{tag}-to-{strong.short_name}-{loss.tag}")]
+    elif src == "confident":
+        # the weak labels of B, the least confident left out (labels.confident_keep): no model runs
+        tag = confident_tag(labels)
+        rule, value = labels.confident_rule
+        stage = label_stage(cfg, f"labels-{weak.model.short_name}-{tag}", weak.model,
+                             {"source": "confident", rule: value}, [weak], seed, labels)
+        plans += [weak, stage, plan_transfer(
+            cfg, weak, strong, loss, seed, source=stage, label_tag=tag,
+            name=f"w2s-{weak.model.short_name}-{tag}-to-{strong.short_name}-{loss.tag}")]
+    elif src == "elicitation":
+        # the pretrained strong model labels B alone (w2s_scale/elicitation.py): the stage reads
+        # no run; the weak gt run is the PGR floor only
+        elicit = labels.elicitation_or_default
+        tag = elicitation_tag(elicit)
+        settings = {"source": "elicitation", **elicit.model_dump(mode="json"),
+                    "model": scoring_model(strong).model_dump(mode="json"),
+                    "data": cfg.data.model_dump(mode="json"), "seed": seed,
+                    "split": split_identity(cfg.data)}
+        stage = label_stage(cfg, f"labels-{tag}-{strong.short_name}", strong, settings, [], seed,
+                             elicit)
+        plans += [weak, stage, plan_transfer(
             cfg, weak, strong, loss, seed, source=stage, label_tag=tag,
             name=f"w2s-{weak.model.short_name}-{tag}-to-{strong.short_name}-{loss.tag}")]
     elif src == "bootstrap":
@@ -276,3 +342,41 @@ def plan_label_source(cfg: ExperimentConfig, weak: RunPlan, strong: ModelConfig,
         plans.append(plan_transfer(cfg, final.weak, strong, loss, seed, source=plans[-1], label_tag=tag,
                                    name=f"{final.name}-s2s{i}"))
     return plans
+
+
+# --- methods behind the method contract (w2s_scale/methods/) ------------------------------------
+
+def method_identity(method: MethodConfig) -> dict:
+    """What of a method section changes its results: its name, options and loss (its labels
+    enter through the label source's hash; its display label does not)."""
+    identity = {"name": method.name, "options": method.model_dump(mode="json")["options"],
+                "loss": loss_identity(method.loss)}
+    if method.isolated is not None:  # scored by the service, not in-process: a run of its own
+        identity["isolated"] = True  # (which folders it hides and where the service is: not)
+    return identity
+
+
+def plan_method(cfg: ExperimentConfig, weak: RunPlan, ceiling: RunPlan, strong: ModelConfig,
+                method: MethodConfig, seed: int, named: dict[str, ModelConfig],
+                ladder: Optional[list[ModelConfig]] = None) -> list[RunPlan]:
+    """The runs a method run from `weak` (a gt run) to `strong` reads, then the method run.
+
+    Its label source is planned as for a transfer run with the method's loss, and the method is
+    given the labels that source's student would train on; the source's own last student is not
+    needed. Its hash covers the method's identity and the hashes of the runs it reads (the weak
+    gt run: soft labels on test and the floor; the ceiling; the label source), so weak runs,
+    ceilings and label stages are shared with every transfer and every other method."""
+    source_runs = plan_label_source(cfg, weak, strong, method.labels, method.loss, seed, named, ladder)
+    source = source_runs[-1].source if source_runs else None   # None: the weak gt run's labels
+    # early stopping holds out weak-labelled rows, which needs no label; the ground-truth curve
+    # scores against ground truth, which a method's students never see
+    train_cfg = train_for(cfg, strong).model_copy(update={"gt_n_train": None, "gt_curve": None})
+    name = f"method-{weak.model.short_name}-to-{strong.short_name}-{method.tag}" + held_out_tag(train_cfg)
+    inputs = (weak, ceiling) + ((source,) if source is not None else ())
+    plan = RunPlan(name=name, kind="method", model=strong, train=train_cfg, loss=method.loss,
+                   seed=seed, dir=seed_dir(cfg, seed) / name, weak=weak, source=source,
+                   inputs=inputs, stage=method, label_tag=method.tag,
+                   hash=stable_hash("method", method_identity(method),
+                                    *results_identity(strong, train_cfg), cfg.data, seed,
+                                    [p.hash for p in inputs], *split_identity(cfg.data)))
+    return source_runs[:-1] + [plan]

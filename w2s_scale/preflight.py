@@ -250,10 +250,12 @@ def trainees_of(plans: list[tuple[RunPlan, int]], where: Callable[[ModelConfig],
 
 def check_probe_layers(plans: list[RunPlan]) -> None:
     """A probe's layer must be one of its model's hidden states (0: embeddings .. num_layers)."""
-    for plan in (p for p in plans if p.kind == "activations" and p.stage is not None):
+    for plan in (p for p in plans if p.kind == "activations"
+                 and getattr(p.stage, "layer", p.stage) is not None):  # ccs.Contrast: its layer
+        layer = getattr(plan.stage, "layer", plan.stage)
         n_layers = load_hf_config(plan.model).num_hidden_layers
-        if plan.stage > n_layers:
-            raise ProbeLayerError(f"labels.probe.layer: {plan.stage} is not a layer of "
+        if layer > n_layers:
+            raise ProbeLayerError(f"labels.probe.layer: {layer} is not a layer of "
                                   f"{plan.model.short_name}, whose hidden states are 0..{n_layers}; "
                                   f"choose one of them, or leave it unset for the middle one "
                                   f"({n_layers // 2})")

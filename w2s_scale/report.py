@@ -58,7 +58,9 @@ def summarize(plans: Iterable) -> list[dict]:
     # per (weak, strong, loss), then per test subset (None: all of test): each seed's aligned
     # correct arrays, which the mean rows' PGR interval resamples
     triples: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
-    for plan in (p for p in plans if p.kind == "transfer"):
+    # method runs (w2s_scale/methods/) are read as transfer runs: a student of the weak model
+    students = [p for p in plans if p.kind in ("transfer", "method")]
+    for plan in students:
         weak_plan, ceiling_plan = plan.weak, gt.get((plan.model.short_name, plan.seed))
         loaded = [_load(p) if p else None for p in (weak_plan, ceiling_plan, plan)]
         if any(x is None for x in loaded):
@@ -86,7 +88,7 @@ def summarize(plans: Iterable) -> list[dict]:
             **{key: tm.get(key) for key in DIAGNOSTICS},
             "chosen_step": (tm.get("early_stopping") or {}).get("chosen_step"),
             **subsets})
-    _add_pgr_vs_direct(rows, [p for p in plans if p.kind == "transfer"])
+    _add_pgr_vs_direct(rows, students)
     groups = defaultdict(list)
     for row in rows:
         groups[(row["weak"], row["strong"], row["loss"])].append(row)

@@ -161,8 +161,14 @@ def model_names(cfg: SweepConfig) -> dict[str, str]:
     return {m.short_name: m.display_name for m in cfg.models}
 
 
+def model_tracks(cfg: SweepConfig) -> dict[str, str]:
+    """Each model's training kind (ModelConfig.training_kind): the figures draw each as a line."""
+    return {m.short_name: m.training_kind for m in cfg.models}
+
+
 def draw_figures(points: list[dict], summary_rows: list[dict], pooled_rows: list[dict], out_dir: Path,
-                 names: Optional[dict[str, str]] = None) -> list[Path]:
+                 names: Optional[dict[str, str]] = None,
+                 tracks: Optional[dict[str, str]] = None) -> list[Path]:
     """The paper-style figures (figures.py); none, with the reason printed, where a model's
     parameter count (the x axis) cannot be read."""
     unknown = sorted({r["strong"] for r in points if r["params"] is None})
@@ -170,7 +176,7 @@ def draw_figures(points: list[dict], summary_rows: list[dict], pooled_rows: list
         print(f"[w2s] no figures: the parameter count of {', '.join(unknown)} cannot be read "
               f"(its config does not load here)", flush=True)
         return []
-    return figures.draw(points, summary_rows, pooled_rows, out_dir / "figures", names)
+    return figures.draw(points, summary_rows, pooled_rows, out_dir / "figures", names, tracks)
 
 
 def log_wandb(cfg: SweepConfig, gt: list[dict], transfer: list[dict], points: list[dict],
@@ -212,7 +218,7 @@ def record_pgr(runs: list[SweepRun], transfer: list[dict], tracking_cfg: Optiona
     page shows it; offline runs are not reopened (tracking.update_summary). Only what changed is written, so repeated reports add nothing. Returns the number
     of runs updated."""
     by_key = {(r.dataset, r.seed, r.plan.weak.model.short_name, r.plan.model.short_name, r.plan.variant): r
-              for r in runs if r.plan.kind == "transfer"}
+              for r in runs if r.plan.kind in ("transfer", "method")}
     updated = 0
     for row in (r for r in transfer if r["seed"] != "mean"):
         run = by_key.get((row["dataset"], row["seed"], row["weak"], row["strong"], row["loss"]))
@@ -269,7 +275,8 @@ def report(cfg: SweepConfig, runs: list[SweepRun], plots: bool = True, wandb_rep
         write_table(points, summary_rows, pooled_rows, out_dir)
         if plots:
             try:
-                pngs = draw_figures(points, summary_rows, pooled_rows, out_dir, model_names(cfg))
+                pngs = draw_figures(points, summary_rows, pooled_rows, out_dir, model_names(cfg),
+                                    model_tracks(cfg))
                 pngs += draw_gain_misfit(transfer, out_dir / "figures")  # over the whole sweep
             except ImportError:
                 print("[w2s] no plots: matplotlib is missing (pip install 'w2s-scale[plot]')", flush=True)

@@ -3,7 +3,9 @@
 A sweep is planned as a DAG of the same runs `w2s experiment` makes (planning.plan_gt and
 plan_transfer, same hashes and folders, so the two share finished runs): one ground-truth run per
 (dataset, seed, model), one transfer run per (dataset, seed, weak <= strong, loss), each transfer
-run depending on its weak model's ground-truth run only (that run's weak labels are all it reads).
+run depending on its weak model's ground-truth run only (that run's weak labels are all it reads),
+and one method run per pair and `method` entry (planning.plan_method), depending on the weak gt
+run, the strong model's ceiling and its label source's runs.
 A run whose DONE marker exists is reused, so extending a sweep (a larger model, another seed)
 runs only what is new. Executors (local, Slurm) are in executors.py; tables and plots in scaling.py.
 """
@@ -15,7 +17,7 @@ from typing import Optional
 
 from w2s_scale.config import (ConfigError, ExperimentConfig, Resources, SweepConfig, experiment_for,
                               resources_for)
-from w2s_scale.planning import RunPlan, plan_gt, plan_label_source
+from w2s_scale.planning import RunPlan, plan_gt, plan_label_source, plan_method
 from w2s_scale.results import inspect, run_state
 
 
@@ -47,6 +49,7 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
     named = {model.short_name: model for model, _ in models}
     resources = {model.short_name: res for model, res in models}
     roles = [m.role for m in cfg.models]
+    model_seeds = [set(cfg.seeds if m.seeds is None else m.seeds) for m in cfg.models]
 
     def add(exp: ExperimentConfig, prefix: str, plan: RunPlan) -> None:
         key = f"{prefix}/{plan.name}"
@@ -66,10 +69,12 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
         exp = experiment_for(cfg, i)
         for seed in cfg.seeds:
             prefix = f"{data.dataset}/seed{seed}"
-            gt = {}
+            gt, ceilings = {}, {}
             for m, (model, _) in enumerate(models):
+                if seed not in model_seeds[m]:
+                    continue
                 gt[model.short_name] = plan_gt(exp, model, seed)
-                ceiling = plan_gt(exp, model, seed, ceiling=True)
+                ceiling = ceilings[model.short_name] = plan_gt(exp, model, seed, ceiling=True)
                 # its run on A's ground truth teaches; a student only (role strong) needs it only
                 # where it is also its ceiling (the data may put the ceiling on B: the testbed)
                 if roles[m] != "strong" or ceiling.hash == gt[model.short_name].hash:
@@ -77,11 +82,11 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
                 if roles[m] != "weak":
                     add(exp, prefix, ceiling)
             for w, (weak, _) in enumerate(models):
-                if roles[w] == "strong":
+                if roles[w] == "strong" or seed not in model_seeds[w]:
                     continue
                 first_strong = w if cfg.self_transfer and roles[w] == "both" else w + 1
                 for s, (strong, _) in enumerate(models[first_strong:], first_strong):
-                    if roles[s] == "weak":
+                    if roles[s] == "weak" or seed not in model_seeds[s]:
                         continue
                     # a bootstrap chain steps through the models between that both learn and teach
                     ladder = [m for j, (m, _) in enumerate(models) if w < j < s and roles[j] == "both"]
@@ -90,6 +95,10 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepRun]:
                             for plan in plan_label_source(exp, gt[weak.short_name], strong, labels,
                                                           loss, seed, named, ladder):
                                 add(exp, prefix, plan)
+                    for method in cfg.method:  # the method contract (w2s_scale/methods/)
+                        for plan in plan_method(exp, gt[weak.short_name], ceilings[strong.short_name],
+                                                strong, method, seed, named, ladder):
+                            add(exp, prefix, plan)
     return list(runs.values())
 
 
@@ -130,9 +139,11 @@ def describe(cfg: SweepConfig, runs: list[SweepRun]) -> str:
     """One line on the shape of the sweep."""
     n_gt = sum(r.plan.kind == "gt" for r in runs)
     n_transfer = sum(r.plan.kind == "transfer" for r in runs)
-    n_stages = len(runs) - n_gt - n_transfer
+    n_method = sum(r.plan.kind == "method" for r in runs)
+    n_stages = len(runs) - n_gt - n_transfer - n_method
     losses = ", ".join(loss.tag for loss in cfg.losses)
     stages = f", {n_stages} label/activation stages" if n_stages else ""
+    stages += f", {n_method} method runs" if n_method else ""
     return (f"sweep {cfg.name}: {len(cfg.datasets)} dataset(s) x {len(cfg.seeds)} seed(s) x "
             f"{len(cfg.models)} model(s) [{', '.join(m.short_name for m in cfg.models)}], losses "
             f"[{losses}]: {n_gt} gt runs, {n_transfer} transfer runs{stages}")

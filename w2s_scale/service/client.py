@@ -111,13 +111,13 @@ class EvalClient:
                weak: Optional[str] = None, strong: Optional[str] = None) -> dict:
         """The service's scores of these predictions ({id: p1 or class probabilities}). Raises
         ServiceDown (the predictions kept in the pending folder) or SubmissionRefused."""
-        body = {"method": method, "run": run, "who": who or default_who(), "split": split,
-                "dataset": dataset, "seed": seed, "weak": weak, "strong": strong,
-                "submission_id": uuid.uuid4().hex,
-                # numpy values (a model's output as it comes) become JSON numbers and lists
-                "predictions": {str(k): v.tolist() if hasattr(v, "tolist") else v
-                                for k, v in predictions.items()}}
-        return self._send({k: v for k, v in body.items() if v is not None})
+        return self.send(submission(method, run, predictions, split, who, dataset, seed, weak, strong))
+
+    def send(self, body: dict) -> dict:
+        """Send a submission made by `submission` (as `submit` does). A caller that keeps the
+        body and sends it again after a lost answer gets the first answer back, not a second
+        score: the body's submission_id is the same."""
+        return self._send(body)
 
     def _send(self, body: dict, kept: Optional[Path] = None) -> dict:
         """POST one submission; `kept`: its pending file, if it has one already."""
@@ -178,6 +178,19 @@ class EvalClient:
                 report.left = files[i:]
                 break
         return report
+
+
+def submission(method: str, run: str, predictions: Mapping[str, Any], split: str = "test",
+               who: Optional[str] = None, dataset: Optional[str] = None, seed: Optional[int] = None,
+               weak: Optional[str] = None, strong: Optional[str] = None) -> dict:
+    """The body of one submission, with a new submission_id (made once, here)."""
+    body = {"method": method, "run": run, "who": who or default_who(), "split": split,
+            "dataset": dataset, "seed": seed, "weak": weak, "strong": strong,
+            "submission_id": uuid.uuid4().hex,
+            # numpy values (a model's output as it comes) become JSON numbers and lists
+            "predictions": {str(k): v.tolist() if hasattr(v, "tolist") else v
+                            for k, v in predictions.items()}}
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def _safe(text: str) -> str:

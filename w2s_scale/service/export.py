@@ -52,12 +52,13 @@ def _scores(plan: RunPlan) -> Optional[dict[str, Any]]:
 
 
 def baselines(runs: Sequence[SweepRun]) -> tuple[list[Baseline], list[str]]:
-    """The baseline of every (dataset, weak, strong) pair with a transfer planned, and notes on
+    """The baseline of every (dataset, weak, strong) pair with a transfer or a method planned, and notes on
     the runs left out."""
     anchors: dict[tuple[str, str, str], tuple[dict, dict]] = {}
     for run in runs:
         plan = run.plan
-        if plan.kind != "transfer" or plan.weak is None or plan.weak.seed_offset:
+        # a method run is anchored like a transfer of its pair (its weak gt run and the ceiling)
+        if plan.kind not in ("transfer", "method") or plan.weak is None or plan.weak.seed_offset:
             continue
         weak, strong = plan.weak.model.short_name, plan.model.short_name
         if weak == strong:  # self-transfer: no gap to recover
