@@ -34,8 +34,7 @@ from typing import Optional
 import numpy as np
 
 from w2s_scale import distributed as dist
-from w2s_scale import elicitation, predictions, probes
-from w2s_scale import ccs
+from w2s_scale import ccs, elicitation, predictions, probes
 from w2s_scale.activations import extract
 from w2s_scale.config import ElicitationConfig, ExperimentConfig, LabelsConfig
 from w2s_scale.data.batching import tokenize
